@@ -1,0 +1,3 @@
+"""gridserver: geospatial grid-management server for city governance (网格化管理)."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,50 @@
+"""The FastAPI application: mounts each domain package's router."""
+
+from __future__ import annotations
+
+import importlib
+
+from fastapi import FastAPI
+from fastapi.responses import RedirectResponse
+
+from gridserver import __version__
+from gridserver.errors import install_handlers
+
+#: Each module exposes ``router``; order matters only for overlapping paths.
+ROUTERS = [
+    "gridserver.areas.routes",
+    "gridserver.areas.batch",
+    "gridserver.areas.admin_routes",
+    "gridserver.auth.routes",
+    "gridserver.incidents.routes",
+    "gridserver.address.routes_parse",
+    "gridserver.address.routes",
+    "gridserver.maps.routes",
+]
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(
+        title="gridserver 网格化管理服务",
+        version=__version__,
+        description="网格化城市治理空间服务：行政区划与网格、点位落格、事件、标准地址库、矢量瓦片与地图。",
+    )
+    install_handlers(app)
+    for name in ROUTERS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue  # domain not present in this build
+            raise
+        app.include_router(module.router)
+
+    @app.get("/", include_in_schema=False)
+    def index():
+        return RedirectResponse("/map")
+
+    @app.get("/healthz", tags=["系统 system"])
+    def healthz():
+        return {"status": "ok", "version": __version__}
+
+    return app

@@ -1,0 +1,1 @@
+"""Admin areas and grids: models, import, topology checks and point location."""

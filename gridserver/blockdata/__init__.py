@@ -1,0 +1,1 @@
+"""blockdata domain."""

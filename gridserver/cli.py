@@ -1,0 +1,140 @@
+"""The ``gridserver`` command line: the same services the API uses, one sub-command per domain."""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(help="gridserver 网格化管理服务 — grid-management server for city governance.",
+                  no_args_is_help=True, pretty_exceptions_show_locals=False)
+console = Console()
+
+db_app = typer.Typer(help="数据库 the database: embedded private PostGIS or DATABASE_URL.", no_args_is_help=True)
+import_app = typer.Typer(help="导入 import data files (areas, addresses).", no_args_is_help=True)
+check_app = typer.Typer(help="检查 data quality checks.", no_args_is_help=True)
+map_app = typer.Typer(help="地图 static map exports.", no_args_is_help=True)
+address_app = typer.Typer(help="标准地址库 address parsing and the standard address base.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(import_app, name="import")
+app.add_typer(check_app, name="check")
+app.add_typer(map_app, name="map")
+app.add_typer(address_app, name="address")
+
+
+def _optional(module: str):
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name == module:
+            return None
+        raise
+
+
+def _command(group: typer.Typer, name: str, module: str, attr: str) -> None:
+    mod = _optional(module)
+    if mod is not None and hasattr(mod, attr):
+        group.command(name)(getattr(mod, attr))
+
+
+def _typer(group: typer.Typer, name: str | None, module: str, attr: str = "app") -> None:
+    """Mount a domain's Typer app; name=None merges its commands into ``group``."""
+    mod = _optional(module)
+    if mod is None or not hasattr(mod, attr):
+        return
+    sub: typer.Typer = getattr(mod, attr)
+    if name:
+        group.add_typer(sub, name=name)
+    else:
+        for info in sub.registered_commands:
+            group.registered_commands.append(info)
+
+
+# --- database ---------------------------------------------------------------------------------
+@db_app.command("start")
+def db_start():
+    """Start the embedded PostGIS (created on first use) and apply migrations."""
+    from gridserver.db import embedded, migrate
+    from gridserver.settings import get_settings
+
+    s = get_settings()
+    if s.database_url:
+        console.print("DATABASE_URL is set: using that server, nothing to start.")
+    else:
+        url = embedded.start(s)
+        console.print(f"embedded PostGIS running: {url}")
+    migrate.upgrade()
+    console.print("schema up to date")
+
+
+@db_app.command("stop")
+def db_stop():
+    """Stop the embedded PostGIS cleanly."""
+    from gridserver.db import embedded
+
+    console.print("stopped" if embedded.stop() else "was not running")
+
+
+@db_app.command("status")
+def db_status():
+    """Say which database is in use, whether it runs, and its schema revision."""
+    from gridserver.db import embedded, migrate
+    from gridserver.settings import get_settings
+
+    s = get_settings()
+    if s.database_url:
+        console.print(f"DATABASE_URL: {s.database_url}")
+        console.print(f"schema revision: {migrate.current()}")
+        return
+    running = embedded.is_running(s)
+    console.print(f"embedded PostGIS in {s.home.resolve() / 'pgdata'} on 127.0.0.1:{s.pg_port}: "
+                  f"{'running' if running else 'stopped'}")
+    if running:
+        console.print(f"schema revision: {migrate.current(embedded.url(s))}")
+    raise typer.Exit(0 if running else 3)
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = typer.Argument("head", help="target Alembic revision")):
+    """Apply Alembic migrations (starts the embedded PostGIS if needed)."""
+    from gridserver.db import migrate
+
+    migrate.upgrade(revision=revision)
+    console.print(f"schema at {migrate.current()}")
+
+
+# --- serving ----------------------------------------------------------------------------------
+@app.command("serve")
+def serve(host: str = typer.Option(None, help="bind address (default 127.0.0.1)"),
+          port: int = typer.Option(None, help="port (default 8000)")):
+    """Serve the API, vector tiles and the map page."""
+    import uvicorn
+
+    from gridserver.db import migrate
+    from gridserver.settings import get_settings
+
+    s = get_settings()
+    migrate.upgrade()
+    host, port = host or s.host, port or s.port
+    console.print(f"gridserver at http://{host}:{port}/map  (API docs http://{host}:{port}/docs)")
+    uvicorn.run("gridserver.api:create_app", factory=True, host=host, port=port, log_level="info")
+
+
+# --- domains ----------------------------------------------------------------------------------
+_command(app, "demo", "gridserver.demo.build", "demo_command")
+_command(import_app, "areas", "gridserver.areas.cli_import", "import_areas")
+_command(import_app, "addresses", "gridserver.address.cli", "import_addresses")
+_command(check_app, "topology", "gridserver.areas.cli_import", "check_topology")
+_command(map_app, "export", "gridserver.maps.export", "export_command")
+_typer(app, "users", "gridserver.auth.cli")
+_typer(address_app, None, "gridserver.address.cli_parse")
+_typer(address_app, None, "gridserver.address.cli")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

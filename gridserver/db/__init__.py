@@ -1,0 +1,1 @@
+"""Database access: the embedded private PostGIS, engines, sessions and migrations."""

@@ -1,0 +1,1 @@
+"""Coordinate systems, geometry validation and tiling maths shared by every domain."""

@@ -1,0 +1,60 @@
+"""One settings object for the whole project (pydantic-settings, read once).
+
+Environment variables use the ``GRIDSERVER_`` prefix, except ``DATABASE_URL`` which is read as is.
+"""
+
+from __future__ import annotations
+
+import secrets
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: Geometry is stored in WGS84 (EPSG:4326). OSM and GPS data arrive in it, CGCS2000 (EPSG:4490)
+#: differs from it by well under a metre, and PostGIS/MapLibre speak it natively.
+STORAGE_SRID = 4326
+#: Areas and distances are computed in CGCS2000 / 3-degree Gauss-Kruger CM 114E (metres),
+#: the projection Guangzhou's own survey data uses.
+METRIC_CRS = "EPSG:4547"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GRIDSERVER_", extra="ignore")
+
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "GRIDSERVER_DATABASE_URL")
+    )
+    home: Path = Field(default=Path(".gridserver"), description="data dir of the embedded PostGIS")
+    pg_port: int = Field(default=55432, description="port of the embedded PostGIS")
+    pg_bindir: Path | None = Field(default=None, description="PostgreSQL binaries to use")
+    db_name: str = "gridserver"
+    shared_dir: Path = Path("../shared")
+    gis_data_dir: Path = Path("gis_data")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    jwt_secret: str | None = None
+    jwt_expire_minutes: int = 12 * 60
+    pool_size: int = 8
+
+    @property
+    def yuexiu_dir(self) -> Path:
+        return self.shared_dir / "data" / "yuexiu"
+
+    def secret(self) -> str:
+        """JWT signing secret: from the environment, else one kept in the data dir."""
+        if self.jwt_secret:
+            return self.jwt_secret
+        path = self.home / "jwt-secret"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_hex(32))
+            path.chmod(0o600)
+        self.jwt_secret = path.read_text().strip()
+        return self.jwt_secret
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
