@@ -19,6 +19,8 @@ from shapely.geometry import box
 from gridserver.db import embedded
 from gridserver.settings import get_settings
 
+pytest_plugins = ["fixtures_auth"]
+
 
 def _admin_url() -> str:
     s = get_settings()

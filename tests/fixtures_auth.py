@@ -1,0 +1,1 @@
+"""Auth test fixtures (tokens for each role); registered from conftest.py."""
