@@ -145,9 +145,8 @@ class GridIndex:
         ua, va = (ax - x0) * inv_fx, (ay - y0) * inv_fy
         ub, vb = (bx - x0) * inv_fx, (by - y0) * inv_fy
         edge_cells = _boundary_cells(ua, va, ub, vb, nfx, nfy)
-        row_j, row_col, row_w = _winding_events(ua, va, ub, vb, seg_owner, nfx)
-
-        coarse, fine = _fill(edge_cells, row_j, row_col, row_w, nfx, nfy, block, fine_dtype)
+        events = _winding_events(ua, va, ub, vb, seg_owner, nfx)
+        coarse, fine = _fill(edge_cells, events, nfx, nfy, block, fine_dtype)
         idx = cls(x0=x0, y0=y0, inv_fx=inv_fx, inv_fy=inv_fy, nfx=nfx, nfy=nfy, coarse=coarse, fine=fine,
                   **common)
         nblocks = fine.size // (block * block)
@@ -175,6 +174,21 @@ class GridIndex:
         """
         x = np.ascontiguousarray(lon, dtype=np.float64).ravel()
         y = np.ascontiguousarray(lat, dtype=np.float64).ravel()
+        out, exact = self._raster(x, y)
+        if exact.size:
+            out[exact] = self.locate_exact(x[exact], y[exact])
+        return out
+
+    def raster_answers(self, lon, lat) -> np.ndarray:
+        """The raster's answers alone: like ``locate`` but EXACT (-2) where GEOS must decide.
+
+        Every other value is final (the property the tests check against GEOS).
+        """
+        x = np.ascontiguousarray(lon, dtype=np.float64).ravel()
+        y = np.ascontiguousarray(lat, dtype=np.float64).ravel()
+        return self._raster(x, y)[0]
+
+    def _raster(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if x.shape != y.shape:
             raise ValueError(f"lon has {x.size} values but lat has {y.size}")
         out = np.empty(x.size, dtype=np.int32)
@@ -184,10 +198,7 @@ class GridIndex:
             m = self._fast(x[s:e], y[s:e], out[s:e])
             if m is not None:
                 exact.append(m + s)
-        if exact:
-            sel = np.concatenate(exact)
-            out[sel] = self.locate_exact(x[sel], y[sel])
-        return out
+        return out, (np.concatenate(exact) if exact else np.empty(0, dtype=np.int64))
 
     def locate_exact(self, lon, lat) -> np.ndarray:
         """The reference answer by GEOS alone (STRtree + ``intersects``, which for a point is ``covers``)."""
@@ -267,22 +278,24 @@ def _boundary_cells(ua, va, ub, vb, nfx, nfy) -> np.ndarray:
     """
     length = np.maximum(np.abs(ub - ua), np.abs(vb - va))
     npieces = np.maximum(np.ceil(length / 2.0).astype(np.int64), 1)
-    seg = np.repeat(np.arange(ua.size), npieces)
-    first = np.cumsum(npieces) - npieces
-    k = np.arange(seg.size) - np.repeat(first, npieces)
-    t0 = k / npieces[seg]
-    t1 = (k + 1) / npieces[seg]
-    du, dv = (ub - ua)[seg], (vb - va)[seg]
-    pa_u, pa_v = ua[seg] + t0 * du, va[seg] + t0 * dv
-    pb_u, pb_v = ua[seg] + t1 * du, va[seg] + t1 * dv
-    # Pieces share their cut points with float rounding; rounding (~1e-12 cell) is far below _EPS.
-    out = []
-    step = 1 << 17
+    # Process whole segments in chunks of about 32k pieces (bounded temporaries).
+    ends = np.cumsum(npieces)
+    cuts = np.unique(np.concatenate([[0], np.searchsorted(ends, np.arange(1 << 15, ends[-1], 1 << 15)), [ua.size]]))
     offs_i, offs_j = np.meshgrid(np.arange(4), np.arange(4))
     offs_i, offs_j = offs_i.ravel(), offs_j.ravel()
-    for s in range(0, seg.size, step):
-        sl = slice(s, s + step)
-        a_u, a_v, b_u, b_v = pa_u[sl], pa_v[sl], pb_u[sl], pb_v[sl]
+    out = []
+    for s0, s1 in zip(cuts[:-1], cuts[1:]):
+        if s1 <= s0:
+            continue
+        npc = npieces[s0:s1]
+        seg = np.repeat(np.arange(s0, s1), npc)
+        k = np.arange(seg.size) - np.repeat(np.cumsum(npc) - npc, npc)
+        t0 = k / npieces[seg]
+        t1 = (k + 1) / npieces[seg]
+        du, dv = ub[seg] - ua[seg], vb[seg] - va[seg]
+        # Cut points are rounded (~1e-12 cell), far below _EPS, so the pieces still cover the edge.
+        a_u, a_v = ua[seg] + t0 * du, va[seg] + t0 * dv
+        b_u, b_v = ua[seg] + t1 * du, va[seg] + t1 * dv
         lo_i = np.floor(np.minimum(a_u, b_u) - 2 * _EPS).astype(np.int64)
         hi_i = np.floor(np.maximum(a_u, b_u) + 2 * _EPS).astype(np.int64)
         lo_j = np.floor(np.minimum(a_v, b_v) - 2 * _EPS).astype(np.int64)
@@ -292,23 +305,20 @@ def _boundary_cells(ua, va, ub, vb, nfx, nfy) -> np.ndarray:
         cand = (ci <= hi_i[:, None]) & (cj <= hi_j[:, None])
         d_u = (b_u - a_u)[:, None]
         d_v = (b_v - a_v)[:, None]
-        pos = np.zeros(cand.shape, dtype=bool)
-        neg = np.zeros(cand.shape, dtype=bool)
-        first_corner = True
+        pos = neg = None
         for cu, cv in ((0, 0), (1, 0), (0, 1), (1, 1)):
             px = ci + (cu * (1 + 2 * _EPS) - _EPS) - a_u[:, None]
             py = cj + (cv * (1 + 2 * _EPS) - _EPS) - a_v[:, None]
             cross = d_u * py - d_v * px
-            if first_corner:
+            if pos is None:
                 pos, neg = cross > 0, cross < 0
-                first_corner = False
             else:
                 pos &= cross > 0
                 neg &= cross < 0
         hit = cand & ~pos & ~neg
         ci, cj = ci[hit], cj[hit]
         ok = (ci >= 0) & (ci < nfx) & (cj >= 0) & (cj < nfy)
-        out.append(cj[ok] * nfx + ci[ok])
+        out.append(np.unique(cj[ok] * nfx + ci[ok]))
     return np.unique(np.concatenate(out)) if out else np.empty(0, np.int64)
 
 
@@ -336,7 +346,46 @@ def _winding_events(ua, va, ub, vb, owner, nfx):
     return j, col, direction, owner[seg] + 1
 
 
-def _fill(edge_cells, row_j, row_col, row_w, nfx, nfy, block, fine_dtype):
-    """Build the coarse table and the fine blocks, a band of coarse rows at a time."""
-    direction, label_w = row_w if isinstance(row_w, tuple) else (None, None)
-    raise NotImplementedError
+def _fill(edge_cells, events, nfx, nfy, block, fine_dtype):
+    """Build the coarse table and the fine blocks, a band of coarse rows at a time.
+
+    In each band: winding fill (cumulative sums of the row events) gives every fine cell its
+    covering-polygon count and index; cells with a count other than 0 or 1, and boundary cells,
+    become EXACT. A coarse cell whose fine cells all agree (and are not EXACT) keeps that one
+    value; any other gets a fine block.
+    """
+    row_j, row_col, row_dir, row_lab = events
+    order = np.argsort(row_j, kind="stable")
+    row_j, row_col, row_dir, row_lab = row_j[order], row_col[order], row_dir[order], row_lab[order]
+    ncx, ncy = nfx // block, nfy // block
+    band = max(1, (1 << 18) // (nfx * block))  # coarse rows per band: about 256k fine cells
+    coarse = np.empty(ncy * ncx, dtype=np.int32)
+    blocks = []
+    nblk = 0
+    width = nfx + 1  # column nfx collects crossings right of the last cell (never summed into a cell)
+    for cy0 in range(0, ncy, band):
+        cy1 = min(ncy, cy0 + band)
+        r0, r1 = cy0 * block, cy1 * block
+        nr = r1 - r0
+        e0, e1 = np.searchsorted(row_j, [r0, r1])
+        flat = (row_j[e0:e1] - r0) * width + row_col[e0:e1]
+        cnt = np.bincount(flat, weights=row_dir[e0:e1], minlength=nr * width).reshape(nr, width)
+        lab = np.bincount(flat, weights=row_dir[e0:e1] * row_lab[e0:e1], minlength=nr * width).reshape(nr, width)
+        cnt = np.cumsum(cnt, axis=1)[:, :nfx]
+        lab = np.cumsum(lab, axis=1)[:, :nfx]
+        val = np.where(cnt == 1, lab - 1, np.where(cnt == 0, OUTSIDE, EXACT)).astype(np.int32)
+        b0, b1 = np.searchsorted(edge_cells, [r0 * nfx, r1 * nfx])
+        val.reshape(-1)[edge_cells[b0:b1] - r0 * nfx] = EXACT
+        blk = val.reshape(cy1 - cy0, block, ncx, block).transpose(0, 2, 1, 3)
+        first = blk[:, :, 0, 0]
+        uniform = (blk == first[:, :, None, None]).all(axis=(2, 3)) & (first != EXACT)
+        cvals = first.copy()
+        mixed = ~uniform
+        k = int(np.count_nonzero(mixed))
+        if k:
+            cvals[mixed] = EXACT - (nblk + np.arange(k, dtype=np.int32))
+            blocks.append(blk[mixed].astype(fine_dtype))
+            nblk += k
+        coarse[cy0 * ncx: cy1 * ncx] = cvals.reshape(-1)
+    fine = np.concatenate(blocks).reshape(-1) if blocks else np.empty(0, dtype=fine_dtype)
+    return coarse, fine

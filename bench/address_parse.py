@@ -1,0 +1,57 @@
+"""Throughput of the address parser on dev.txt: batch API in one process, against the 5,000 addr/s bar.
+
+Baseline measured side by side: the same addresses parsed one call at a time with ``parse()``.
+Run: ``.venv/bin/python bench/address_parse.py [--repeat 3]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+REQUIRED = 5_000  # addresses per second, one core, batch mode
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+
+    from gridserver.address.parser import load_model, parse, parse_batch
+    from gridserver.address.parser.corpus import corpus_dir, read_corpus
+
+    dev = corpus_dir() / "dev.txt"
+    if not dev.exists():
+        print(f"skip: {dev} not found")
+        return 0
+    texts = [e.text for e in read_corpus(dev)]
+    t0 = time.perf_counter()
+    load_model()
+    load_s = time.perf_counter() - t0
+    parse_batch(texts[:200])  # warm-up
+
+    best = float("inf")
+    for _ in range(args.repeat):
+        t0 = time.perf_counter()
+        parse_batch(texts)
+        best = min(best, time.perf_counter() - t0)
+    batch_rate = len(texts) / best
+
+    sample = texts[:500]
+    t0 = time.perf_counter()
+    for t in sample:
+        parse(t)
+    single_rate = len(sample) / (time.perf_counter() - t0)
+
+    print(f"model load          {load_s * 1000:8.0f} ms")
+    print(f"parse_batch (dev)   {batch_rate:8.0f} addr/s  ({len(texts)} addresses, best of {args.repeat})")
+    print(f"parse() one by one  {single_rate:8.0f} addr/s  (baseline, {len(sample)} addresses)")
+    print(f"batch / baseline    {batch_rate / single_rate:8.1f}x")
+    print(f"batch / required    {batch_rate / REQUIRED:8.2f}x  (required {REQUIRED} addr/s) -> "
+          f"{'OK' if batch_rate >= REQUIRED else 'BELOW REQUIREMENT'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

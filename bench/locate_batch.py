@@ -1,0 +1,212 @@
+"""Batch point → grid lookup: GridIndex against shapely STRtree, geopandas sjoin and PostGIS.
+
+Builds ~1,893 grids of ~50 vertices over Yuexiu (the real OSM street polygons, each cut into
+Voronoi cells of random seeds, edges densified), draws N random points over the extent, runs every
+method on the same points in one process, checks they all give identical answers (covers, smallest
+code wins), and prints points/s and the ratio of GridIndex to each baseline.
+
+Timings include, for each method, everything from coordinate arrays to one grid index per point:
+building shapely points for the shapely/geopandas paths, the min-code reduction, and for PostGIS
+the join query plus streaming its (point, grid) pairs back; loading the points (COPY, geometry,
+GiST index) is reported separately, and also as a total with the join.
+
+    .venv/bin/python bench/locate_batch.py [--n 1000000] [--grids 1893] [--repeat 2] [--no-postgis]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import time
+import tracemalloc
+
+import numpy as np
+import shapely
+from shapely.ops import voronoi_diagram
+
+from gridserver.areas.lookup import GridIndex
+from gridserver.settings import get_settings
+
+
+def yuexiu_grids(n_grids: int, target_vertices: int, rng) -> tuple[list[str], list]:
+    """Streets cut into ~n_grids Voronoi cells (seeds ∝ area), densified to ~target_vertices each."""
+    import geopandas as gpd
+
+    path = get_settings().yuexiu_dir / "yuexiu_subdistricts_osm_wgs84.geojson"
+    df = gpd.read_file(path)
+    streets = list(df.geometry.values)
+    scodes = [str(c) for c in df["ref:admin:CN:nbs"]]
+    areas = np.array([s.area for s in streets])
+    quota = np.maximum(1, np.round(n_grids * areas / areas.sum()).astype(int))
+    codes, geoms = [], []
+    for scode, street, k in zip(scodes, streets, quota):
+        x0, y0, x1, y1 = street.bounds
+        seeds: list = []
+        while len(seeds) < k:
+            c = rng.uniform([x0, y0], [x1, y1], (4 * k, 2))
+            seeds.extend(c[shapely.contains_xy(street, c[:, 0], c[:, 1])].tolist())
+        cells = voronoi_diagram(shapely.MultiPoint(seeds[:k]), envelope=street.envelope.buffer(0.01))
+        parts = [c.intersection(street) for c in cells.geoms]
+        parts = [p for p in parts if not p.is_empty and p.area > 0]
+        # Grid codes: street + community 001 + 3-digit sequence (prefix-hierarchical like the real ones).
+        for i, p in enumerate(parts):
+            codes.append(f"{scode}{1 + i // 999:03d}{1 + i % 999:03d}")
+            geoms.append(p)
+    geoms_arr = np.asarray(geoms, dtype=object)
+    perim = shapely.length(geoms_arr).sum()
+    step = perim / (target_vertices * len(geoms))
+    geoms_arr = shapely.segmentize(geoms_arr, step)
+    return codes, list(geoms_arr)
+
+
+def min_code_reduce(n: int, point_idx: np.ndarray, poly_idx: np.ndarray, rank: np.ndarray, by_rank) -> np.ndarray:
+    """From (point, polygon) hit pairs, the polygon with the smallest code per point (-1: none)."""
+    big = np.iinfo(np.int64).max
+    best = np.full(n, big, dtype=np.int64)
+    np.minimum.at(best, point_idx, rank[poly_idx])
+    out = np.full(n, -1, dtype=np.int32)
+    hit = best != big
+    out[hit] = by_rank[best[hit]]
+    return out
+
+
+def run_strtree(tree, x, y, rank, by_rank):
+    pts = shapely.points(x, y)
+    qi, ti = tree.query(pts, predicate="covered_by")
+    return min_code_reduce(x.size, qi, ti, rank, by_rank)
+
+
+def run_sjoin(polys_gdf, x, y, rank, by_rank):
+    import geopandas as gpd
+
+    pts = gpd.GeoDataFrame(geometry=gpd.points_from_xy(x, y), crs=4326)
+    j = gpd.sjoin(pts, polys_gdf, predicate="intersects", how="inner")
+    return min_code_reduce(x.size, j.index.to_numpy(), j["index_right"].to_numpy(), rank, by_rank)
+
+
+class PostGIS:
+    """Its best plain form here: polygons and points in temp tables, both GiST-indexed, so the
+    join is driven from the (few) polygons and PostGIS reuses each prepared polygon for all of its
+    points (a points-outer join, without the points index, ran ~3x slower)."""
+
+    def __init__(self, codes, geoms):
+        import psycopg
+
+        from gridserver.db.engine import conninfo
+
+        self.conn = psycopg.connect(conninfo(), autocommit=True)
+        cur = self.conn.cursor()
+        cur.execute("SET jit = off")  # compiling the plan only costs time for this query
+        cur.execute("CREATE EXTENSION IF NOT EXISTS postgis")
+        cur.execute("CREATE TEMP TABLE bench_grids (idx int, code text, geom geometry(MultiPolygon, 4326))")
+        with cur.copy("COPY bench_grids (idx, code, geom) FROM STDIN") as cp:
+            for i, (c, g) in enumerate(zip(codes, geoms)):
+                wkb = shapely.to_wkb(shapely.multipolygons(shapely.get_parts(g)), hex=True, include_srid=True)
+                cp.write_row((i, c, wkb))
+        cur.execute("CREATE INDEX ON bench_grids USING gist (geom)")
+        cur.execute("ANALYZE bench_grids")
+
+    def load_points(self, x, y) -> None:
+        """COPY the points in (geometry computed on the way in), index and analyze them."""
+        cur = self.conn.cursor()
+        cur.execute("DROP TABLE IF EXISTS bench_pts")
+        cur.execute("""CREATE TEMP TABLE bench_pts (id int, lon float8, lat float8,
+                         geom geometry(Point, 4326) GENERATED ALWAYS AS (ST_SetSRID(ST_MakePoint(lon, lat), 4326)) STORED)""")
+        buf = io.StringIO()
+        np.savetxt(buf, np.column_stack([np.arange(x.size), x, y]), fmt=["%d", "%.17g", "%.17g"], delimiter=",")
+        with cur.copy("COPY bench_pts (id, lon, lat) FROM STDIN WITH (FORMAT csv)") as cp:
+            cp.write(buf.getvalue())
+        cur.execute("CREATE INDEX ON bench_pts USING gist (geom)")
+        cur.execute("ANALYZE bench_pts")
+
+    def join(self, n: int, rank, by_rank) -> np.ndarray:
+        """All (point, grid) pairs with ST_Covers, streamed back; smallest code per point in numpy."""
+        cur = self.conn.cursor()
+        sql = "COPY (SELECT p.id, g.idx FROM bench_grids g JOIN bench_pts p ON ST_Covers(g.geom, p.geom)) TO STDOUT"
+        with cur.copy(sql) as cp:
+            data = b"".join(bytes(block) for block in cp)
+        pairs = np.loadtxt(io.BytesIO(data), dtype=np.int64, ndmin=2) if data else np.empty((0, 2), np.int64)
+        return min_code_reduce(n, pairs[:, 0], pairs[:, 1], rank, by_rank)
+
+
+def timed(fn, repeat: int):
+    best, result = float("inf"), None
+    for _ in range(repeat):
+        t = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - t)
+    return best, result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=1_000_000, help="points (default 1,000,000)")
+    ap.add_argument("--grids", type=int, default=1893)
+    ap.add_argument("--vertices", type=int, default=50, help="mean vertices per grid")
+    ap.add_argument("--repeat", type=int, default=2, help="best of this many runs per method")
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--no-postgis", action="store_true")
+    a = ap.parse_args()
+    rng = np.random.default_rng(a.seed)
+
+    codes, geoms = yuexiu_grids(a.grids, a.vertices, rng)
+    nv = shapely.get_num_coordinates(np.asarray(geoms, dtype=object))
+    print(f"grids: {len(geoms)}, vertices/grid mean {nv.mean():.1f} (min {nv.min()}, max {nv.max()})")
+    x0, y0, x1, y1 = shapely.total_bounds(np.asarray(geoms, dtype=object))
+    x = rng.uniform(x0, x1, a.n)
+    y = rng.uniform(y0, y1, a.n)
+
+    t = time.perf_counter()
+    idx = GridIndex.build(codes, geoms)
+    build_s = time.perf_counter() - t
+    tracemalloc.start()  # a second build, traced, for its peak memory (tracing slows it down)
+    GridIndex.build(codes, geoms)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    print(f"GridIndex build {build_s:.2f} s, peak build memory {peak / 2**20:.0f} MB, "
+          f"raster {idx.stats['raster_bytes'] / 2**20:.1f} MB; stats {idx.stats}")
+
+    results: dict[str, tuple[float, np.ndarray]] = {}
+    results["GridIndex.locate"] = timed(lambda: idx.locate(x, y), a.repeat)
+    n_exact = int((idx.raster_answers(x, y) == -2).sum())
+    print(f"points sent to the exact test: {n_exact} ({n_exact / a.n:.2%}); "
+          f"inside some grid: {(results['GridIndex.locate'][1] >= 0).mean():.1%}")
+
+    tree = shapely.STRtree(geoms)
+    results["shapely STRtree covered_by"] = timed(lambda: run_strtree(tree, x, y, idx.rank, idx.by_rank), a.repeat)
+
+    import geopandas as gpd
+
+    polys_gdf = gpd.GeoDataFrame({"code": codes}, geometry=geoms, crs=4326)
+    polys_gdf.sindex  # built once, like the STRtree
+    results["geopandas sjoin intersects"] = timed(lambda: run_sjoin(polys_gdf, x, y, idx.rank, idx.by_rank), a.repeat)
+
+    copy_s = None
+    if not a.no_postgis:
+        pg = PostGIS(codes, geoms)
+        t = time.perf_counter()
+        pg.load_points(x, y)
+        copy_s = time.perf_counter() - t
+        results["PostGIS ST_Covers join"] = timed(lambda: pg.join(a.n, idx.rank, idx.by_rank), a.repeat)
+
+    ref = results["GridIndex.locate"][1]
+    print()
+    print(f"{'method':34s} {'seconds':>8s} {'points/s':>12s} {'GridIndex ×':>12s}  identical")
+    fast = results["GridIndex.locate"][0]
+    for name, (sec, res) in results.items():
+        same = np.array_equal(res, ref)
+        print(f"{name:34s} {sec:8.3f} {a.n / sec:12,.0f} {sec / fast:12.1f}  {'yes' if same else 'NO'}")
+        if not same:
+            bad = np.nonzero(res != ref)[0]
+            print(f"   {bad.size} differ, e.g. point {bad[0]} ({x[bad[0]]!r}, {y[bad[0]]!r}): {res[bad[0]]} vs {ref[bad[0]]}")
+    if copy_s is not None:
+        sec = results["PostGIS ST_Covers join"][0] + copy_s
+        print(f"{'PostGIS incl. loading the points':34s} {sec:8.3f} {a.n / sec:12,.0f} {sec / fast:12.1f}"
+              f"  (COPY + point index alone {copy_s:.3f} s)")
+    if not all(np.array_equal(r, ref) for _, r in results.values()):
+        raise SystemExit("methods disagree")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""CLI: ``gridserver address parse`` (stdin → components) and ``gridserver address train``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(help="地址解析 address parsing")
+
+_BATCH = 4096
+
+
+def _read_batches(stream):
+    batch: list[str] = []
+    for line in stream:
+        batch.append(line.rstrip("\r\n"))
+        if len(batch) >= _BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+@app.command("parse")
+def parse_cmd(jsonl: bool = typer.Option(False, "--jsonl", help="每行输出一个 JSON 记录 one JSON record per line")):
+    """解析标准输入中的地址（每行一个） parse one address per line from stdin."""
+    from gridserver.address.parser import parse_batch
+
+    console = Console()
+    out = sys.stdout
+    for batch in _read_batches(sys.stdin):
+        results = parse_batch(batch)
+        if jsonl:
+            out.write("".join(
+                json.dumps({"input": text, "components": [c.as_dict() for c in comps]}, ensure_ascii=False) + "\n"
+                for text, comps in zip(batch, results)))
+            continue
+        for text, comps in zip(batch, results):
+            table = Table(title=text or "（空 empty）", title_justify="left", show_header=True)
+            for col in ("标签 label", "文本 text", "起 start", "止 end"):
+                table.add_column(col)
+            for c in comps:
+                table.add_row(c.label, c.text, str(c.start), str(c.end))
+            console.print(table)
+    out.flush()
+
+
+@app.command("train")
+def train_cmd(
+    corpus_dir: Path = typer.Option(None, "--corpus-dir", help="语料目录 corpus dir (default: <shared>/data/address-corpus)"),
+    out: Path = typer.Option(None, "--out", help="模型输出路径 model file (default: the packaged model)"),
+    c1: float = typer.Option(None, help="L1 regularisation"),
+    c2: float = typer.Option(None, help="L2 regularisation"),
+    max_iterations: int = typer.Option(None, "--max-iterations", help="L-BFGS iterations"),
+):
+    """在 train.txt 上训练地址解析模型，在 dev.txt 上评估 train on train.txt, report dev F1, write the model."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from gridserver.address.parser import MODEL_PATH
+    from gridserver.address.parser.corpus import corpus_dir as default_corpus_dir
+    from gridserver.address.parser.train import train
+
+    corpus_dir = corpus_dir or default_corpus_dir()
+    out = out or MODEL_PATH
+    if not (corpus_dir / "train.txt").exists():
+        typer.echo(f"错误 error: {corpus_dir / 'train.txt'} not found (use --corpus-dir)", err=True)
+        raise typer.Exit(2)
+    params = {k: v for k, v in {"c1": c1, "c2": c2, "max_iterations": max_iterations}.items() if v is not None}
+    console = Console(stderr=True)
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                  TimeElapsedColumn(), console=console) as progress:
+        task = progress.add_task("训练 training", total=1.0)
+        _, report = train(corpus_dir, out, params,
+                          lambda stage, frac: progress.update(task, description=stage, completed=frac))
+    table = Table(title=f"dev F1 {100 * report.dev.get('f1', 0):.2f}  (P {100 * report.dev.get('p', 0):.2f}"
+                        f" R {100 * report.dev.get('r', 0):.2f}, exact {100 * report.dev.get('exact', 0):.1f}%)")
+    for col in ("type", "P", "R", "F1", "n"):
+        table.add_column(col)
+    for lab, v in report.dev.get("per_type", {}).items():
+        table.add_row(lab, f"{100 * v['p']:.2f}", f"{100 * v['r']:.2f}", f"{100 * v['f1']:.2f}", str(v["n"]))
+    Console().print(table)
+    typer.echo(f"模型 model: {out} ({report.model_bytes / 1e6:.2f} MB), {report.n_features} features, "
+               f"{report.n_train} training addresses, {report.seconds:.0f} s")
+
+
+if __name__ == "__main__":
+    app()

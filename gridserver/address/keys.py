@@ -1,0 +1,205 @@
+"""Address parts and match keys: what the matcher compares.
+
+A parsed address (parser components, see :mod:`gridserver.address.parser`) is reduced to six
+normalised parts — road, house number, building, unit, floor, room — and a **match key**
+``road|house|building|unit|floor|room``. Two spellings of the same address give the same key:
+
+* numbers are kept as bare digits or a single Latin letter (``十三号`` → ``13``, ``Ａ座`` → ``A``,
+  ``3号楼``/``3栋``/``3幢``/``3座`` → ``3``, ``501房``/``501室`` → ``501``);
+* the floor is dropped from the key when a room is given (``5楼501室`` and ``501室`` are one room);
+* upper levels (province, city, district, street, community) are not in the key: road names are
+  unique within the base, and the area codes come from the location.
+
+The road is resolved against the base's own road names and road aliases (:class:`RoadGazetteer`),
+which corrects parser slips and old names before the key is built.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from rapidfuzz import fuzz, process
+
+from gridserver.address.normalize import normalize_address
+
+#: Key fields from the top down; the level of an address is its deepest non-empty field.
+FIELDS = ("road", "house_no", "building", "unit", "floor", "room")
+LEVELS = ("road", "house", "building", "unit", "floor", "room")
+LEVEL_OF_FIELD = dict(zip(FIELDS, LEVELS))
+FIELD_OF_LEVEL = dict(zip(LEVELS, FIELDS))
+#: Written suffix of each level in the standard form.
+SUFFIX = {"house_no": "号", "building": "栋", "unit": "单元", "floor": "层", "room": "室"}
+#: Parser labels that carry each part.
+LABEL_FOR = {"road": "road", "house_no": "roadno", "building": "houseno", "unit": "cellno",
+             "floor": "floorno", "room": "roomno"}
+
+_HOUSE = re.compile(r"(\d+(?:-\d+)?)")
+_TOKEN = re.compile(r"(\d+|[A-Z])")
+_ROOM = re.compile(r"([A-Z]?\d+[A-Z]?)")
+
+
+def canon_part(fieldname: str, text: str | None) -> str:
+    """The canonical value of one part: bare digits (``13``, ``13-1``) or a letter (``A``), else ''."""
+    if not text:
+        return ""
+    t = normalize_address(text)
+    if fieldname == "road":
+        return t
+    if fieldname == "house_no":
+        t = t.replace("之", "-")
+        m = _HOUSE.search(t)
+    elif fieldname == "room":
+        m = _ROOM.search(t)
+    else:
+        m = _TOKEN.search(t)
+    return m.group(1) if m else ""
+
+
+@dataclass
+class AddressParts:
+    """Normalised parts of one address, plus what the parser said about the areas above the road."""
+
+    road: str = ""
+    house_no: str = ""
+    building: str = ""
+    unit: str = ""
+    floor: str = ""
+    room: str = ""
+    upper: dict[str, str] = field(default_factory=dict)   # prov/city/district/town/community text
+    poi: str = ""
+    road_how: str = ""          # how the road was resolved: exact / alias / substring / fuzzy / unknown / none
+    road_score: float = 100.0
+
+    @property
+    def level(self) -> str | None:
+        """Deepest level present, or None when there is no road."""
+        if not self.road:
+            return None
+        deepest = "road"
+        for f in FIELDS[1:]:
+            if getattr(self, f):
+                deepest = LEVEL_OF_FIELD[f]
+        return deepest
+
+    def key(self) -> str:
+        """The match key; the floor is left out when a room is present."""
+        return make_key(self.road, self.house_no, self.building, self.unit,
+                        "" if self.room else self.floor, self.room)
+
+    def values(self) -> dict[str, str]:
+        return {f: getattr(self, f) for f in FIELDS}
+
+
+def make_key(road: str, house_no: str = "", building: str = "", unit: str = "", floor: str = "",
+             room: str = "") -> str:
+    return "|".join((road, house_no, building, unit, floor, room))
+
+
+def key_fields(key: str) -> dict[str, str]:
+    return dict(zip(FIELDS, key.split("|")))
+
+
+def ancestor_keys(key: str) -> list[tuple[str, str]]:
+    """``(level, key)`` for the address and every level above it that is present, top down."""
+    vals = key.split("|")
+    out = []
+    for i, f in enumerate(FIELDS):
+        if vals[i]:
+            out.append((LEVEL_OF_FIELD[f], "|".join(vals[: i + 1] + [""] * (len(FIELDS) - i - 1))))
+    return out
+
+
+def standard_text(upper: str, road: str, house_no: str = "", building: str = "", unit: str = "",
+                  floor: str = "", room: str = "") -> str:
+    """The standard written form: ``广东省广州市越秀区中山四路13号3栋2单元5层501室``."""
+    parts = [upper, road]
+    for f, v in (("house_no", house_no), ("building", building), ("unit", unit), ("floor", floor),
+                 ("room", room)):
+        if v:
+            parts.append(v + SUFFIX[f])
+    return "".join(parts)
+
+
+def level_name(levelfield: str, value: str) -> str:
+    return value if levelfield == "road" else value + SUFFIX[levelfield]
+
+
+def parts_from_components(components) -> AddressParts:
+    """Reduce parser components (objects with ``label``/``text`` or dicts) to :class:`AddressParts`.
+
+    The first component of each label wins, except that a ``subroad`` stands in for a missing road
+    and a ``subroadno`` for a missing road number.
+    """
+    first: dict[str, str] = {}
+    for c in components:
+        label, text = (c.label, c.text) if hasattr(c, "label") else (c["label"], c["text"])
+        first.setdefault(label.lower(), text)
+    road_text = first.get("road") or first.get("subroad") or ""
+    roadno = first.get("roadno") or (first.get("subroadno") if not first.get("road") else "") or ""
+    p = AddressParts(
+        road=canon_part("road", road_text),
+        house_no=canon_part("house_no", roadno),
+        building=canon_part("building", first.get("houseno")),
+        unit=canon_part("unit", first.get("cellno")),
+        floor=canon_part("floor", first.get("floorno")),
+        room=canon_part("room", first.get("roomno")),
+        upper={k: normalize_address(first[k]) for k in ("prov", "city", "district", "town", "community")
+               if first.get(k)},
+        poi=normalize_address(first.get("poi", "")),
+    )
+    return p
+
+
+class RoadGazetteer:
+    """The base's road names and road aliases; corrects the parser's road before keys are built.
+
+    ``names`` are the normalised road names of live road-level addresses; ``aliases`` maps a
+    normalised alias (old name, variant) to its road's name.
+    """
+
+    FUZZY_CUTOFF = 65.0
+
+    def __init__(self, names, aliases: dict[str, str] | None = None):
+        self.names = sorted(set(names), key=lambda s: (-len(s), s))
+        self.name_set = set(self.names)
+        self.aliases = dict(aliases or {})
+        # Longest first, so 东风东路 wins over 东风路 when both start at the same place in a text.
+        self._spellings = sorted(set(self.names) | set(self.aliases), key=lambda s: (-len(s), s))
+        self._anywhere = re.compile("|".join(map(re.escape, self._spellings))) if self._spellings else None
+
+    def canonical(self, spelling: str) -> str:
+        return spelling if spelling in self.name_set else self.aliases.get(spelling, spelling)
+
+    def resolve(self, parts: AddressParts, normalised_text: str) -> list[tuple[str, float]]:
+        """Resolve ``parts.road`` in place; return other plausible roads (name, score) when fuzzy.
+
+        Order: the parser's road as is → as an alias → a known name or alias written anywhere in the
+        text (the parser may have cut it) → fuzzy (rapidfuzz ratio ≥ 65) on the parser's road. A
+        fuzzy result sets ``road_how='fuzzy'`` and returns every candidate above the cutoff, so the
+        matcher can let the house number decide between, say, 中山四路 and 中山五路.
+        """
+        road = parts.road
+        if road and road in self.name_set:
+            parts.road_how = "exact"
+            return []
+        if road and road in self.aliases:
+            parts.road, parts.road_how = self.aliases[road], "alias"
+            return []
+        m = self._anywhere.search(normalised_text) if self._anywhere else None
+        if m:
+            parts.road, parts.road_how = self.canonical(m.group(0)), "substring"
+            return []
+        if road and self.names:
+            found = process.extract(road, self._spellings, scorer=fuzz.ratio, limit=5,
+                                    score_cutoff=self.FUZZY_CUTOFF)
+            if found:
+                cands: dict[str, float] = {}
+                for spelling, score, _ in found:
+                    name = self.canonical(spelling)
+                    cands[name] = max(cands.get(name, 0.0), float(score))
+                ranked = sorted(cands.items(), key=lambda kv: -kv[1])
+                parts.road, parts.road_score, parts.road_how = ranked[0][0], ranked[0][1], "fuzzy"
+                return ranked
+        parts.road_how = "unknown" if road else "none"
+        return []

@@ -1,0 +1,230 @@
+"""The trained address tagger: a linear-chain CRF whose weights live in numpy arrays.
+
+Training happens in crfsuite (see :mod:`.train`); inference here is pure numpy: feature keys →
+weight rows → emission scores, then a batched Viterbi over all addresses of the same token count.
+The model file is a gzip stream of a JSON header and raw little-endian arrays, written with a zero
+timestamp so the same training run gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from gridserver.address.parser.features import LABELS, TYPES, Featurizer, Lexicon, tokenize
+from gridserver.errors import InvalidInput
+
+FORMAT = "gridserver-address-crf/1"
+_DENSE_LIMIT = 1 << 18  # templates whose keys are all below this get a direct lookup table
+_NEG = np.float32(-1e9)
+
+
+def _allowed_transitions() -> tuple[np.ndarray, np.ndarray]:
+    """BIO constraints: I-X only after B-X or I-X, and never first."""
+    n = len(LABELS)
+    allowed = np.ones((n, n), bool)
+    start = np.ones(n, bool)
+    for j, lab in enumerate(LABELS):
+        if lab.startswith("I-"):
+            start[j] = False
+            for i, prev in enumerate(LABELS):
+                allowed[i, j] = prev[2:] == lab[2:] and prev != "O"
+    return allowed, start
+
+
+class AddressModel:
+    """Feature tables + CRF weights; :meth:`tag_batch` turns texts into ``(label, start, end)`` spans."""
+
+    def __init__(self, featurizer: Featurizer, feat_template: np.ndarray, feat_key: np.ndarray,
+                 weights: np.ndarray, transitions: np.ndarray, meta: dict | None = None):
+        self.featurizer = featurizer
+        self.meta = meta or {}
+        self.feat_template, self.feat_key = feat_template, feat_key
+        self.weights = weights.astype(np.float32)  # (F, L); row r belongs to feature r
+        self.W = np.vstack([np.zeros((1, len(LABELS)), np.float32), self.weights])  # row 0 = absent
+        self.transitions = transitions.astype(np.float32)
+        allowed, start = _allowed_transitions()
+        self.trans = np.where(allowed, self.transitions, _NEG).astype(np.float32)
+        self.start = np.where(start, 0, _NEG).astype(np.float32)
+        self._lookups = self._build_lookups()
+        self._b_cols = np.array([i for i, lab in enumerate(LABELS) if not lab.startswith("I-")])
+        self._i_cols = np.array([i for i, lab in enumerate(LABELS) if lab.startswith("I-")])
+        self._i_from_b = self._i_cols - 1  # B-X sits right before I-X in LABELS
+
+    # --- lookups -----------------------------------------------------------------------------------
+    def _build_lookups(self):
+        lookups = []
+        n_templates = len(self.featurizer.template_names)
+        by_t = defaultdict(list)
+        for row, (t, k) in enumerate(zip(self.feat_template.tolist(), self.feat_key.tolist())):
+            by_t[t].append((k, row + 1))
+        for t in range(n_templates):
+            items = sorted(by_t.get(t, []))
+            keys = np.array([k for k, _ in items], np.int64)
+            rows = np.array([r for _, r in items], np.int64)
+            if len(keys) and keys.max() < _DENSE_LIMIT:
+                table = np.zeros(int(keys.max()) + 2, np.int64)
+                table[keys + 1] = rows
+                lookups.append(("dense", table))
+            else:
+                lookups.append(("sparse", (keys, rows)))
+        return lookups
+
+    def _rows(self, t: int, keys: np.ndarray) -> np.ndarray:
+        kind, data = self._lookups[t]
+        if kind == "dense":
+            table = data
+            k = np.where(keys >= len(table) - 1, -1, keys)
+            return table[k + 1]
+        sorted_keys, rows = data
+        if not len(sorted_keys):
+            return np.zeros(len(keys), np.int64)
+        pos = np.searchsorted(sorted_keys, keys)
+        pos[pos == len(sorted_keys)] = 0
+        return np.where(sorted_keys[pos] == keys, rows[pos], 0)
+
+    def emissions(self, ids: np.ndarray) -> np.ndarray:
+        """Per-token label scores (B, n, L) for an id matrix (B, n)."""
+        b, n = ids.shape
+        keys = self.featurizer.keys(ids).reshape(b * n, -1)
+        E = np.zeros((b * n, len(LABELS)), np.float32)
+        for t in range(keys.shape[1]):
+            E += self.W[self._rows(t, keys[:, t])]
+        return E.reshape(b, n, -1)
+
+    def viterbi(self, E: np.ndarray) -> np.ndarray:
+        """Best label index sequences (B, n) under the BIO-constrained transitions."""
+        b, n, L = E.shape
+        score = E[:, 0] + self.start
+        back = np.zeros((b, n, L), np.int8)
+        trans_b = self.trans[:, self._b_cols]  # (L, |B∪O|): any label may precede B-X / O
+        ti = self.trans[self._i_cols, self._i_cols]  # I-X → I-X
+        tb = self.trans[self._i_from_b, self._i_cols]  # B-X → I-X
+        rows = np.arange(b)[:, None]
+        for t in range(1, n):
+            cand = score[:, :, None] + trans_b  # (b, L, |B|)
+            arg = cand.argmax(axis=1)
+            best_b = np.take_along_axis(cand, arg[:, None, :], axis=1)[:, 0]
+            from_i = score[:, self._i_cols] + ti
+            from_b = score[:, self._i_from_b] + tb
+            use_i = from_i >= from_b
+            new = np.empty_like(score)
+            new[:, self._b_cols] = best_b
+            new[:, self._i_cols] = np.where(use_i, from_i, from_b)
+            back[:, t, self._b_cols] = arg
+            back[:, t, self._i_cols] = np.where(use_i, self._i_cols, self._i_from_b)
+            score = new + E[:, t]
+        path = np.zeros((b, n), np.int64)
+        path[:, -1] = score.argmax(axis=1)
+        for t in range(n - 1, 0, -1):
+            path[:, t - 1] = back[rows[:, 0], t, path[:, t]]
+        return path
+
+    # --- public ------------------------------------------------------------------------------------
+    def tag_batch(self, texts: Sequence[str]) -> list[list[tuple[str, int, int]]]:
+        """Spans ``(label, start, end)`` for each text; offsets index the original strings."""
+        out: list[list[tuple[str, int, int]]] = [[] for _ in texts]
+        encode = self.featurizer.encode
+        groups: dict[int, list[int]] = defaultdict(list)
+        toks_of: list = [None] * len(texts)
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise InvalidInput(f"address #{i} is {type(text).__name__}, expected a string")
+            toks, starts, ends = tokenize(text)
+            if toks:
+                toks_of[i] = (encode(toks), starts, ends)
+                groups[len(toks)].append(i)
+        for n, members in groups.items():
+            ids = np.array([toks_of[i][0] for i in members], np.int64)
+            paths = self.viterbi(self.emissions(ids)).tolist()
+            for i, path in zip(members, paths):
+                out[i] = _spans(path, toks_of[i][1], toks_of[i][2])
+        return out
+
+    # --- persistence -------------------------------------------------------------------------------
+    def save(self, path: Path | str) -> int:
+        """Write the model (deterministic bytes); returns the file size."""
+        f = self.featurizer
+        nz = np.nonzero(self.weights)
+        arrays = {
+            "lex_hashes": f.lexicon.hashes.astype("<u8"),
+            "lex_lengths": f.lexicon.lengths.astype("<i1"),
+            "lex_masks": f.lexicon.masks.astype("<i4"),
+            "feat_template": self.feat_template.astype("<i2"),
+            "feat_key": self.feat_key.astype("<i8"),
+            "w_row": nz[0].astype("<i4"),
+            "w_label": nz[1].astype("<i1"),
+            "w_value": self.weights[nz].astype("<f4"),
+            "transitions": self.transitions.astype("<f4"),
+        }
+        header = {"format": FORMAT, "labels": list(LABELS), "types": list(TYPES),
+                  "templates": f.template_names, "vocab": f.vocab_list, "meta": self.meta,
+                  "arrays": {k: [str(a.dtype.str), list(a.shape)] for k, a in arrays.items()}}
+        raw = io.BytesIO()
+        hb = json.dumps(header, ensure_ascii=False, sort_keys=True).encode()
+        raw.write(len(hb).to_bytes(8, "little"))
+        raw.write(hb)
+        for a in arrays.values():
+            raw.write(np.ascontiguousarray(a).tobytes())
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as fh, gzip.GzipFile(filename="", mode="wb", fileobj=fh, mtime=0, compresslevel=9) as gz:
+            gz.write(raw.getvalue())
+        return path.stat().st_size
+
+    @classmethod
+    def load(cls, path: Path | str) -> "AddressModel":
+        """Read a model written by :meth:`save`; raise InvalidInput if the file is not one."""
+        path = Path(path)
+        try:
+            data = gzip.decompress(path.read_bytes())
+            hlen = int.from_bytes(data[:8], "little")
+            header = json.loads(data[8:8 + hlen])
+        except (OSError, ValueError, EOFError) as exc:
+            raise InvalidInput(f"{path}: not an address model file ({exc})") from exc
+        if header.get("format") != FORMAT or header.get("labels") != list(LABELS):
+            raise InvalidInput(f"{path}: model format {header.get('format')!r} does not match {FORMAT!r}")
+        arrays, off = {}, 8 + hlen
+        for name, (dtype, shape) in header["arrays"].items():
+            dt = np.dtype(dtype)
+            count = int(np.prod(shape)) if shape else 1
+            arrays[name] = np.frombuffer(data, dt, count, off).reshape(shape)
+            off += count * dt.itemsize
+        lexicon = Lexicon(arrays["lex_hashes"].astype(np.uint64), arrays["lex_lengths"].astype(np.int8),
+                          arrays["lex_masks"].astype(np.int32))
+        feat = Featurizer(header["vocab"], lexicon)
+        if feat.template_names != header["templates"]:
+            raise InvalidInput(f"{path}: feature templates differ from this code's; retrain the model")
+        n_feat = len(arrays["feat_key"])
+        weights = np.zeros((n_feat, len(LABELS)), np.float32)
+        weights[arrays["w_row"], arrays["w_label"]] = arrays["w_value"]
+        return cls(feat, arrays["feat_template"].astype(np.int64), arrays["feat_key"].astype(np.int64),
+                   weights, arrays["transitions"].astype(np.float32), header.get("meta"))
+
+
+def _spans(path: list[int], starts: list[int], ends: list[int]) -> list[tuple[str, int, int]]:
+    spans: list[tuple[str, int, int]] = []
+    cur = None
+    for j, li in enumerate(path):
+        if li == 0:
+            if cur:
+                spans.append(tuple(cur))
+                cur = None
+            continue
+        lab = LABELS[li]
+        typ = lab[2:]
+        if lab[0] == "B" or cur is None or cur[0] != typ:
+            if cur:
+                spans.append(tuple(cur))
+            cur = [typ, starts[j], ends[j]]
+        else:
+            cur[2] = ends[j]
+    if cur:
+        spans.append(tuple(cur))
+    return spans

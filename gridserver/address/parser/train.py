@@ -1,0 +1,220 @@
+"""Training the address tagger on ``train.txt`` (crfsuite, L-BFGS) and scoring it on ``dev.txt``.
+
+The gazetteer features use entities seen in training. To keep the tagger from trusting them more
+than it should (every training entity is trivially "known" on its own sentence), the training
+features of fold k use a gazetteer built from the other folds only (10-fold jackknife); the saved
+model carries the gazetteer of the whole training set. The dev set is only scored, never trained on.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from gridserver.address.parser.corpus import Example, read_corpus
+from gridserver.address.parser.features import LABELS, TYPES, Featurizer, Lexicon, tokenize
+from gridserver.address.parser.model import AddressModel
+
+FOLDS = 10
+DEFAULT_PARAMS = {"c1": 0.05, "c2": 0.02, "max_iterations": 150}
+_TYPE_INDEX = {t: i for i, t in enumerate(TYPES)}
+
+
+@dataclass
+class Tokenised:
+    tokens: list[str]
+    labels: list[str]
+    entities: list[tuple[int, int, str]]  # token ranges (i, j) exclusive, type
+    misaligned: int
+
+
+def align(example: Example) -> Tokenised:
+    """Model tokens of an example with BIO labels derived from its character spans.
+
+    A gold span that does not fall on token boundaries (a digit run split across two entities in the
+    corpus) is counted in ``misaligned`` and its tokens get the label of the span they start in.
+    """
+    toks, starts, ends = tokenize(example.text)
+    labels = ["O"] * len(toks)
+    entities, bad = [], 0
+    start_at = {s: i for i, s in enumerate(starts)}
+    end_at = {e: i for i, e in enumerate(ends)}
+    for label, s, e in example.spans:
+        i, j = start_at.get(s), end_at.get(e - 1 + 1)
+        if i is None or j is None:
+            bad += 1
+            # keep whatever tokens start inside the span
+            idx = [k for k, st in enumerate(starts) if s <= st < e]
+            if not idx:
+                continue
+            i, j = idx[0], idx[-1]
+        if labels[i] != "O" and labels[i].startswith("I-"):
+            bad += 1
+            continue
+        labels[i] = "B-" + label
+        for k in range(i + 1, j + 1):
+            labels[k] = "I-" + label
+        entities.append((i, j + 1, label))
+    return Tokenised(toks, labels, entities, bad)
+
+
+def _lexicon(featurizer_vocab: dict[str, int], items: Sequence[Tokenised], encode) -> Lexicon:
+    entries = []
+    for it in items:
+        ids = encode(it.tokens)
+        for i, j, label in it.entities:
+            if label != "otherinfo":
+                entries.append((ids[i:j], _TYPE_INDEX[label]))
+    return Lexicon.build(entries)
+
+
+def _keys_by_example(featurizer: Featurizer, items: Sequence[Tokenised]) -> list[np.ndarray]:
+    """Feature keys for each example, computed in same-length batches."""
+    out: list[np.ndarray | None] = [None] * len(items)
+    groups: dict[int, list[int]] = defaultdict(list)
+    for k, it in enumerate(items):
+        groups[len(it.tokens)].append(k)
+    for n, members in groups.items():
+        if n == 0:
+            for k in members:
+                out[k] = np.zeros((0, len(featurizer.template_names)), np.int64)
+            continue
+        ids = np.array([featurizer.encode(items[k].tokens) for k in members], np.int64)
+        keys = featurizer.keys(ids)
+        for row, k in enumerate(members):
+            out[k] = keys[row]
+    return out  # type: ignore[return-value]
+
+
+def _attributes(keys: np.ndarray) -> list[list[str]]:
+    return [[f"{t}:{k}" for t, k in enumerate(row) if k != -1] for row in keys.tolist()]
+
+
+@dataclass
+class TrainReport:
+    n_train: int
+    n_dev: int
+    misaligned: int
+    n_features: int
+    seconds: float
+    dev: dict = field(default_factory=dict)
+    model_bytes: int = 0
+    params: dict = field(default_factory=dict)
+
+
+def score(model: AddressModel, examples: Sequence[Example]) -> dict:
+    """Entity-level P/R/F1 (exact span + type) overall and per type, like the shared scorer."""
+    pred = model.tag_batch([e.text for e in examples])
+    tp, fp, fn = Counter(), Counter(), Counter()
+    exact = 0
+    for ex, spans in zip(examples, pred):
+        p, g = set(spans), set(ex.spans)
+        exact += p == g
+        for s in p & g:
+            tp[s[0]] += 1
+        for s in p - g:
+            fp[s[0]] += 1
+        for s in g - p:
+            fn[s[0]] += 1
+
+    def prf(t, f, n):
+        P = t / (t + f) if t + f else 0.0
+        R = t / (t + n) if t + n else 0.0
+        return {"p": P, "r": R, "f1": 2 * P * R / (P + R) if P + R else 0.0, "n": t + n}
+
+    per_type = {lab: prf(tp[lab], fp[lab], fn[lab]) for lab in sorted(set(tp) | set(fp) | set(fn))}
+    overall = prf(sum(tp.values()), sum(fp.values()), sum(fn.values()))
+    return {**overall, "exact": exact / max(len(examples), 1), "per_type": per_type}
+
+
+def train(corpus_dir: Path, out: Path | None, params: dict | None = None,
+          progress: Callable[[str, float], None] | None = None) -> tuple[AddressModel, TrainReport]:
+    """Train on ``corpus_dir/train.txt``, score on ``dev.txt``, save to ``out`` (if given).
+
+    ``progress(stage, fraction)`` is called as training advances. Deterministic: the same corpus and
+    params give the same model bytes.
+    """
+    import pycrfsuite
+
+    params = {**DEFAULT_PARAMS, **(params or {})}
+    say = progress or (lambda stage, frac: None)
+    t0 = time.perf_counter()
+    corpus_dir = Path(corpus_dir)
+    train_ex = read_corpus(corpus_dir / "train.txt")
+    dev_path = corpus_dir / "dev.txt"
+    dev_ex = read_corpus(dev_path) if dev_path.exists() else []
+    say("读取语料 reading corpus", 0.02)
+    items = [align(e) for e in train_ex]
+    vocab = Featurizer.build_vocab(it.tokens for it in items)
+    base = Featurizer(vocab, Lexicon.build([]))
+    encode = base.encode
+
+    iters = params["max_iterations"]
+
+    class _Trainer(pycrfsuite.Trainer):
+        # verbose=True is what makes pycrfsuite call the on_* hooks; they report progress instead
+        # of printing crfsuite's log.
+        def on_iteration(self, log, info):
+            say("训练 training (L-BFGS)", 0.2 + 0.75 * min(info.get("num", 0) / iters, 1.0))
+
+        def _quiet(self, *args):
+            pass
+
+        on_start = on_featgen_progress = on_featgen_end = on_prepared = _quiet
+        on_optimization_end = on_end = on_prepare_error = _quiet
+
+    trainer = _Trainer(algorithm="lbfgs", verbose=True)
+    trainer.set_params({"c1": params["c1"], "c2": params["c2"], "max_iterations": params["max_iterations"],
+                        "feature.possible_transitions": True})
+    for fold in range(FOLDS):
+        lex = _lexicon(base.vocab, [it for k, it in enumerate(items) if k % FOLDS != fold], encode)
+        feat = Featurizer(vocab, lex)
+        members = [it for k, it in enumerate(items) if k % FOLDS == fold]
+        for it, keys in zip(members, _keys_by_example(feat, members)):
+            if it.tokens:
+                trainer.append(_attributes(keys), it.labels)
+        say("特征 features", 0.02 + 0.18 * (fold + 1) / FOLDS)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        crf_path = Path(tmp) / "address.crfsuite"
+        trainer.train(str(crf_path))
+        tagger = pycrfsuite.Tagger()
+        tagger.open(str(crf_path))
+        info = tagger.info()
+        tagger.close()
+
+    label_index = {lab: i for i, lab in enumerate(LABELS)}
+    attrs = sorted({a for a, _ in info.state_features},
+                   key=lambda a: (int(a.split(":", 1)[0]), int(a.split(":", 1)[1])))
+    attr_row = {a: r for r, a in enumerate(attrs)}
+    weights = np.zeros((len(attrs), len(LABELS)), np.float32)
+    for (a, lab), w in info.state_features.items():
+        weights[attr_row[a], label_index[lab]] = w
+    keep = np.abs(weights).max(axis=1) > 0 if len(attrs) else np.zeros(0, bool)
+    attrs = [a for a, k in zip(attrs, keep) if k]
+    weights = weights[keep]
+    transitions = np.zeros((len(LABELS), len(LABELS)), np.float32)
+    for (a, b), w in info.transitions.items():
+        transitions[label_index[a], label_index[b]] = w
+    feat_template = np.array([int(a.split(":", 1)[0]) for a in attrs], np.int64)
+    feat_key = np.array([int(a.split(":", 1)[1]) for a in attrs], np.int64)
+
+    full_lex = _lexicon(base.vocab, items, encode)
+    model = AddressModel(Featurizer(vocab, full_lex), feat_template, feat_key, weights, transitions,
+                         meta={"params": params, "trained_on": "train.txt", "n_train": len(items)})
+    report = TrainReport(n_train=len(items), n_dev=len(dev_ex), misaligned=sum(it.misaligned for it in items),
+                         n_features=len(attrs), seconds=0.0, params=params)
+    say("评估 scoring dev", 0.97)
+    if dev_ex:
+        report.dev = score(model, dev_ex)
+    if out is not None:
+        report.model_bytes = model.save(out)
+    report.seconds = time.perf_counter() - t0
+    say("完成 done", 1.0)
+    return model, report

@@ -1,0 +1,412 @@
+"""Batch point location over HTTP: up to a million points per request, answered from memory.
+
+``POST /api/v1/locate`` takes points as JSON, CSV or GeoJSON, converts them to WGS84 and runs
+them through an in-process ``GridIndex`` of the current grids. The index is loaded from the
+database once and reloaded when ``gridserver_meta.areas_revision`` changes (bumped by a trigger
+on any change to ``admin_areas``), so each request costs one tiny query plus numpy work.
+
+Rows are numbered from 1 in input order (header not counted) in error messages and as the default
+``id`` of points that carry none. Same boundary rule as the single-point locate: covering grid,
+smallest code on shared edges and vertices.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import shapely
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from gridserver.areas.lookup import GridIndex
+from gridserver.errors import GridserverError, InvalidInput, UnknownCRS
+from gridserver.geo.crs import normalize_crs, to_wgs84
+
+router = APIRouter(prefix="/api/v1", tags=["定位 locate"])
+
+MAX_POINTS = 1_000_000
+#: A million points of CSV with long ids is ~60 MB and of JSON ~90 MB; refuse bodies beyond this.
+MAX_BODY_BYTES = 256 * 1024 * 1024
+GEOGRAPHIC = ("wgs84", "cgcs2000", "gcj02", "bd09")
+OUT_FIELDS = ("grid_code", "community_code", "street_code", "district_code")
+_LINES_PER_CHUNK = 20_000
+
+
+class TooManyPoints(GridserverError):
+    status, code = 413, "too_many_points"
+
+
+class UnsupportedMedia(GridserverError):
+    status, code = 415, "unsupported_media_type"
+
+
+# --- the in-memory index -------------------------------------------------------------------------
+@dataclass
+class LocateIndex:
+    """Current grids in a GridIndex, with each grid's community/street/district codes."""
+
+    revision: int
+    grid: GridIndex
+    #: For each grid index k, and k = -1 (last element: outside), the four output codes.
+    level_codes: dict[str, np.ndarray]
+    #: NDJSON tail of each grid index (``,"grid_code":..."district_code":...}``), last = all null.
+    json_tail: list[str]
+
+
+_GRIDS_SQL = """
+    SELECT g.code, ST_AsBinary(g.geom), g.parent_code, c.parent_code, s.parent_code
+    FROM admin_areas g
+    LEFT JOIN admin_areas c ON c.code = g.parent_code AND c.valid_to IS NULL
+    LEFT JOIN admin_areas s ON s.code = c.parent_code AND s.valid_to IS NULL
+    WHERE g.level = 'grid' AND g.valid_to IS NULL
+    ORDER BY g.code
+"""
+_REVISION_SQL = "SELECT value FROM gridserver_meta WHERE key = 'areas_revision'"
+
+_cache: dict[str, LocateIndex] = {}
+_cache_lock = threading.Lock()
+
+
+def _chain(code: str, community, street, district) -> tuple[str | None, str | None, str | None]:
+    """Parents from the parent_code chain; standard 15-digit codes fill gaps from their prefixes."""
+    standard = len(code) == 15 and code.isdigit()
+    community = community or (code[:12] if standard else None)
+    street = street or (community[:9] if standard and community else None)
+    district = district or (street[:6] if standard and street else None)
+    return community, street, district
+
+
+def load_index(conn) -> LocateIndex:
+    """Read the current grids (and their parents' codes) and build the lookup index.
+
+    ``conn`` is a psycopg connection (not autocommit). Runs in one REPEATABLE READ snapshot so the
+    revision matches the rows read.
+    """
+    conn.rollback()  # start a fresh transaction whose first statement sets the snapshot
+    try:
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        revision = conn.execute(_REVISION_SQL).fetchone()[0]
+        rows = conn.execute(_GRIDS_SQL).fetchall()
+    finally:
+        conn.rollback()
+    codes = [r[0] for r in rows]
+    geoms = shapely.from_wkb([bytes(r[1]) for r in rows]) if rows else []
+    chains = [_chain(r[0], r[2], r[3], r[4]) for r in rows]
+    level_codes = {
+        "grid_code": np.array(codes + [None], dtype=object),
+        "community_code": np.array([c[0] for c in chains] + [None], dtype=object),
+        "street_code": np.array([c[1] for c in chains] + [None], dtype=object),
+        "district_code": np.array([c[2] for c in chains] + [None], dtype=object),
+    }
+    tails = []
+    for k in range(len(codes) + 1):
+        tails.append("," + json.dumps({f: level_codes[f][k] for f in OUT_FIELDS}, ensure_ascii=False)[1:] + "\n")
+    return LocateIndex(revision=int(revision), grid=GridIndex.build(codes, list(geoms)),
+                       level_codes=level_codes, json_tail=tails)
+
+
+def current_index() -> LocateIndex:
+    """The cached index, reloaded when the areas revision in the database has moved on."""
+    from gridserver.db.engine import conninfo, pool
+
+    key = conninfo()
+    with pool().connection() as conn:
+        revision = conn.execute(_REVISION_SQL).fetchone()[0]
+        cached = _cache.get(key)
+        if cached is not None and cached.revision == revision:
+            return cached
+        with _cache_lock:  # one loader at a time; the others then find it fresh
+            cached = _cache.get(key)
+            if cached is None or cached.revision != revision:
+                cached = load_index(conn)
+                _cache[key] = cached
+        return cached
+
+
+# --- parsing ------------------------------------------------------------------------------------
+@dataclass
+class Points:
+    ids: list | np.ndarray
+    x: np.ndarray
+    y: np.ndarray
+    #: Per-row CRS names (CSV ``crs`` column), or None when one CRS applies to all rows.
+    row_crs: np.ndarray | None = None
+    crs: str | None = None
+
+
+def _too_many(n: int) -> None:
+    if n > MAX_POINTS:
+        raise TooManyPoints(f"{n:,} points in one request; the limit is {MAX_POINTS:,}: split the input")
+
+
+def _numbers(values, column: str, what: str = "row") -> np.ndarray:
+    """Values → float64, or 422 naming the first row (1-based) and column that is not a finite number."""
+    arr = None
+    if isinstance(values, list) and not any(type(v) is bool for v in values):
+        try:
+            arr = np.array(values, dtype=np.float64)
+        except (TypeError, ValueError):
+            arr = None
+    if arr is None:
+        raw = pd.Series(values, dtype=object)
+        arr = pd.to_numeric(raw.map(lambda v: None if type(v) is bool else v), errors="coerce").to_numpy(np.float64)
+    else:
+        raw = None
+    bad = np.nonzero(~np.isfinite(arr))[0]
+    if bad.size:
+        i = int(bad[0])
+        got = values[i] if raw is None else raw.iloc[i]
+        if got is None or (isinstance(got, str) and not got.strip()):
+            raise InvalidInput(f"{what} {i + 1}: missing {column!r}", extra={"row": i + 1, "column": column})
+        raise InvalidInput(f"{what} {i + 1}: {column!r} is not a finite number (got {got!r})",
+                           extra={"row": i + 1, "column": column})
+    return arr
+
+
+def _from_records(items: list, crs: str | None) -> Points:
+    """JSON list of {"id"?, "lon", "lat"}."""
+    _too_many(len(items))
+    try:
+        lon = [it["lon"] for it in items]
+        lat = [it["lat"] for it in items]
+    except (KeyError, TypeError):
+        for i, it in enumerate(items):
+            if not isinstance(it, dict):
+                raise InvalidInput(f"row {i + 1}: expected an object like {{\"id\": ..., \"lon\": ..., \"lat\": ...}}, "
+                                   f"got {json.dumps(it, ensure_ascii=False)[:80]}", extra={"row": i + 1}) from None
+            for col in ("lon", "lat"):
+                if col not in it:
+                    raise InvalidInput(f"row {i + 1}: missing {col!r}", extra={"row": i + 1, "column": col}) from None
+        raise
+    ids = [it.get("id") for it in items]
+    return Points(ids=ids, x=_numbers(lon, "lon"), y=_numbers(lat, "lat"), crs=crs)
+
+
+def _from_geojson(doc: dict, crs: str | None) -> Points:
+    """GeoJSON FeatureCollection of Points; id from feature.id or properties.id."""
+    feats = doc.get("features")
+    if not isinstance(feats, list):
+        raise InvalidInput("GeoJSON FeatureCollection has no 'features' list")
+    _too_many(len(feats))
+    xs, ys, ids = [], [], []
+    for i, f in enumerate(feats):
+        geom = f.get("geometry") if isinstance(f, dict) else None
+        if not isinstance(geom, dict) or geom.get("type") != "Point":
+            got = geom.get("type") if isinstance(geom, dict) else geom
+            raise InvalidInput(f"feature {i + 1}: geometry must be a Point, got {got!r}",
+                               extra={"row": i + 1, "column": "geometry"})
+        c = geom.get("coordinates")
+        if not isinstance(c, list | tuple) or len(c) < 2:
+            raise InvalidInput(f"feature {i + 1}: Point coordinates must be [lon, lat], got {c!r}",
+                               extra={"row": i + 1, "column": "coordinates"})
+        xs.append(c[0])
+        ys.append(c[1])
+        fid = f.get("id")
+        if fid is None and isinstance(f.get("properties"), dict):
+            fid = f["properties"].get("id")
+        ids.append(fid)
+    if crs is None and isinstance(doc.get("crs"), dict):  # legacy GeoJSON "crs" member
+        crs = (doc["crs"].get("properties") or {}).get("name")
+    return Points(ids=ids, x=_numbers(xs, "lon", "feature"), y=_numbers(ys, "lat", "feature"), crs=crs)
+
+
+def _from_json_bytes(data: bytes, crs: str | None) -> Points:
+    try:
+        doc = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidInput(f"body is not valid JSON: {exc}") from None
+    if isinstance(doc, list):
+        return _from_records(doc, crs)
+    if isinstance(doc, dict):
+        if doc.get("type") == "FeatureCollection":
+            return _from_geojson(doc, crs)
+        if isinstance(doc.get("points"), list):
+            return _from_records(doc["points"], doc.get("crs") or crs)
+    raise InvalidInput('JSON body must be a list of {"id", "lon", "lat"}, {"points": [...], "crs": ...} '
+                       "or a GeoJSON FeatureCollection of Points")
+
+
+_ALIASES = {"lon": ("lon", "lng", "longitude", "x", "经度"), "lat": ("lat", "latitude", "y", "纬度"),
+            "id": ("id", "编号"), "crs": ("crs", "坐标系")}
+
+
+def _from_csv_bytes(data: bytes, crs: str | None) -> Points:
+    """CSV with a header: id (optional), lon, lat, crs (optional). Parsed in bulk by pandas."""
+    try:
+        df = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, skipinitialspace=True,
+                         encoding="utf-8-sig")
+    except pd.errors.EmptyDataError:
+        raise InvalidInput("CSV is empty: expected a header line id,lon,lat") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"CSV could not be parsed: {exc}") from None
+    _too_many(len(df))
+    lower = {str(c).strip().lower(): c for c in df.columns}
+    cols = {}
+    for want, names in _ALIASES.items():
+        cols[want] = next((lower[n] for n in names if n in lower), None)
+    for need in ("lon", "lat"):
+        if cols[need] is None:
+            raise InvalidInput(f"CSV has no {need!r} column (columns found: {', '.join(map(str, df.columns))})",
+                               extra={"column": need})
+    x = _numbers(df[cols["lon"]].tolist(), "lon")
+    y = _numbers(df[cols["lat"]].tolist(), "lat")
+    ids = df[cols["id"]].to_numpy(dtype=object) if cols["id"] is not None else [None] * len(df)
+    row_crs = None
+    if cols["crs"] is not None:
+        row_crs = df[cols["crs"]].str.strip().to_numpy(dtype=object)
+    return Points(ids=ids, x=x, y=y, row_crs=row_crs, crs=crs)
+
+
+def parse_points(content_type: str, data: bytes, crs: str | None, filename: str | None = None) -> Points:
+    """Dispatch on media type (or the upload's file name): JSON / GeoJSON / CSV."""
+    ct = (content_type or "").split(";")[0].strip().lower()
+    name = (filename or "").lower()
+    if not data.strip():
+        raise InvalidInput("no points: the body (or uploaded file) is empty")
+    if name.endswith((".csv", ".txt")) or ct in ("text/csv", "application/csv", "text/plain"):
+        return _from_csv_bytes(data, crs)
+    if name.endswith((".json", ".geojson")) or ct.endswith("json"):
+        return _from_json_bytes(data, crs)
+    if ct in ("", "application/octet-stream"):  # an upload without a useful type: sniff
+        return _from_json_bytes(data, crs) if data.lstrip()[:1] in (b"[", b"{") else _from_csv_bytes(data, crs)
+    raise UnsupportedMedia(f"unsupported content type {ct!r}: send application/json, application/geo+json, "
+                           "text/csv, or a multipart upload with a 'file' field")
+
+
+def to_lonlat(pts: Points) -> tuple[np.ndarray, np.ndarray]:
+    """Convert to WGS84; per-row CRS groups are converted together. Geographic input is range-checked."""
+    default = normalize_crs(pts.crs)
+    if pts.row_crs is None:
+        groups = {default: np.arange(pts.x.size)}
+    else:
+        labels = np.array(["" if v is None else str(v) for v in pts.row_crs], dtype=object)
+        uniq, inverse = np.unique(labels.astype(str), return_inverse=True)
+        parts: dict[str, list[np.ndarray]] = {}
+        for u, label in enumerate(uniq):
+            rows = np.nonzero(inverse == u)[0]
+            try:
+                name = normalize_crs(label) if label else default
+            except UnknownCRS as exc:
+                r = int(rows[0]) + 1
+                raise UnknownCRS(f"row {r}: {exc.detail}", extra={"row": r, "column": "crs"}) from None
+            parts.setdefault(name, []).append(rows)
+        groups = {name: np.sort(np.concatenate(rs)) for name, rs in parts.items()}
+    lon = np.empty_like(pts.x)
+    lat = np.empty_like(pts.y)
+    for name, rows in groups.items():
+        x, y = pts.x[rows], pts.y[rows]
+        if name in GEOGRAPHIC:
+            for col, v, lim in (("lon", x, 180), ("lat", y, 90)):
+                bad = np.nonzero(np.abs(v) > lim)[0]
+                if bad.size:
+                    r = int(np.min(np.asarray(rows)[bad])) + 1
+                    raise InvalidInput(f"row {r}: {col!r} must be between -{lim} and {lim} in {name}, "
+                                       f"got {pts.x[r - 1] if col == 'lon' else pts.y[r - 1]}",
+                                       extra={"row": r, "column": col})
+        lon[rows], lat[rows] = to_wgs84(x, y, name)
+    return lon, lat
+
+
+# --- output -------------------------------------------------------------------------------------
+def _ids_for_output(ids) -> list:
+    """Echo given ids; points without one get their 1-based row number."""
+    return [i + 1 if v is None else v for i, v in enumerate(ids)]
+
+
+def _ndjson(ids: list, found: np.ndarray, tails: list[str]):
+    enc = json.JSONEncoder(ensure_ascii=False).encode
+    for s in range(0, len(ids), _LINES_PER_CHUNK):
+        e = min(s + _LINES_PER_CHUNK, len(ids))
+        yield "".join(['{"id":' + enc(i) + tails[k] for i, k in zip(ids[s:e], found[s:e].tolist())])
+
+
+def _csv(ids: list, found: np.ndarray, level_codes: dict[str, np.ndarray]):
+    yield ",".join(("id",) + OUT_FIELDS) + "\n"
+    for s in range(0, len(ids), _LINES_PER_CHUNK * 5):
+        e = min(s + _LINES_PER_CHUNK * 5, len(ids))
+        k = found[s:e]
+        df = pd.DataFrame({"id": ids[s:e], **{f: level_codes[f][k] for f in OUT_FIELDS}})
+        yield df.to_csv(index=False, header=False, lineterminator="\n")
+
+
+def _wants_csv(fmt: str | None, accept: str) -> bool:
+    if fmt:
+        f = fmt.strip().lower()
+        if f not in ("csv", "ndjson", "json", "jsonl"):
+            raise InvalidInput(f"format must be 'ndjson' or 'csv', got {fmt!r}", extra={"column": "format"})
+        return f == "csv"
+    return "text/csv" in (accept or "").lower()
+
+
+def _locate_all(content_type: str, data: bytes, crs: str | None, filename: str | None):
+    pts = parse_points(content_type, data, crs, filename)
+    lon, lat = to_lonlat(pts)
+    index = current_index()
+    found = index.grid.locate(lon, lat)  # -1 (outside) indexes the trailing all-null entry
+    return _ids_for_output(list(pts.ids)), found, index
+
+
+_OPENAPI_BODY = {
+    "requestBody": {
+        "description": "点位 points: JSON list / {points, crs} / GeoJSON FeatureCollection, CSV (id,lon,lat[,crs]) "
+                       "as body or multipart upload field 'file'",
+        "content": {
+            "application/json": {"example": [{"id": "a1", "lon": 113.27, "lat": 23.13}]},
+            "application/geo+json": {"example": {"type": "FeatureCollection", "features": [
+                {"type": "Feature", "id": "a1", "properties": {},
+                 "geometry": {"type": "Point", "coordinates": [113.27, 23.13]}}]}},
+            "text/csv": {"example": "id,lon,lat\na1,113.27,23.13\n"},
+            "multipart/form-data": {"schema": {"type": "object", "properties": {
+                "file": {"type": "string", "format": "binary"}, "crs": {"type": "string"}}}},
+        },
+    },
+    "responses": {"200": {"content": {"application/x-ndjson": {}, "text/csv": {}}}},
+}
+
+
+@router.post("/locate", summary="批量点位落格 batch locate points to grids", openapi_extra=_OPENAPI_BODY)
+async def locate_batch(
+    request: Request,
+    crs: str | None = Query(None, description="坐标系 input CRS: wgs84 (default), cgcs2000, gcj02, bd09, EPSG:nnnn"),
+    format: str | None = Query(None, description="输出格式 ndjson (default) or csv; or send Accept: text/csv"),
+):
+    """Locate up to 1,000,000 points in one request; one output row per input point, in input order.
+
+    Each row is {"id", "grid_code", "community_code", "street_code", "district_code"}, codes null
+    (empty in CSV) for points outside every grid. Errors name the 1-based row and the column.
+    """
+    as_csv = _wants_csv(format, request.headers.get("accept", ""))
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > MAX_BODY_BYTES:
+        raise TooManyPoints(f"request body of {int(length):,} bytes exceeds {MAX_BODY_BYTES:,} bytes")
+    content_type = request.headers.get("content-type", "")
+    filename = None
+    if content_type.lower().startswith("multipart/form-data"):
+        form = await request.form(max_part_size=16 * 1024 * 1024)
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            upload = next((v for v in form.values() if not isinstance(v, str)), None)
+        if upload is None:
+            raise InvalidInput("multipart request has no uploaded file: send it in a field named 'file'",
+                               extra={"column": "file"})
+        form_crs = form.get("crs")
+        if crs is None and isinstance(form_crs, str) and form_crs.strip():
+            crs = form_crs
+        data = await upload.read()
+        content_type, filename = upload.content_type or "", upload.filename
+    else:
+        data = await request.body()
+    if len(data) > MAX_BODY_BYTES:
+        raise TooManyPoints(f"input of {len(data):,} bytes exceeds {MAX_BODY_BYTES:,} bytes")
+    if crs is not None:
+        normalize_crs(crs)  # unknown CRS → 422 before any parsing
+    ids, found, index = await run_in_threadpool(_locate_all, content_type, data, crs, filename)
+    if as_csv:
+        return StreamingResponse(_csv(ids, found, index.level_codes), media_type="text/csv; charset=utf-8")
+    return StreamingResponse(_ndjson(ids, found, index.json_tail), media_type="application/x-ndjson")

@@ -1,0 +1,78 @@
+"""FastAPI dependencies: who is calling, and may they?
+
+``current_user`` → 401 (with ``WWW-Authenticate: Bearer``) when the token is missing, invalid,
+expired, or names a disabled/deleted account. ``require_roles(...)`` → 403 for other roles.
+"""
+
+from __future__ import annotations
+
+from fastapi import Depends
+from fastapi.security import OAuth2PasswordBearer
+from sqlalchemy.orm import Session
+
+from gridserver.auth.security import decode_access_token
+from gridserver.auth.users import ROLES, User, get_user
+from gridserver.db.engine import get_session
+from gridserver.errors import Forbidden, Unauthorized
+
+# auto_error=False: we raise our own Unauthorized so the body has the project's {"detail", "code"} shape.
+oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
+
+#: Roles whose missing scope means "the whole city".
+CITYWIDE_ROLES = ("admin", "analyst")
+
+
+def _user_from_token(session: Session, token: str) -> User:
+    username = decode_access_token(token)
+    user = get_user(session, username)
+    if user is None or not user.active:
+        raise Unauthorized(f"账号不存在或已停用 account {username!r} does not exist or is disabled")
+    return user
+
+
+def current_user(token: str | None = Depends(oauth2_scheme), session: Session = Depends(get_session)) -> User:
+    """The authenticated caller; 401 when there is no valid bearer token."""
+    if not token:
+        raise Unauthorized("需要登录 not authenticated: send 'Authorization: Bearer <token>' "
+                           "(get one from POST /api/v1/auth/token)")
+    return _user_from_token(session, token)
+
+
+def optional_user(token: str | None = Depends(oauth2_scheme),
+                  session: Session = Depends(get_session)) -> User | None:
+    """The caller if a token is sent, None when anonymous; a bad token is still a 401."""
+    if not token:
+        return None
+    return _user_from_token(session, token)
+
+
+def require_roles(*roles: str):
+    """Dependency factory: the current user if their role is one of ``roles``, else 403."""
+    unknown = [r for r in roles if r not in ROLES]
+    if unknown:  # a typo here would silently lock everyone out
+        raise ValueError(f"unknown roles {unknown}")
+
+    def dependency(user: User = Depends(current_user)) -> User:
+        if user.role not in roles:
+            raise Forbidden(f"权限不足 role {user.role!r} may not do this; allowed roles: {', '.join(roles)}")
+        return user
+
+    return dependency
+
+
+def user_in_scope(user: User, area_code: str | None) -> bool:
+    """True when ``area_code`` lies inside the user's scope.
+
+    Codes are prefix-hierarchical, so a scope covers every code that starts with it. A user without
+    scope covers the whole city only for admin and analyst; citizens have no scope at all.
+    """
+    if user.scope_code is None:
+        return user.role in CITYWIDE_ROLES
+    return area_code is not None and area_code.startswith(user.scope_code)
+
+
+def describe_scope(user: User) -> str:
+    """Human-readable scope for error messages."""
+    if user.scope_code is None:
+        return "全市 whole city" if user.role in CITYWIDE_ROLES else "无 none"
+    return user.scope_code

@@ -1,0 +1,207 @@
+"""``gridserver demo``: build the demo city into the database and (optionally) serve it.
+
+Steps, each idempotent so the command can be re-run:
+1. the city's areas (real Yuexiu streets + derived communities and grids, or a generated city when
+   ``../shared`` is absent) written to ``gis_data/demo/*.gpkg`` and loaded through the same importer
+   users run (``gridserver import areas``), all levels in one transaction;
+2. demo accounts (one per role) unless they exist;
+3. a few thousand incidents, located in bulk with the batch grid index (replaced on every run);
+4. the standard address base, ingested from generated departmental tables through the matcher.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import text
+
+from gridserver.settings import get_settings
+
+console = Console()
+
+DEMO_PASSWORD = "gridserver-demo"
+
+
+def _shared_dir() -> Path | None:
+    d = get_settings().shared_dir
+    return d if (d / "data" / "yuexiu").is_dir() else None
+
+
+def load_areas(city_dir: Path, progress=None) -> dict:
+    """Import the written city files (district → grid) as one set through the area importer."""
+    from gridserver.areas.importer import import_many
+
+    sources = [(city_dir / f"{lvl}.gpkg", lvl) for lvl in ("district", "street", "community", "grid")]
+    tasks: dict[str, int] = {}
+
+    def step(stage: str, done: int, total: int) -> None:
+        if progress is None:
+            return
+        if stage not in tasks:
+            tasks[stage] = progress.add_task(f"导入 {stage}", total=max(total, 1))
+        progress.update(tasks[stage], completed=done, total=max(total, 1))
+
+    report = import_many(sources, source="demo", progress=step)
+    return report.as_dict()
+
+
+def ensure_demo_users(engine, city) -> list[tuple[str, str, str | None]]:
+    """One account per role, scoped to the first street/community/grid of the city."""
+    from gridserver.auth.users import create_user, get_user
+
+    street = city["street"]["code"].iloc[0]
+    community = sorted(c for c in city["community"]["code"] if c.startswith(street))[0]
+    grid = sorted(c for c in city["grid"]["code"] if c.startswith(community))[0]
+    district = city["district"]["code"].iloc[0]
+    wanted = [
+        ("admin", "admin", None, "系统管理员"),
+        ("district", "district_operator", district, "区指挥中心值班员"),
+        ("street", "street_operator", street, "街道网格中心操作员"),
+        ("community", "community_operator", community, "社区工作站操作员"),
+        ("gridworker", "grid_worker", grid, "网格员"),
+        ("handler", "dept_handler", district, "城管部门处置员"),
+        ("analyst", "analyst", None, "GIS 分析员"),
+        ("citizen", "citizen", None, "市民"),
+    ]
+    with engine.begin() as conn:
+        for username, role, scope, full_name in wanted:
+            if get_user(conn, username) is None:
+                create_user(conn, username, DEMO_PASSWORD, role, scope, full_name=full_name)
+    return [(u, r, s) for u, r, s, _ in wanted]
+
+
+def load_incidents(engine, city, n: int, seed: int) -> int:
+    """Replace the demo incidents: generate, locate in bulk with the grid index, COPY in."""
+    import numpy as np
+
+    from gridserver.areas.batch import current_index
+    from gridserver.demo.incidents import demo_incidents
+
+    now = datetime.now(timezone(timedelta(hours=8))).replace(minute=0, second=0, microsecond=0)
+    inc = demo_incidents(city["grid"], n=n, seed=seed, now=now, roads=city.get("roads"))
+    index = current_index()
+    k = index.grid.locate(inc["lon"].to_numpy(), inc["lat"].to_numpy())
+    lc = index.level_codes  # index -1 (outside) maps to the trailing all-null entry
+    found = [None if kk < 0 else (lc["grid_code"][kk], lc["community_code"][kk], lc["street_code"][kk],
+                                  lc["district_code"][kk]) for kk in k]
+    buf = io.StringIO()
+    statuses = np.random.default_rng(seed).choice(["reported", "dispatched", "handling", "closed"], len(inc),
+                                                  p=[0.2, 0.2, 0.2, 0.4])
+    rows = 0
+    for (_, r), codes, status in zip(inc.iterrows(), found, statuses):
+        if codes is None:
+            continue
+        grid, community, street, district = codes
+        fields = [r["category"], r["description"].replace("\t", " ").replace("\n", " "), status,
+                  f"SRID=4326;POINT({r['lon']!r} {r['lat']!r})", repr(r["lon"]), repr(r["lat"]), "wgs84",
+                  grid, community, street, district, "demo", r["created_at"].isoformat(), r["created_at"].isoformat()]
+        buf.write("\t".join(str(f) for f in fields) + "\n")
+        rows += 1
+    raw = engine.raw_connection()
+    try:
+        cur = raw.driver_connection.cursor()
+        cur.execute("DELETE FROM incidents WHERE source = 'demo'")
+        with cur.copy("COPY incidents (category, description, status, geom, input_x, input_y, input_crs, grid_code,"
+                      " community_code, street_code, district_code, source, created_at, updated_at)"
+                      " FROM STDIN") as copy:
+            copy.write(buf.getvalue())
+        raw.commit()
+    finally:
+        raw.close()
+    return rows
+
+
+def build_demo(seed: int = 0, incidents: int = 3000, addresses: bool = True) -> dict:
+    """Build (or refresh) the whole demo city in the configured database; returns a summary."""
+    from rich.progress import Progress
+
+    from gridserver.db import migrate
+    from gridserver.db.engine import get_engine
+    from gridserver.demo.city import default_out_dir, load_city
+
+    summary: dict = {}
+    t0 = time.perf_counter()
+    migrate.upgrade()
+    shared = _shared_dir()
+    summary["source"] = "real Yuexiu data (../shared)" if shared else "generated city (../shared absent)"
+    with console.status("生成示范城市 building the demo city geometry…"):
+        city = load_city(shared, seed)
+    out_dir = default_out_dir()
+    summary["files"] = str(out_dir)
+    summary["counts"] = {lvl: len(city[lvl]) for lvl in ("district", "street", "community", "grid")}
+    with Progress(console=console, transient=True) as progress:
+        summary["areas_import"] = load_areas(out_dir, progress)
+    engine = get_engine()
+    summary["users"] = ensure_demo_users(engine, city)
+    with console.status("生成事件 locating demo incidents…"):
+        summary["incidents"] = load_incidents(engine, city, incidents, seed)
+    if shared:
+        from gridserver.demo.checks import gcj02_outline_iou
+
+        raw, fixed = gcj02_outline_iou(shared)
+        summary["gcj02_check"] = {"iou_uncorrected": round(raw, 4), "iou_corrected": round(fixed, 4)}
+    if addresses:
+        try:
+            from gridserver.address.demo_data import build_demo_address_base
+        except ModuleNotFoundError:
+            summary["addresses"] = "address base module not installed"
+        else:
+            summary["addresses"] = build_demo_address_base(engine, seed, out_dir / "addresses")
+    summary["seconds"] = round(time.perf_counter() - t0, 1)
+    return summary
+
+
+def _print_summary(summary: dict, host: str, port: int) -> None:
+    t = Table(title="示范城市 demo city", show_header=False)
+    t.add_row("数据来源 source", summary["source"])
+    c = summary["counts"]
+    t.add_row("区划 areas", f"{c['district']} 区 · {c['street']} 街道 · {c['community']} 社区 · {c['grid']} 网格")
+    imp = summary["areas_import"]
+    t.add_row("导入 import", f"inserted {imp['inserted']}, updated {imp['updated']}, unchanged {imp['unchanged']}")
+    t.add_row("事件 incidents", str(summary["incidents"]))
+    if "gcj02_check" in summary:
+        g = summary["gcj02_check"]
+        t.add_row("GCJ-02 检查", f"IoU uncorrected {g['iou_uncorrected']}, corrected {g['iou_corrected']}")
+    if "addresses" in summary:
+        t.add_row("标准地址 addresses", str(summary["addresses"]))
+    t.add_row("文件 files", summary["files"])
+    t.add_row("用时 time", f"{summary['seconds']} s")
+    console.print(t)
+    users = ", ".join(u for u, _, _ in summary["users"])
+    console.print(f"演示账号 demo accounts: {users} — password [bold]{DEMO_PASSWORD}[/] (change it outside a demo)")
+    base = f"http://{host}:{port}"
+    console.print(f"\n  地图 map:        {base}/map\n  API 文档 docs:   {base}/docs\n"
+                  f"  落格 locate:     {base}/api/v1/locate?lon=113.2665&lat=23.1291\n"
+                  f"  瓦片 tiles:      {base}/tiles/grids/14/13346/7124.mvt\n")
+
+
+def demo_command(
+    seed: int = typer.Option(0, help="随机种子 seed: same seed, same city"),
+    incidents: int = typer.Option(3000, help="number of demo incidents"),
+    addresses: bool = typer.Option(True, help="build the standard address base too"),
+    serve: bool = typer.Option(False, "--serve", help="serve the city at http://HOST:PORT after building"),
+    host: str = typer.Option(None, help="bind address (default 127.0.0.1)"),
+    port: int = typer.Option(None, help="port (default 8000)"),
+):
+    """Build the demo city (real Yuexiu data from ../shared, else a generated one) and optionally serve it."""
+    from gridserver.errors import GridserverError
+
+    s = get_settings()
+    host, port = host or s.host, port or s.port
+    try:
+        summary = build_demo(seed=seed, incidents=incidents, addresses=addresses)
+    except GridserverError as exc:
+        console.print(f"[red]demo failed:[/] {exc.detail}")
+        raise typer.Exit(2) from None
+    _print_summary(summary, host, port)
+    if serve:
+        import uvicorn
+
+        console.print(f"serving at http://{host}:{port}/map — Ctrl-C to stop")
+        uvicorn.run("gridserver.api:create_app", factory=True, host=host, port=port, log_level="warning")

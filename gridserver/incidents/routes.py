@@ -1,0 +1,72 @@
+"""HTTP routes: report an incident, read one, list with filters.
+
+Every incident route needs a bearer token (reports contain personal descriptions and reporter
+names); only the category list is public. Rules for who may write/read: see ``service``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from fastapi import APIRouter, Depends, Query, Response
+from sqlalchemy.orm import Session
+
+from gridserver.auth.deps import current_user
+from gridserver.auth.users import User
+from gridserver.db.engine import get_session
+from gridserver.geo.crs import KNOWN
+from gridserver.incidents import service
+from gridserver.incidents.categories import CATEGORIES
+from gridserver.incidents.schemas import IncidentIn, IncidentOut, IncidentPage
+
+router = APIRouter(prefix="/api/v1/incidents", tags=["事件 incidents"])
+
+CRS_HELP = f"坐标系 CRS of bbox: {', '.join(KNOWN)} or EPSG:nnnn"
+
+
+@router.get("/categories", summary="事件分类 the incident categories (public)")
+def categories():
+    return [{"code": k, **v} for k, v in CATEGORIES.items()]
+
+
+@router.post("", response_model=IncidentOut, status_code=201, summary="上报事件 report an incident")
+def create(body: IncidentIn, response: Response, session: Session = Depends(get_session),
+           user: User = Depends(current_user)):
+    """Locate the point to its grid and store the report.
+
+    422 for a bad category/coordinates/CRS, 404 when the point is outside every grid (nothing is
+    stored), 403 when the caller's role or scope does not allow reporting there.
+    """
+    out = service.create_incident(session, body, user)
+    session.commit()  # before the response: a client may GET the Location right away
+    response.headers["Location"] = f"{service.LIST_PATH}/{out['id']}"
+    return out
+
+
+@router.get("", response_model=IncidentPage, summary="事件列表 list incidents (filters, pages)")
+def list_(
+    bbox: str | None = Query(None, description="范围 minlon,minlat,maxlon,maxlat (in crs)",
+                             examples=["113.25,23.12,113.29,23.15"]),
+    crs: str = Query("wgs84", description=CRS_HELP),
+    grid: str | None = Query(None, description="网格或上级区划编码 a grid code, or a community/street/district code"),
+    status: str | None = Query(None, description="状态 status, e.g. reported"),
+    category: str | None = Query(None, description="事件分类 category code"),
+    since: datetime | None = Query(None, description="上报时间起 created at or after (ISO 8601; naive = UTC+8)"),
+    until: datetime | None = Query(None, description="上报时间止 created before (ISO 8601; naive = UTC+8)"),
+    reporter: str | None = Query(None, description="上报人 reporter username"),
+    limit: int = Query(service.DEFAULT_LIMIT, ge=1, le=service.MAX_LIMIT, description="每页条数 page size"),
+    offset: int = Query(0, ge=0, description="偏移 skip this many (random access)"),
+    cursor: str | None = Query(None, description="游标 from the 'next' URL of the previous page"),
+    session: Session = Depends(get_session),
+    user: User = Depends(current_user),
+):
+    """Newest first. ``total`` counts all matches; ``next`` is the URL of the following page (cursor-based)."""
+    filters = service.IncidentFilters(bbox=bbox, crs=crs, grid=grid, status=status, category=category,
+                                      since=since, until=until, reporter=reporter, limit=limit,
+                                      offset=offset, cursor=cursor)
+    return service.list_incidents(session, filters, user)
+
+
+@router.get("/{incident_id}", response_model=IncidentOut, summary="事件详情 one incident")
+def get(incident_id: int, session: Session = Depends(get_session), user: User = Depends(current_user)):
+    return service.get_incident(session, incident_id, user)

@@ -1,0 +1,160 @@
+"""Address parser: dev-set quality (read from the shared corpus) and hand-written edge cases."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from gridserver.address.parser import (
+    LABELS,
+    MAX_INPUT_CHARS,
+    MODEL_PATH,
+    Component,
+    parse,
+    parse_batch,
+    standardize,
+)
+from gridserver.address.parser.corpus import corpus_dir, read_corpus
+from gridserver.errors import InvalidInput
+
+pytestmark = pytest.mark.skipif(not MODEL_PATH.exists(), reason=f"model {MODEL_PATH} not built (gridserver address train)")
+
+DEV = corpus_dir() / "dev.txt"
+
+
+def _check_well_formed(text: str, comps: list[Component]) -> None:
+    prev_end = 0
+    for c in comps:
+        assert c.label in LABELS and c.label == c.label.lower()
+        assert 0 <= prev_end <= c.start < c.end <= len(text)
+        assert text[c.start:c.end] == c.text
+        prev_end = c.end
+
+
+@pytest.fixture(scope="module")
+def dev():
+    if not DEV.exists():
+        pytest.skip(f"{DEV} not present (shared corpus)")
+    return read_corpus(DEV)
+
+
+@pytest.fixture(scope="module")
+def dev_pred(dev):
+    return parse_batch([e.text for e in dev])
+
+
+def test_dev_f1_at_least_90(dev, dev_pred):
+    """Entity-level F1 (exact span + type, conlleval chunking as in the shared scorer) on dev.txt."""
+    tp = fp = fn = 0
+    for ex, comps in zip(dev, dev_pred):
+        _check_well_formed(ex.text, comps)
+        pred = {(c.label, c.start, c.end) for c in comps}
+        gold = set(ex.spans)
+        tp += len(pred & gold)
+        fp += len(pred - gold)
+        fn += len(gold - pred)
+    p, r = tp / (tp + fp), tp / (tp + fn)
+    f1 = 2 * p * r / (p + r)
+    assert f1 >= 0.90, f"dev F1 {f1:.4f} (P {p:.4f} R {r:.4f})"
+
+
+def test_dev_exact_match_rate(dev, dev_pred):
+    exact = sum({(c.label, c.start, c.end) for c in comps} == set(ex.spans) for ex, comps in zip(dev, dev_pred))
+    assert exact / len(dev) >= 0.65, f"{exact}/{len(dev)} addresses parsed exactly"
+
+
+def test_dev_common_levels_are_reliable(dev, dev_pred):
+    """prov/city/district/road/roadno are what the matcher leans on: each must be >= 93 F1."""
+    tp, fp, fn = Counter(), Counter(), Counter()
+    for ex, comps in zip(dev, dev_pred):
+        pred = {(c.label, c.start, c.end) for c in comps}
+        gold = set(ex.spans)
+        for s in pred & gold:
+            tp[s[0]] += 1
+        for s in pred - gold:
+            fp[s[0]] += 1
+        for s in gold - pred:
+            fn[s[0]] += 1
+    for lab in ("prov", "city", "district", "road", "roadno"):
+        f1 = 2 * tp[lab] / (2 * tp[lab] + fp[lab] + fn[lab])
+        assert f1 >= 0.93, f"{lab}: F1 {f1:.3f}"
+
+
+def test_single_matches_batch(dev):
+    texts = [e.text for e in dev[:50]]
+    assert [parse(t) for t in texts] == parse_batch(texts)
+
+
+def test_typical_address():
+    text = "浙江省杭州市余杭区五常街道文一西路969号阿里巴巴西溪园区"
+    got = {c.label: c.text for c in parse(text)}
+    assert got["prov"] == "浙江省" and got["city"] == "杭州市" and got["district"] == "余杭区"
+    assert got["town"] == "五常街道" and got["road"] == "文一西路" and got["roadno"] == "969号"
+    assert parse(text)[0].as_dict() == {"label": "prov", "text": "浙江省", "start": 0, "end": 3}
+
+
+@pytest.mark.parametrize("text", ["", " ", "   \t ", "\u3000"])
+def test_empty_and_blank(text):
+    assert parse(text) == []
+
+
+def test_latin_and_digits_only():
+    for text in ["12345", "ABC", "B-12-301", "A座1201"]:
+        _check_well_formed(text, parse(text))
+
+
+def test_full_width_keeps_offsets_into_original():
+    text = "杭州市西湖区文三路１２３号"
+    comps = parse(text)
+    _check_well_formed(text, comps)
+    got = {c.label: c.text for c in comps}
+    assert got["road"] == "文三路" and got["roadno"] == "１２３号"
+
+
+def test_traditional_characters():
+    text = "廣東省廣州市越秀區東風中路338號"
+    comps = parse(text)
+    _check_well_formed(text, comps)
+    got = {c.label: c.text for c in comps}
+    assert got["prov"] == "廣東省" and got["city"] == "廣州市" and got["district"] == "越秀區"
+    assert got["roadno"] == "338號"
+
+
+def test_spaces_inside_address():
+    text = "浙江省 杭州市 滨江区 六和路 368号"
+    comps = parse(text)
+    _check_well_formed(text, comps)
+    assert {c.label: c.text for c in comps}["road"] == "六和路"
+    assert all(not c.text.startswith(" ") and not c.text.endswith(" ") for c in comps)
+
+
+def test_chinese_numerals_tagged():
+    text = "杭州市西湖区文三路十三号二楼"
+    got = {c.label: c.text for c in parse(text)}
+    assert got["roadno"] == "十三号" and got["floorno"] == "二楼"
+
+
+def test_very_long_text():
+    unit = "浙江省杭州市西湖区文三路123号"
+    text = unit * (3 * MAX_INPUT_CHARS // len(unit) + 1)
+    comps = parse(text)
+    _check_well_formed(text, comps)
+    assert comps[-1].end <= len(text) and len(comps) > 50
+    junk = "的" * 5000
+    _check_well_formed(junk, parse(junk))
+
+
+def test_non_string_rejected():
+    with pytest.raises(InvalidInput, match="#1"):
+        parse_batch(["杭州市", None])  # type: ignore[list-item]
+
+
+def test_standardize_fills_yuexiu_levels():
+    got = standardize("中山四路十三號二楼")
+    assert got["road"] == "中山四路"
+    assert got.get("roadno") == "13号"
+    from gridserver.address.normalize import default_road_index
+
+    if default_road_index():
+        assert (got["prov"], got["city"], got["district"]) == ("广东省", "广州市", "越秀区")

@@ -1,0 +1,149 @@
+"""The /map page in a real headless Chromium (Debian's /usr/bin/chromium driven by Playwright).
+
+It loads the page from the live test server, waits for MapLibre to render the small city's grids
+from our vector tiles, clicks a grid, searches a grid code, and checks that the browser never
+talked to any host but the test server and logged no error.
+"""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import urlparse
+
+import pytest
+
+from gridserver.maps.routes import BUILD_HINT, assets_built
+from gridserver.settings import get_settings
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--no-sandbox", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+pytestmark = pytest.mark.browser
+
+
+def _require_browser():
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} missing: run `apt-get install -y chromium fonts-wqy-microhei` (make setup does)")
+    if not assets_built():
+        pytest.skip(f"map front-end not built: run `{BUILD_HINT}`")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        pytest.skip("Python Playwright missing: run `.venv/bin/pip install playwright` (make setup does)")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    _require_browser()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, live_url, small_city):
+    ctx = browser.new_context(viewport={"width": 1280, "height": 860}, locale="zh-CN")
+    pg = ctx.new_page()
+    pg.set_default_timeout(60_000)
+    pg.errors, pg.requests = [], []
+    pg.on("console", lambda m: pg.errors.append(f"console.{m.type}: {m.text} at {m.location.get('url')}")
+          if m.type == "error" else None)
+    pg.on("pageerror", lambda e: pg.errors.append(f"pageerror: {e}"))
+    # MapLibre cancels the tile requests it no longer needs while the map moves: not a failure.
+    pg.on("requestfailed", lambda r: None if r.failure == "net::ERR_ABORTED"
+          else pg.errors.append(f"request failed: {r.url} {r.failure}"))
+    pg.on("request", lambda r: pg.requests.append(r.url))
+    pg.goto(live_url + "/map")
+    pg.wait_for_function(
+        """() => window.__gridmap && window.__gridmapState && window.__gridmapState.ready
+               && window.__gridmap.loaded()
+               && window.__gridmap.queryRenderedFeatures({layers: ['grids-fill']}).length > 0""")
+    yield pg
+    ctx.close()
+
+
+def _wait_idle(page):
+    page.wait_for_function("() => !window.__gridmap.isMoving() && window.__gridmap.loaded()")
+
+
+def _screenshot(page, name):
+    out = get_settings().gis_data_dir / "screenshots"
+    out.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(out / name))
+
+
+def _click_lonlat(page, lon, lat):
+    px = page.evaluate("([lon, lat]) => { const p = window.__gridmap.project([lon, lat]); return [p.x, p.y]; }",
+                       [lon, lat])
+    box = page.locator("#map canvas").bounding_box()
+    page.mouse.click(box["x"] + px[0], box["y"] + px[1])
+
+
+def _only_local_requests(page, live_url):
+    host = urlparse(live_url).hostname
+    for url in page.requests:
+        u = urlparse(url)
+        if u.scheme == "data":
+            continue
+        if u.scheme == "blob":  # blob:http://127.0.0.1:port/uuid
+            u = urlparse(url[len("blob:"):])
+        assert u.hostname == host == "127.0.0.1", f"request to a foreign host: {url}"
+
+
+def test_map_renders_the_city_from_local_tiles_only(page, live_url, small_city):
+    _wait_idle(page)
+    codes = page.evaluate(
+        "() => [...new Set(window.__gridmap.queryRenderedFeatures({layers: ['grids-fill']}).map(f => f.properties.code))]")
+    grids = {c for c, a in small_city.items() if a["level"] == "grid"}
+    assert grids <= set(codes), "the initial view fits the data: every small-city grid is on screen"
+    assert page.title() == "网格化管理地图"
+    assert any("/tiles/grids/" in u for u in page.requests)
+    _screenshot(page, "map.png")
+    _only_local_requests(page, live_url)
+    assert page.errors == []
+
+
+def test_click_on_a_grid_shows_its_info(page, small_city):
+    _wait_idle(page)
+    target = small_city["440104003002004"]["geom"].centroid  # SE grid
+    _click_lonlat(page, target.x, target.y)
+    page.wait_for_selector("#info:not([hidden])")
+    assert page.inner_text('#info dd[data-field="编码"]') == "440104003002004"
+    assert page.inner_text('#info dd[data-field="层级"]') == "网格"
+    assert page.inner_text('#info dd[data-field="上级编码"]') == "440104003002"
+    assert page.inner_text("#info .info-title") == "网格：北京南社区第004网格"
+    assert page.evaluate("() => window.__gridmapState.selected") == "440104003002004"
+    assert page.errors == []
+
+
+def test_search_by_code_moves_the_map_there(page, live_url, small_city):
+    _wait_idle(page)
+    before = page.evaluate("() => window.__gridmap.getZoom()")
+    code = "440104001001001"
+    page.fill("#search-code", code)
+    page.press("#search-code", "Enter")
+    page.wait_for_function(f"() => window.__gridmapState.lastSearch === '{code}'")
+    _wait_idle(page)
+    x0, y0, x1, y1 = small_city[code]["geom"].bounds
+    lon, lat, zoom = page.evaluate("() => { const c = window.__gridmap.getCenter(); return [c.lng, c.lat, window.__gridmap.getZoom()]; }")
+    assert x0 < lon < x1 and y0 < lat < y1
+    assert zoom > before
+    assert page.inner_text('#info dd[data-field="编码"]') == code
+    highlighted = page.evaluate(
+        "() => window.__gridmap.queryRenderedFeatures({layers: ['grids-highlight']}).map(f => f.properties.code)")
+    assert highlighted and set(highlighted) == {code}
+    _screenshot(page, "map-search.png")
+
+    assert page.errors == []
+
+    page.fill("#search-code", "440104009009009")
+    page.press("#search-code", "Enter")
+    page.wait_for_function("() => document.querySelector('#message').textContent.includes('未找到')")
+    assert "440104009009009" in page.inner_text("#message")
+    _only_local_requests(page, live_url)
+    # the browser itself logs the 404 of the lookup; nothing else may be logged
+    assert all("404" in e and "/api/v1/areas/440104009009009" in e for e in page.errors), page.errors

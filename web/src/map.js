@@ -1,0 +1,254 @@
+// 网格化管理地图: MapLibre GL over gridserver's own vector tiles. Everything is served by gridserver
+// itself (tiles, this bundle, the worker); there is no basemap, CDN, sprite or glyph server. Text
+// is drawn by MapLibre with the browser's local fonts (no `glyphs` URL in the style).
+import * as maplibregl from 'maplibre-gl';
+import 'maplibre-gl/dist/maplibre-gl.css';
+import workerUrl from 'maplibre-gl/dist/maplibre-gl-worker.mjs?url';
+import './map.css';
+
+maplibregl.setWorkerUrl(workerUrl);
+
+const FONT = ['WenQuanYi Micro Hei', 'Noto Sans CJK SC', 'Microsoft YaHei', 'PingFang SC', 'sans-serif'];
+const DEFAULT_VIEW = { center: [113.27, 23.13], zoom: 12 }; // 越秀区 when there is no data yet
+const LEVEL_LABELS = { district: '区', street: '街道', community: '社区', grid: '网格' };
+const STATUS_LABELS = {
+  reported: '已上报', accepted: '已受理', assigned: '已派遣', dispatched: '已派遣', processing: '处置中',
+  in_progress: '处置中', resolved: '已处置', verified: '已核查', closed: '已结案', rejected: '不予受理',
+};
+const AREA_STYLE = {
+  districts: { fill: '#d9d4c7', fillOpacity: 0.15, line: '#5c5346', width: 2.5, dash: [4, 2] },
+  streets: { fill: '#c7d8ea', fillOpacity: 0.12, line: '#3f6a96', width: 2 },
+  communities: { fill: '#f2e6c9', fillOpacity: 0.18, line: '#b07b2c', width: 1.3 },
+  grids: { fill: '#cfe8cf', fillOpacity: 0.35, line: '#2e7d32', width: 0.8 },
+};
+const AREA_ORDER = ['districts', 'streets', 'communities', 'grids'];
+const CLICK_LAYERS = ['incidents-circle', 'grids-fill', 'communities-fill', 'streets-fill', 'districts-fill'];
+
+const $ = (sel) => document.querySelector(sel);
+
+function areaLabelLayout(id) {
+  // What each area's label point says, and from which zoom.
+  const fields = {
+    districts: ['get', 'name'],
+    streets: ['get', 'name'],
+    communities: ['get', 'name'],
+    // the 3-digit sequence while grids are small, the full code and name when zoomed in
+    grids: ['step', ['zoom'], ['slice', ['get', 'code'], 12],
+      16, ['concat', ['get', 'name'], '\n', ['get', 'code']]],
+  };
+  const sizes = { districts: 16, streets: 14, communities: 13, grids: 12 };
+  return {
+    'text-field': fields[id],
+    'text-font': FONT,
+    'text-size': sizes[id],
+    'text-max-width': 12,
+    'text-padding': 4,
+  };
+}
+
+const LABEL_MINZOOM = { districts: 9, streets: 11, communities: 12.5, grids: 13.5 };
+const LABEL_MAXZOOM = { districts: 12, streets: 15, communities: 24, grids: 24 };
+
+function buildStyle(doc) {
+  const sources = {};
+  const layers = [{ id: 'background', type: 'background', paint: { 'background-color': '#f4f2ec' } }];
+  for (const l of doc.layers) {
+    sources[l.id] = { type: 'vector', tiles: l.tiles, minzoom: l.minzoom, maxzoom: l.maxzoom };
+    if (l.bounds) sources[l.id].bounds = l.bounds;
+  }
+  for (const id of AREA_ORDER) {
+    if (!sources[id]) continue;
+    const s = AREA_STYLE[id];
+    layers.push({ id: `${id}-fill`, type: 'fill', source: id, 'source-layer': id,
+      paint: { 'fill-color': s.fill, 'fill-opacity': s.fillOpacity } });
+  }
+  // boundaries finest first, so a street line is not hidden under the grid lines it coincides with
+  for (const id of [...AREA_ORDER].reverse()) {
+    if (!sources[id]) continue;
+    const s = AREA_STYLE[id];
+    const line = { id: `${id}-line`, type: 'line', source: id, 'source-layer': id,
+      paint: { 'line-color': s.line, 'line-width': s.width } };
+    if (s.dash) line.paint['line-dasharray'] = s.dash;
+    layers.push(line);
+  }
+  for (const id of AREA_ORDER) {
+    if (!sources[id]) continue;
+    layers.push({ id: `${id}-highlight`, type: 'line', source: id, 'source-layer': id,
+      filter: ['==', ['get', 'code'], ''], paint: { 'line-color': '#e53935', 'line-width': 4 } });
+  }
+  if (sources.incidents) {
+    const colors = ['match', ['get', 'category']];
+    for (const c of doc.categories) colors.push(c.code, c.color);
+    colors.push('#7f7f7f');
+    layers.push({ id: 'incidents-circle', type: 'circle', source: 'incidents', 'source-layer': 'incidents',
+      paint: {
+        'circle-color': colors,
+        'circle-radius': ['interpolate', ['linear'], ['zoom'], 11, 3, 16, 7],
+        'circle-stroke-color': '#ffffff', 'circle-stroke-width': 1.2,
+      } });
+    layers.push({ id: 'incidents-highlight', type: 'circle', source: 'incidents', 'source-layer': 'incidents',
+      filter: ['==', ['get', 'id'], -1],
+      paint: { 'circle-radius': 11, 'circle-color': 'rgba(0,0,0,0)', 'circle-stroke-color': '#e53935',
+        'circle-stroke-width': 3 } });
+  }
+  // labels above everything
+  for (const id of AREA_ORDER) {
+    if (!sources[id]) continue;
+    layers.push({ id: `${id}-label`, type: 'symbol', source: id, 'source-layer': `${id}_label`,
+      minzoom: LABEL_MINZOOM[id], maxzoom: LABEL_MAXZOOM[id], layout: areaLabelLayout(id),
+      paint: { 'text-color': AREA_STYLE[id].line, 'text-halo-color': '#ffffff', 'text-halo-width': 1.5 } });
+  }
+  return { version: 8, name: '网格化管理地图', sources, layers };
+}
+
+function escapeHtml(s) {
+  return String(s ?? '').replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]);
+}
+
+function formatTime(iso) {
+  if (!iso) return '';
+  const d = new Date(iso);
+  return Number.isNaN(d.getTime()) ? iso : d.toLocaleString('zh-CN', { hour12: false });
+}
+
+function showInfo(title, rows) {
+  const panel = $('#info');
+  panel.querySelector('.info-title').textContent = title;
+  panel.querySelector('.info-body').innerHTML = rows
+    .filter(([, v]) => v !== null && v !== undefined && v !== '')
+    .map(([k, v]) => `<dt>${escapeHtml(k)}</dt><dd data-field="${escapeHtml(k)}">${escapeHtml(v)}</dd>`)
+    .join('');
+  panel.hidden = false;
+}
+
+function showArea(p) {
+  showInfo(`${LEVEL_LABELS[p.level] || p.level}：${p.name}`, [
+    ['编码', p.code], ['名称', p.name], ['层级', LEVEL_LABELS[p.level] || p.level], ['上级编码', p.parent_code || '—'],
+    ...(p.area_m2 ? [['面积', `${(p.area_m2 / 1e4).toFixed(2)} 公顷`]] : []),
+  ]);
+}
+
+function showIncident(p) {
+  showInfo(`事件 #${p.id}`, [
+    ['事件编号', p.id], ['类别', p.category_label || p.category], ['状态', STATUS_LABELS[p.status] || p.status],
+    ['网格编码', p.grid_code || '—'], ['上报时间', formatTime(p.created_at)],
+  ]);
+}
+
+function highlight(map, code, incidentId) {
+  for (const id of AREA_ORDER) {
+    if (map.getLayer(`${id}-highlight`)) map.setFilter(`${id}-highlight`, ['==', ['get', 'code'], code || '']);
+  }
+  if (map.getLayer('incidents-highlight')) map.setFilter('incidents-highlight', ['==', ['get', 'id'], incidentId ?? -1]);
+  window.__gridmapState.selected = code || (incidentId != null ? `incident:${incidentId}` : null);
+}
+
+function setMessage(text, isError = false) {
+  const el = $('#message');
+  el.textContent = text;
+  el.classList.toggle('error', isError);
+}
+
+async function searchCode(map, raw) {
+  const code = raw.trim();
+  if (!/^\d{6,15}$/.test(code)) {
+    setMessage('请输入 6–15 位数字编码（区 6 位，街道 9 位，社区 12 位，网格 15 位）', true);
+    return;
+  }
+  setMessage('查询中…');
+  const r = await fetch(`/api/v1/areas/${encodeURIComponent(code)}`);
+  if (r.status === 404) {
+    setMessage(`未找到编码 ${code}`, true);
+    return;
+  }
+  if (!r.ok) {
+    setMessage(`查询失败（HTTP ${r.status}）`, true);
+    return;
+  }
+  const area = await r.json();
+  const [x0, y0, x1, y1] = area.bbox;
+  map.fitBounds([[x0, y0], [x1, y1]], { padding: 60, maxZoom: 17, duration: 500 });
+  highlight(map, area.code);
+  showArea(area);
+  setMessage(`已定位：${area.name}（${area.code}）`);
+  window.__gridmapState.lastSearch = area.code;
+}
+
+function buildControls(map, doc) {
+  const toggles = $('#layers');
+  const present = new Set(doc.layers.map((l) => l.id));
+  for (const l of doc.layers) {
+    const label = document.createElement('label');
+    label.innerHTML = `<input type="checkbox" data-layer="${escapeHtml(l.id)}" checked> ${escapeHtml(l.title)}` +
+      ` <span class="count">${l.count}</span>`;
+    toggles.appendChild(label);
+  }
+  toggles.addEventListener('change', (e) => {
+    const id = e.target.dataset.layer;
+    if (!present.has(id)) return;
+    const vis = e.target.checked ? 'visible' : 'none';
+    for (const layer of map.getStyle().layers) {
+      if (layer.source === id) map.setLayoutProperty(layer.id, 'visibility', vis);
+    }
+  });
+  const legend = $('#legend');
+  legend.innerHTML = '<div class="legend-title">事件类别</div>' + doc.categories
+    .map((c) => `<div><span class="swatch" style="background:${escapeHtml(c.color)}"></span>${escapeHtml(c.label)}</div>`)
+    .join('');
+  $('#search').addEventListener('submit', (e) => {
+    e.preventDefault();
+    searchCode(map, $('#search-code').value).catch((err) => setMessage(`查询失败：${err.message}`, true));
+  });
+  $('#info .close').addEventListener('click', () => {
+    $('#info').hidden = true;
+    highlight(map, null);
+  });
+}
+
+async function main() {
+  window.__gridmapState = { ready: false, selected: null, lastSearch: null };
+  const doc = await (await fetch('/tiles/layers.json')).json();
+  const options = { container: 'map', style: buildStyle(doc), attributionControl: false, hash: false };
+  if (doc.bounds) {
+    options.bounds = [[doc.bounds[0], doc.bounds[1]], [doc.bounds[2], doc.bounds[3]]];
+    options.fitBoundsOptions = { padding: 40 };
+  } else {
+    Object.assign(options, DEFAULT_VIEW);
+    setMessage('数据库中还没有区划或网格数据');
+  }
+  const map = new maplibregl.Map(options);
+  window.__gridmap = map;
+  map.addControl(new maplibregl.NavigationControl({ showCompass: false }), 'top-right');
+  map.addControl(new maplibregl.ScaleControl({ unit: 'metric' }), 'bottom-left');
+  map.addControl(new maplibregl.AttributionControl({ compact: true, customAttribution: 'gridserver 网格数据' }));
+  buildControls(map, doc);
+
+  map.on('click', (e) => {
+    const layers = CLICK_LAYERS.filter((id) => map.getLayer(id) && map.getLayoutProperty(id, 'visibility') !== 'none');
+    const hits = map.queryRenderedFeatures(e.point, { layers });
+    if (!hits.length) return;
+    // the most specific thing under the cursor: an incident, else the smallest area
+    hits.sort((a, b) => CLICK_LAYERS.indexOf(a.layer.id) - CLICK_LAYERS.indexOf(b.layer.id));
+    const f = hits[0];
+    if (f.layer.id === 'incidents-circle') {
+      highlight(map, null, f.properties.id);
+      showIncident(f.properties);
+    } else {
+      highlight(map, f.properties.code);
+      showArea(f.properties);
+    }
+  });
+  for (const id of CLICK_LAYERS) {
+    map.on('mouseenter', id, () => { map.getCanvas().style.cursor = 'pointer'; });
+    map.on('mouseleave', id, () => { map.getCanvas().style.cursor = ''; });
+  }
+  map.on('mousemove', (e) => {
+    $('#coords').textContent = `${e.lngLat.lng.toFixed(5)}, ${e.lngLat.lat.toFixed(5)}  z${map.getZoom().toFixed(1)}`;
+  });
+  map.on('load', () => { window.__gridmapState.ready = true; });
+}
+
+main().catch((err) => {
+  console.error(err);
+  setMessage(`地图加载失败：${err.message}`, true);
+});
