@@ -144,7 +144,7 @@ def load_areas(engine, areas: list[dict], source: str = "test") -> None:
                         VALUES (:level, :code, :name, :parent_code,
                                 ST_Multi(ST_GeomFromText(:wkt, 4326)),
                                 ST_Area(ST_Transform(ST_GeomFromText(:wkt, 4326), 4547)), :source)"""),
-                {**{k: a[k] for k in ("level", "code", "name", "parent_code")}, "wkt": shapely.to_wkt(a["geom"]),
+                {**{k: a[k] for k in ("level", "code", "name", "parent_code")}, "wkt": shapely.to_wkt(a["geom"], rounding_precision=-1),
                  "source": source},
             )
 

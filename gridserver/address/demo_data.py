@@ -96,7 +96,8 @@ def _road_lines(roads_path: Path | None, bbox: tuple[float, float, float, float]
             lines[n] = [LineString([(x, y0), (x, y1)])]
     out = {}
     for name in sorted(lines):
-        merged = linemerge(unary_union(lines[name]))
+        u = unary_union(lines[name])
+        merged = linemerge(u) if u.geom_type == "MultiLineString" else u
         parts = list(merged.geoms) if hasattr(merged, "geoms") else [merged]
         parts = [p for p in parts if isinstance(p, LineString) and not p.is_empty]
         if not parts:

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import shapely
+from json.encoder import encode_basestring as _encode_str  # C-accelerated, no ASCII escaping
+
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
@@ -57,6 +59,8 @@ class LocateIndex:
     level_codes: dict[str, np.ndarray]
     #: NDJSON tail of each grid index (``,"grid_code":..."district_code":...}``), last = all null.
     json_tail: list[str]
+    #: CSV tail of each grid index (``,grid,community,street,district``), last = all empty.
+    csv_tail: list[str]
 
 
 _GRIDS_SQL = """
@@ -104,11 +108,13 @@ def load_index(conn) -> LocateIndex:
         "street_code": np.array([c[1] for c in chains] + [None], dtype=object),
         "district_code": np.array([c[2] for c in chains] + [None], dtype=object),
     }
-    tails = []
+    tails, csv_tails = [], []
     for k in range(len(codes) + 1):
-        tails.append("," + json.dumps({f: level_codes[f][k] for f in OUT_FIELDS}, ensure_ascii=False)[1:] + "\n")
+        row = {f: level_codes[f][k] for f in OUT_FIELDS}
+        tails.append("," + json.dumps(row, ensure_ascii=False)[1:] + "\n")
+        csv_tails.append("".join("," + _id_csv(v) for v in row.values()) + "\n")
     return LocateIndex(revision=int(revision), grid=GridIndex.build(codes, list(geoms)),
-                       level_codes=level_codes, json_tail=tails)
+                       level_codes=level_codes, json_tail=tails, csv_tail=csv_tails)
 
 
 def current_index() -> LocateIndex:
@@ -238,28 +244,37 @@ _ALIASES = {"lon": ("lon", "lng", "longitude", "x", "经度"), "lat": ("lat", "l
 
 def _from_csv_bytes(data: bytes, crs: str | None) -> Points:
     """CSV with a header: id (optional), lon, lat, crs (optional). Parsed in bulk by pandas."""
+    opts = dict(keep_default_na=False, skipinitialspace=True, encoding="utf-8-sig")
     try:
-        df = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, skipinitialspace=True,
-                         encoding="utf-8-sig")
+        header = pd.read_csv(io.BytesIO(data), nrows=0, **opts).columns
+        lower = {str(c).strip().lower(): c for c in header}
+        cols = {want: next((lower[n] for n in names if n in lower), None) for want, names in _ALIASES.items()}
+        for need in ("lon", "lat"):
+            if cols[need] is None:
+                raise InvalidInput(f"CSV has no {need!r} column (columns found: {', '.join(map(str, header))})",
+                                   extra={"column": need})
+        text_cols = {c: str for k, c in cols.items() if c is not None and k in ("id", "crs")}
+        # Numbers are parsed by pandas' C parser; a column with anything non-numeric comes back
+        # as text and is then checked row by row for the error message.
+        df = pd.read_csv(io.BytesIO(data), usecols=[c for c in cols.values() if c is not None],
+                         dtype=text_cols, **opts)
     except pd.errors.EmptyDataError:
         raise InvalidInput("CSV is empty: expected a header line id,lon,lat") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
         raise InvalidInput(f"CSV could not be parsed: {exc}") from None
     _too_many(len(df))
-    lower = {str(c).strip().lower(): c for c in df.columns}
-    cols = {}
-    for want, names in _ALIASES.items():
-        cols[want] = next((lower[n] for n in names if n in lower), None)
-    for need in ("lon", "lat"):
-        if cols[need] is None:
-            raise InvalidInput(f"CSV has no {need!r} column (columns found: {', '.join(map(str, df.columns))})",
-                               extra={"column": need})
-    x = _numbers(df[cols["lon"]].tolist(), "lon")
-    y = _numbers(df[cols["lat"]].tolist(), "lat")
+
+    def numbers(col: str) -> np.ndarray:
+        series = df[cols[col]]
+        if pd.api.types.is_numeric_dtype(series.dtype) and not pd.api.types.is_bool_dtype(series.dtype):
+            arr = series.to_numpy(np.float64)
+            if np.isfinite(arr).all():
+                return arr
+        return _numbers(series.astype(object).tolist(), col)
+
+    x, y = numbers("lon"), numbers("lat")
     ids = df[cols["id"]].to_numpy(dtype=object) if cols["id"] is not None else [None] * len(df)
-    row_crs = None
-    if cols["crs"] is not None:
-        row_crs = df[cols["crs"]].str.strip().to_numpy(dtype=object)
+    row_crs = df[cols["crs"]].str.strip().to_numpy(dtype=object) if cols["crs"] is not None else None
     return Points(ids=ids, x=x, y=y, row_crs=row_crs, crs=crs)
 
 
@@ -319,20 +334,33 @@ def _ids_for_output(ids) -> list:
     return [i + 1 if v is None else v for i, v in enumerate(ids)]
 
 
+def _id_json(v) -> str:
+    t = type(v)
+    if t is str:
+        return _encode_str(v)
+    if t is int:
+        return str(v)
+    return json.dumps(v, ensure_ascii=False)
+
+
+def _id_csv(v) -> str:
+    s = "" if v is None else str(v)
+    if any(ch in s for ch in ',"\r\n'):
+        return '"' + s.replace('"', '""') + '"'
+    return s
+
+
 def _ndjson(ids: list, found: np.ndarray, tails: list[str]):
-    enc = json.JSONEncoder(ensure_ascii=False).encode
     for s in range(0, len(ids), _LINES_PER_CHUNK):
         e = min(s + _LINES_PER_CHUNK, len(ids))
-        yield "".join(['{"id":' + enc(i) + tails[k] for i, k in zip(ids[s:e], found[s:e].tolist())])
+        yield "".join(['{"id":' + _id_json(i) + tails[k] for i, k in zip(ids[s:e], found[s:e].tolist())])
 
 
-def _csv(ids: list, found: np.ndarray, level_codes: dict[str, np.ndarray]):
+def _csv(ids: list, found: np.ndarray, csv_tails: list[str]):
     yield ",".join(("id",) + OUT_FIELDS) + "\n"
-    for s in range(0, len(ids), _LINES_PER_CHUNK * 5):
-        e = min(s + _LINES_PER_CHUNK * 5, len(ids))
-        k = found[s:e]
-        df = pd.DataFrame({"id": ids[s:e], **{f: level_codes[f][k] for f in OUT_FIELDS}})
-        yield df.to_csv(index=False, header=False, lineterminator="\n")
+    for s in range(0, len(ids), _LINES_PER_CHUNK):
+        e = min(s + _LINES_PER_CHUNK, len(ids))
+        yield "".join([_id_csv(i) + csv_tails[k] for i, k in zip(ids[s:e], found[s:e].tolist())])
 
 
 def _wants_csv(fmt: str | None, accept: str) -> bool:
@@ -408,5 +436,5 @@ async def locate_batch(
         normalize_crs(crs)  # unknown CRS → 422 before any parsing
     ids, found, index = await run_in_threadpool(_locate_all, content_type, data, crs, filename)
     if as_csv:
-        return StreamingResponse(_csv(ids, found, index.level_codes), media_type="text/csv; charset=utf-8")
+        return StreamingResponse(_csv(ids, found, index.csv_tail), media_type="text/csv; charset=utf-8")
     return StreamingResponse(_ndjson(ids, found, index.json_tail), media_type="application/x-ndjson")

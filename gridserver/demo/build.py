@@ -178,7 +178,7 @@ def _print_summary(summary: dict, host: str, port: int) -> None:
     base = f"http://{host}:{port}"
     console.print(f"\n  地图 map:        {base}/map\n  API 文档 docs:   {base}/docs\n"
                   f"  落格 locate:     {base}/api/v1/locate?lon=113.2665&lat=23.1291\n"
-                  f"  瓦片 tiles:      {base}/tiles/grids/14/13346/7124.mvt\n")
+                  f"  瓦片 tiles:      {base}/tiles/grids/14/13346/7109.mvt\n")
 
 
 def demo_command(

@@ -43,7 +43,7 @@ MIN_GRIDS = 3
 #: Faces per child wanted before grouping: more pieces balance areas better, fewer follow roads.
 PIECES_COMMUNITY, PIECES_GRID = 3.0, 3.0
 #: Bump when the generated output changes for the same inputs (it is part of the cache key).
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 
 YUEXIU_FILES = {
     "streets": "yuexiu_subdistricts_osm_wgs84.geojson",

@@ -375,11 +375,14 @@ def admin_token(engine):
     from gridserver.auth.security import create_access_token
     from gridserver.auth.users import create_user, get_user
 
+    names = {"admin": "areas_import_admin", "analyst": "areas_import_analyst"}
     with engine.begin() as conn:
-        for name, role in (("areas_import_admin", "admin"), ("areas_import_analyst", "analyst")):
+        for role, name in names.items():
             if get_user(conn, name) is None:
                 create_user(conn, name, "import-pass-123", role)
-    return {"admin": create_access_token("areas_import_admin"), "analyst": create_access_token("areas_import_analyst")}
+    yield {role: create_access_token(name) for role, name in names.items()}
+    with engine.begin() as conn:  # other suites may count accounts
+        conn.execute(text("DELETE FROM users WHERE username = ANY(:n)"), {"n": list(names.values())})
 
 
 def test_upload_requires_admin_and_imports(http, district, admin_token, tmp_path):

@@ -7,41 +7,20 @@ talked to any host but the test server and logged no error.
 
 from __future__ import annotations
 
-import os
 from urllib.parse import urlparse
 
 import pytest
 
 from gridserver.maps.routes import BUILD_HINT, assets_built
-from gridserver.settings import get_settings
-
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--no-sandbox", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 pytestmark = pytest.mark.browser
 
 
-def _require_browser():
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"{CHROMIUM} missing: run `apt-get install -y chromium fonts-wqy-microhei` (make setup does)")
+@pytest.fixture(scope="module")
+def browser(chromium):
     if not assets_built():
         pytest.skip(f"map front-end not built: run `{BUILD_HINT}`")
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        pytest.skip("Python Playwright missing: run `.venv/bin/pip install playwright` (make setup does)")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    _require_browser()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        yield b
-        b.close()
+    return chromium
 
 
 @pytest.fixture
@@ -70,10 +49,9 @@ def _wait_idle(page):
     page.wait_for_function("() => !window.__gridmap.isMoving() && window.__gridmap.loaded()")
 
 
-def _screenshot(page, name):
-    out = get_settings().gis_data_dir / "screenshots"
-    out.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(out / name))
+@pytest.fixture
+def shoot(page, screenshots):
+    return lambda name: page.screenshot(path=str(screenshots / name))
 
 
 def _click_lonlat(page, lon, lat):
@@ -94,7 +72,7 @@ def _only_local_requests(page, live_url):
         assert u.hostname == host == "127.0.0.1", f"request to a foreign host: {url}"
 
 
-def test_map_renders_the_city_from_local_tiles_only(page, live_url, small_city):
+def test_map_renders_the_city_from_local_tiles_only(page, shoot, live_url, small_city):
     _wait_idle(page)
     codes = page.evaluate(
         "() => [...new Set(window.__gridmap.queryRenderedFeatures({layers: ['grids-fill']}).map(f => f.properties.code))]")
@@ -102,7 +80,7 @@ def test_map_renders_the_city_from_local_tiles_only(page, live_url, small_city):
     assert grids <= set(codes), "the initial view fits the data: every small-city grid is on screen"
     assert page.title() == "网格化管理地图"
     assert any("/tiles/grids/" in u for u in page.requests)
-    _screenshot(page, "map.png")
+    shoot("map.png")
     _only_local_requests(page, live_url)
     assert page.errors == []
 
@@ -120,7 +98,7 @@ def test_click_on_a_grid_shows_its_info(page, small_city):
     assert page.errors == []
 
 
-def test_search_by_code_moves_the_map_there(page, live_url, small_city):
+def test_search_by_code_moves_the_map_there(page, shoot, live_url, small_city):
     _wait_idle(page)
     before = page.evaluate("() => window.__gridmap.getZoom()")
     code = "440104001001001"
@@ -136,7 +114,7 @@ def test_search_by_code_moves_the_map_there(page, live_url, small_city):
     highlighted = page.evaluate(
         "() => window.__gridmap.queryRenderedFeatures({layers: ['grids-highlight']}).map(f => f.properties.code)")
     assert highlighted and set(highlighted) == {code}
-    _screenshot(page, "map-search.png")
+    shoot("map-search.png")
 
     assert page.errors == []
 
