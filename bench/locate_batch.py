@@ -11,6 +11,7 @@ the join query plus streaming its (point, grid) pairs back; loading the points (
 GiST index) is reported separately, and also as a total with the join.
 
     .venv/bin/python bench/locate_batch.py [--n 1000000] [--grids 1893] [--repeat 2] [--no-postgis]
+                                           [--city voronoi|demo]
 """
 
 from __future__ import annotations
@@ -147,10 +148,19 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2, help="best of this many runs per method")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--no-postgis", action="store_true")
+    ap.add_argument("--city", choices=("voronoi", "demo"), default="voronoi",
+                    help="voronoi: streets cut by random seeds (default); demo: gridserver.demo.city.build_city "
+                         "(real-looking grids, ~30 s to build)")
     a = ap.parse_args()
     rng = np.random.default_rng(a.seed)
 
-    codes, geoms = yuexiu_grids(a.grids, a.vertices, rng)
+    if a.city == "demo":
+        from gridserver.demo.city import build_city
+
+        grid = build_city(get_settings().shared_dir, seed=0)["grid"]
+        codes, geoms = [str(c) for c in grid["code"]], list(grid.geometry.values)
+    else:
+        codes, geoms = yuexiu_grids(a.grids, a.vertices, rng)
     nv = shapely.get_num_coordinates(np.asarray(geoms, dtype=object))
     print(f"grids: {len(geoms)}, vertices/grid mean {nv.mean():.1f} (min {nv.min()}, max {nv.max()})")
     x0, y0, x1, y1 = shapely.total_bounds(np.asarray(geoms, dtype=object))

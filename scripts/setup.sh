@@ -62,8 +62,8 @@ if [ -f web/package.json ]; then
   wstamp=gridserver/maps/static/dist/.build-stamp
   wwant=$(cat web/package.json web/package-lock.json $(find web -path web/node_modules -prune -o -type f \( -name '*.js' -o -name '*.mjs' -o -name '*.css' -o -name '*.html' \) -print | sort) 2>/dev/null | sha1sum | cut -d' ' -f1)
   if [ ! -f "$wstamp" ] || [ "$(cat "$wstamp")" != "$wwant" ]; then
-    say "building front-end (npm ci && npm run build in web/)"
-    (cd web && npm ci --no-audit --no-fund --loglevel=error && npm run build --silent)
+    say "building front-end (npm install && npm run build in web/)"
+    (cd web && npm install --no-audit --no-fund --loglevel=error && npm run build --silent)
     mkdir -p "$(dirname "$wstamp")"
     echo "$wwant" > "$wstamp"
   else

@@ -30,7 +30,8 @@ def upgrade() -> None:
             name           text NOT NULL,              -- this level's own part: 中山四路 / 13号 / 3栋 / 2单元 / 501室
             full_text      text NOT NULL,              -- standard written form, 广东省广州市越秀区中山四路13号3栋2单元501室
             match_key      text NOT NULL,              -- road|house|building|unit|floor|room, normalised
-            road           text NOT NULL,
+            road           text NOT NULL,              -- road name as written in the standard form
+            road_key       text NOT NULL,              -- the road name normalised, as in match_key
             house_no       text NOT NULL DEFAULT '',
             building       text NOT NULL DEFAULT '',
             unit           text NOT NULL DEFAULT '',
@@ -54,7 +55,7 @@ def upgrade() -> None:
         -- At most one live (active or pending) address per key; retired ones may repeat a key.
         CREATE UNIQUE INDEX std_addresses_live_key ON std_addresses (match_key) WHERE status <> 'retired';
         CREATE INDEX std_addresses_parent ON std_addresses (parent_id);
-        CREATE INDEX std_addresses_road ON std_addresses (road, house_no) WHERE status <> 'retired';
+        CREATE INDEX std_addresses_road ON std_addresses (road_key, house_no) WHERE status <> 'retired';
         CREATE INDEX std_addresses_status ON std_addresses (status);
         CREATE INDEX std_addresses_grid ON std_addresses (grid_code);
         CREATE INDEX std_addresses_geom ON std_addresses USING gist (geom);

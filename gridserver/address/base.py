@@ -112,19 +112,19 @@ class NewAddress:
     district_code: str | None = None
 
     def key(self) -> str:
-        return make_key(self.road, self.house_no, self.building, self.unit, self.floor, self.room)
+        return make_key(normalize_address(self.road), self.house_no, self.building, self.unit, self.floor, self.room)
 
 
-_TMP_COLUMNS = ("key", "level", "parent_key", "depth", "sort_key", "name", "tail", "road", "house_no",
+_TMP_COLUMNS = ("key", "level", "parent_key", "depth", "sort_key", "name", "tail", "road", "road_key", "house_no",
                 "building", "unit", "floor", "room", "lon", "lat", "geom_source", "district_code")
 
 _INSERT_LEVEL = text(
     """
-    INSERT INTO std_addresses (code, level, parent_id, name, full_text, match_key, road, house_no, building,
+    INSERT INTO std_addresses (code, level, parent_id, name, full_text, match_key, road, road_key, house_no, building,
                                unit, floor, room, geom, geom_source, grid_code, community_code, street_code,
                                district_code, status, source)
     SELECT next_address_code(coalesce(q.pcode, q.district_code), :letter, :width),
-           q.level, q.pid, q.name, address_upper_text(q.dc) || q.tail, q.key, q.road, q.house_no, q.building,
+           q.level, q.pid, q.name, address_upper_text(q.dc) || q.tail, q.key, q.road, q.road_key, q.house_no, q.building,
            q.unit, q.floor, q.room, q.pt, q.gsrc, q.gcode, left(q.gcode, 12), left(q.gcode, 9), q.dc,
            :status, :source
     FROM (
@@ -161,29 +161,36 @@ def bulk_create(conn, addresses: Sequence[NewAddress], *, status: str = "active"
     if status not in STATUSES:
         raise InvalidInput(f"status must be one of {', '.join(STATUSES)}, got {status!r}")
     rows: dict[str, list] = {}
+    # New addresses under an existing road are written with that road's own spelling.
+    shown_roads = dict(conn.execute(text(
+        "SELECT road_key, road FROM std_addresses WHERE level = 'road' AND status <> 'retired' AND road_key = ANY(:k)"),
+        {"k": list({normalize_address(a.road) for a in addresses if a.road})}).all())
     for a in addresses:
         if not a.road:
             raise InvalidInput(f"an address needs a road: {a!r}")
+        display = shown_roads.get(normalize_address(a.road), a.road.strip())
         for depth, (level, key) in enumerate(ancestor_keys(a.key())):
             if key in rows:
                 r = rows[key]
-                if r[13] is None and a.lon is not None:
-                    r[13], r[14], r[15] = a.lon, a.lat, a.geom_source or "department"
+                if r[14] is None and a.lon is not None:
+                    r[14], r[15], r[16] = a.lon, a.lat, a.geom_source or "department"
                 continue
             vals = key_fields(key)
             f = FIELD_OF_LEVEL[level]
             parents = [k for lv, k in ancestor_keys(key)[:-1]]
             parent_key = parents[-1] if parents else None
             real_depth = FIELDS.index(f)
+            shown = [display] + [vals[x] for x in FIELDS[1:]]
             rows[key] = [key, level, parent_key, real_depth,
-                         "|".join(_natural(vals[x]) for x in FIELDS), level_name(f, vals[f]),
-                         standard_text("", *(vals[x] for x in FIELDS)),
-                         vals["road"], vals["house_no"], vals["building"], vals["unit"], vals["floor"], vals["room"],
-                         a.lon, a.lat, a.geom_source or "department",
+                         "|".join(_natural(vals[x]) for x in FIELDS),
+                         display if f == "road" else level_name(f, vals[f]),
+                         standard_text("", *shown),
+                         display, vals["road"], vals["house_no"], vals["building"], vals["unit"], vals["floor"],
+                         vals["room"], a.lon, a.lat, a.geom_source or "department",
                          a.district_code or default_district]
     if not rows:
         return {}
-    missing = [r[0] for r in rows.values() if r[3] == 0 and not r[16]]
+    missing = [r[0] for r in rows.values() if r[3] == 0 and not r[17]]
     if missing:
         known = dict(conn.execute(text("SELECT match_key, id FROM std_addresses WHERE match_key = ANY(:k) "
                                        "AND status <> 'retired'"), {"k": missing}).all())
@@ -191,7 +198,7 @@ def bulk_create(conn, addresses: Sequence[NewAddress], *, status: str = "active"
         if unknown:
             raise InvalidInput(f"new road {unknown[0].split('|')[0]!r} needs a district code")
     conn.execute(text("CREATE TEMP TABLE IF NOT EXISTS tmp_new_addr (key text, level text, parent_key text, "
-                      "depth int, sort_key text, name text, tail text, road text, house_no text, building text, unit text, "
+                      "depth int, sort_key text, name text, tail text, road text, road_key text, house_no text, building text, unit text, "
                       "floor text, room text, lon float8, lat float8, geom_source text, district_code text) "
                       "ON COMMIT DROP"))
     conn.execute(text("TRUNCATE tmp_new_addr"))
@@ -208,7 +215,7 @@ def bulk_create(conn, addresses: Sequence[NewAddress], *, status: str = "active"
 
 
 # --- reading ----------------------------------------------------------------------------------------
-_COLUMNS = ("id, code, level, parent_id, name, full_text, match_key, road, house_no, building, unit, floor, room, "
+_COLUMNS = ("id, code, level, parent_id, name, full_text, match_key, road, road_key, house_no, building, unit, floor, room, "
             "ST_X(geom) AS lon, ST_Y(geom) AS lat, geom_source, grid_code, community_code, street_code, "
             "district_code, status, source, replaced_by, created_at, updated_at, retired_at")
 
@@ -254,9 +261,9 @@ def history(conn, address_id: int) -> list[dict]:
 
 def road_gazetteer(conn) -> RoadGazetteer:
     """Live road names and road-level aliases of the base."""
-    names = conn.execute(text("SELECT road FROM std_addresses WHERE level = 'road' AND status <> 'retired'")).scalars()
+    names = conn.execute(text("SELECT road_key FROM std_addresses WHERE level = 'road' AND status <> 'retired'")).scalars()
     aliases = conn.execute(text(
-        "SELECT al.normalised, s.road FROM address_aliases al JOIN std_addresses s ON s.id = al.address_id "
+        "SELECT al.normalised, s.road_key FROM address_aliases al JOIN std_addresses s ON s.id = al.address_id "
         "WHERE s.level = 'road' AND s.status <> 'retired'")).all()
     return RoadGazetteer(list(names), {a: r for a, r in aliases})
 
@@ -357,12 +364,13 @@ def update_address(conn, code: str, *, actor: str, reason: str, lon: float | Non
         new_val = canon_part(f, name)
         if not new_val:
             raise InvalidInput(f"{name!r} is not a valid {a['level']} name")
-        if new_val != a[f]:
-            _rename(conn, a, f, new_val)
+        display = name.strip() if f == "road" else new_val
+        if display != a[f]:
+            _rename(conn, a, f, new_val, display)
     return get_address(conn, code, with_history=False)
 
 
-def _rename(conn, a: dict, f: str, new_val: str) -> None:
+def _rename(conn, a: dict, f: str, new_val: str, display: str) -> None:
     ids = [a["id"], *_live_descendants(conn, a["id"])]
     rows = conn.execute(text("SELECT id, match_key, district_code, road, house_no, building, unit, floor, room, full_text "
                              "FROM std_addresses WHERE id = ANY(:ids)"), {"ids": ids}).all()
@@ -382,11 +390,12 @@ def _rename(conn, a: dict, f: str, new_val: str) -> None:
         dc = r.district_code or ""
         upper.setdefault(dc, upper_text(conn, dc) if dc else "")
         field_vals = [r.road, r.house_no, r.building, r.unit, r.floor, r.room]
-        field_vals[idx] = new_val
-        conn.execute(text(f"UPDATE std_addresses SET {f} = :v, match_key = :k, full_text = :t, "
+        field_vals[idx] = display
+        extra = ", road_key = :rk" if f == "road" else ""
+        conn.execute(text(f"UPDATE std_addresses SET {f} = :v{extra}, match_key = :k, full_text = :t, "
                           "name = CASE WHEN id = :top THEN :n ELSE name END, updated_at = now() WHERE id = :i"),
-                     {"v": new_val, "k": key, "t": standard_text(upper[dc], *field_vals), "i": r.id,
-                      "top": a["id"], "n": level_name(f, new_val)})
+                     {"v": display, "rk": new_val, "k": key, "t": standard_text(upper[dc], *field_vals), "i": r.id,
+                      "top": a["id"], "n": display if f == "road" else level_name(f, new_val)})
         if r.id == a["id"]:
             add_alias(conn, r.id, r.full_text, source="rename", match_key=r.match_key)
             if f == "road":  # the old road name alone is what departments will keep writing

@@ -35,6 +35,7 @@ from sqlalchemy import text
 
 from gridserver.address.base import NewAddress, add_alias, bulk_create, set_actor
 from gridserver.address.keys import make_key
+from gridserver.address.normalize import normalize_address
 from gridserver.geo.crs import metric_transformer, wgs84_to_gcj02
 
 DISTRICT = "440104"
@@ -110,11 +111,11 @@ def _road_lines(roads_path: Path | None, bbox: tuple[float, float, float, float]
 
 
 def _old_name(name: str) -> str:
-    if name.endswith("路"):
-        return name[:-1] + "马路"
-    if name.endswith("街"):
-        return name[:-1] + "直街"
-    return name + "旧址"
+    for suffix, old in (("马路", "大马路"), ("路", "马路"), ("直街", "大街"), ("街", "直街"), ("巷", "里"), ("里", "坊"),
+                        ("坊", "里")):
+        if name.endswith(suffix):
+            return name[: -len(suffix)] + old
+    return name[:-1] + "街"
 
 
 # --- the base ------------------------------------------------------------------------------------
@@ -143,7 +144,7 @@ def generate_base(seed: int = 20261123, *, roads_path: Path | None = None,
         rlon, rlat = lonlat(mid.x, mid.y)
         roads.append({"name": name, "lon": rlon, "lat": rlat})
         addresses.append(NewAddress(name, lon=rlon, lat=rlat, geom_source="interpolated", district_code=DISTRICT))
-        if rng.random() < alias_share:
+        if rng.random() < alias_share and _old_name(name) not in lines:
             road_aliases[_old_name(name)] = name
         numbers = {0: 1, 1: 2}  # side → next house number (odd left, even right)
         for part in ml.geoms:
@@ -219,9 +220,9 @@ def load_base(conn, base: DemoBase, *, source: str = "标准地址库", actor: s
     set_actor(conn, actor, "create", "demo standard address base")
     ids = bulk_create(conn, base.addresses, status="active", source=source, default_district=DISTRICT)
     for old, road in base.road_aliases.items():
-        rid = ids.get(make_key(road))
+        rid = ids.get(make_key(normalize_address(road)))
         if rid:
-            add_alias(conn, rid, old, source="old name", match_key=make_key(old))
+            add_alias(conn, rid, old, source="old name", match_key=make_key(normalize_address(old)))
     return ids
 
 
@@ -350,13 +351,13 @@ def _level(a: NewAddress) -> str:
 #: The three departments: file format, encoding, coordinates, quirk rates.
 DEPARTMENTS = {
     "公安户籍": dict(kind="csv", encoding="gb18030", coords=None, levels=("room", "house"),
-                  style=dict(numerals=0.15, fullwidth=0.05, typo=0.03, alias=0.3, drop_unit=0.15,
+                  style=dict(numerals=0.15, fullwidth=0.05, typo=0.03, alias=0.3, drop_unit=0.05,
                              traditional=0.03, garbage=0.02, new=0.03, full_upper=0.5)),
     "住建房屋": dict(kind="xlsx", encoding=None, coords="wgs84", levels=("room", "unit", "building", "house"),
                   style=dict(numerals=0.05, fullwidth=0.1, typo=0.02, alias=0.2, drop_unit=0.05,
                              garbage=0.01, new=0.03, full_upper=0.2)),
     "市场监管": dict(kind="csv", encoding="utf-8", coords="gcj02", levels=("house", "room"),
-                  style=dict(numerals=0.1, fullwidth=0.05, typo=0.04, alias=0.3, drop_unit=0.1,
+                  style=dict(numerals=0.1, fullwidth=0.05, typo=0.04, alias=0.3, drop_unit=0.05,
                              traditional=0.02, garbage=0.03, new=0.04, full_upper=0.3)),
 }
 

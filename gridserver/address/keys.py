@@ -70,6 +70,7 @@ class AddressParts:
     poi: str = ""
     road_how: str = ""          # how the road was resolved: exact / alias / substring / fuzzy / unknown / none
     road_score: float = 100.0
+    road_end: int = -1          # where the road's spelling ends in the normalised text (-1: not found)
 
     @property
     def level(self) -> str | None:
@@ -174,32 +175,81 @@ class RoadGazetteer:
     def resolve(self, parts: AddressParts, normalised_text: str) -> list[tuple[str, float]]:
         """Resolve ``parts.road`` in place; return other plausible roads (name, score) when fuzzy.
 
-        Order: the parser's road as is → as an alias → a known name or alias written anywhere in the
-        text (the parser may have cut it) → fuzzy (rapidfuzz ratio ≥ 65) on the parser's road. A
-        fuzzy result sets ``road_how='fuzzy'`` and returns every candidate above the cutoff, so the
-        matcher can let the house number decide between, say, 中山四路 and 中山五路.
+        Order: a known name or alias written in the text that contains the parser's road (the
+        parser may cut 北京路商业步行街 to 北京路) → the parser's road as is → as an alias → any known
+        spelling in the text → fuzzy (rapidfuzz ratio ≥ 65) on the parser's road. A fuzzy result sets
+        ``road_how='fuzzy'`` and returns every candidate above the cutoff, so the matcher can let the
+        house number decide between, say, 中山四路 and 中山五路. Also records where the road's
+        spelling ends in the text (``road_end``), for :func:`apply_number_tail`.
         """
         road = parts.road
+        found = list(self._anywhere.finditer(normalised_text)) if self._anywhere else []
+        if road:
+            for m in found:
+                if road in m.group(0):
+                    parts.road = self.canonical(m.group(0))
+                    parts.road_how = "exact" if m.group(0) == road and road in self.name_set else (
+                        "alias" if m.group(0) in self.aliases and m.group(0) == road else "substring")
+                    parts.road_end = m.end()
+                    return []
         if road and road in self.name_set:
             parts.road_how = "exact"
+            parts.road_end = _end_of(normalised_text, road)
             return []
         if road and road in self.aliases:
             parts.road, parts.road_how = self.aliases[road], "alias"
+            parts.road_end = _end_of(normalised_text, road)
             return []
-        m = self._anywhere.search(normalised_text) if self._anywhere else None
-        if m:
-            parts.road, parts.road_how = self.canonical(m.group(0)), "substring"
+        if found:
+            parts.road, parts.road_how = self.canonical(found[0].group(0)), "substring"
+            parts.road_end = found[0].end()
             return []
+        if not road:  # the tagger found no road: try the words between the areas and the first number
+            road = _road_guess(normalised_text, parts.upper)
         if road and self.names:
-            found = process.extract(road, self._spellings, scorer=fuzz.ratio, limit=5,
-                                    score_cutoff=self.FUZZY_CUTOFF)
-            if found:
+            hits = process.extract(road, self._spellings, scorer=fuzz.ratio, limit=5,
+                                   score_cutoff=self.FUZZY_CUTOFF)
+            if hits:
                 cands: dict[str, float] = {}
-                for spelling, score, _ in found:
+                for spelling, score, _ in hits:
                     name = self.canonical(spelling)
                     cands[name] = max(cands.get(name, 0.0), float(score))
                 ranked = sorted(cands.items(), key=lambda kv: -kv[1])
+                parts.road_end = _end_of(normalised_text, road)
                 parts.road, parts.road_score, parts.road_how = ranked[0][0], ranked[0][1], "fuzzy"
                 return ranked
         parts.road_how = "unknown" if road else "none"
         return []
+
+
+def _road_guess(text: str, upper: dict[str, str]) -> str:
+    for v in sorted(upper.values(), key=len, reverse=True):
+        text = text.replace(v, "")
+    text = re.sub(r"^(广东省?|广州市?|越秀区?)+", "", text)
+    m = re.match(r"^([^\d]{2,12}?)(?=\d)", text)
+    return m.group(1) if m else ""
+
+
+def _end_of(text: str, part: str) -> int:
+    i = text.find(part)
+    return -1 if i < 0 else i + len(part)
+
+
+# What follows the road in a plain address: 13号 / 13-1号, 3栋|座|幢|号楼, 2单元, 5层|楼, 501室|房.
+_TAIL = re.compile(r"^(?P<house_no>\d+(?:-\d+)?)号(?:(?P<building>[0-9A-Z]{1,3})(?:栋|座|幢|号楼))?"
+                   r"(?:(?P<unit>\d{1,2})单元)?(?:(?P<floor>\d{1,2})(?:层|楼))?"
+                   r"(?:(?P<room>[A-Z]?\d{1,5}[A-Z]?)(?:室|房|号)?)?$")
+
+
+def apply_number_tail(parts: AddressParts, normalised_text: str) -> bool:
+    """When the text after the road is a plain number sequence (``4号1栋1单元301室``), take the numbers
+    from it rather than from the tagger, which was trained on other cities' addresses and may call
+    ``4号`` after a short lane name a building. Returns True when the tail was used."""
+    if parts.road_end < 0:
+        return False
+    m = _TAIL.match(normalised_text[parts.road_end:].replace("之", "-"))
+    if not m:
+        return False
+    for f in FIELDS[1:]:
+        setattr(parts, f, m.group(f) or "")
+    return True

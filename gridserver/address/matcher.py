@@ -33,7 +33,7 @@ from rapidfuzz import fuzz, process
 from sqlalchemy import text
 
 from gridserver.address.base import copy_rows, road_gazetteer
-from gridserver.address.keys import FIELDS, AddressParts, RoadGazetteer
+from gridserver.address.keys import FIELDS, AddressParts, RoadGazetteer, ancestor_keys, apply_number_tail
 from gridserver.address.normalize import normalize_address
 from gridserver.address.parsing import parse_parts
 
@@ -58,7 +58,7 @@ class Match:
     normalised: str = ""
     parts: AddressParts | None = None
     key: str | None = None
-    status: str = "review"           # matched / new / review / rejected
+    status: str = ""                 # matched / new / review / rejected ('' while undecided)
     method: str | None = None        # exact / alias / compatible / spatial / fuzzy
     score: float | None = None
     address_id: int | None = None
@@ -118,7 +118,12 @@ def prepare(rows: Sequence[RowIn], gazetteer: RoadGazetteer, areas: AreaNames | 
             m.status, m.reason = "rejected", why
             continue
         m.alternatives = gazetteer.resolve(m.parts, m.normalised)
+        apply_number_tail(m.parts, m.normalised)
         has_numbers = any(getattr(m.parts, f) for f in FIELDS[1:])
+        if not has_numbers and re.search(r"\d", m.normalised.replace(m.parts.road, "")):
+            # Digits the parser did not place: matching the bare road would be wrong.
+            m.status, m.reason = "review", "house number present but not understood"
+            continue
         if m.parts.road_how in ("unknown", "none") and not has_point[m.idx]:
             if m.parts.road_how == "none" and not has_numbers:
                 m.status, m.reason = "rejected", "unparseable: no road and no house number found"
@@ -143,8 +148,8 @@ def _level_of(parts: AddressParts) -> str:
     return deepest
 
 
-_TMP = ("idx", "alt", "road_score", "key", "norm", "level", "road", "house_no", "building", "unit", "floor",
-        "room", "lon", "lat")
+_TMP = ("idx", "alt", "road_score", "key", "parent_key", "norm", "level", "road", "house_no", "building", "unit",
+        "floor", "room", "lon", "lat")
 
 
 def match_rows(conn, rows: Sequence[RowIn], *, gazetteer: RoadGazetteer | None = None,
@@ -158,9 +163,11 @@ def match_rows(conn, rows: Sequence[RowIn], *, gazetteer: RoadGazetteer | None =
     matches = prepare(rows, gazetteer, areas)
     by_idx = {m.idx: m for m in matches}
     points = {r.idx: (r.lon, r.lat) for r in rows if r.lon is not None}
-    live = [m for m in matches if m.status not in ("rejected",) and (m.key or m.idx in points)
-            and not (m.status == "review" and m.idx not in points)]
+    live = [m for m in matches if not m.status and (m.key or m.idx in points)]
     if not live:
+        for m in matches:
+            if not m.status:
+                m.status, m.reason = "review", m.reason or "nothing to match on"
         return matches
 
     tmp_rows = []
@@ -174,9 +181,11 @@ def match_rows(conn, rows: Sequence[RowIn], *, gazetteer: RoadGazetteer | None =
             alts = [("", 0.0)]
         for a, (road, score) in enumerate(alts):
             key = "|".join((road, vals["house_no"], vals["building"], vals["unit"], room_floor, vals["room"])) if road else ""
-            tmp_rows.append((m.idx, a, score, key, m.normalised, _level_of(p), road, vals["house_no"],
+            chain = ancestor_keys(key) if key else []
+            parent_key = chain[-2][1] if len(chain) > 1 else ""
+            tmp_rows.append((m.idx, a, score, key, parent_key, m.normalised, _level_of(p), road, vals["house_no"],
                              vals["building"], vals["unit"], room_floor, vals["room"], lon, lat))
-    conn.execute(text("CREATE TEMP TABLE IF NOT EXISTS tmp_match (idx int, alt int, road_score float8, key text, "
+    conn.execute(text("CREATE TEMP TABLE IF NOT EXISTS tmp_match (idx int, alt int, road_score float8, key text, parent_key text, "
                       "norm text, level text, road text, house_no text, building text, unit text, floor text, "
                       "room text, lon float8, lat float8) ON COMMIT DROP"))
     conn.execute(text("TRUNCATE tmp_match"))
@@ -191,6 +200,9 @@ def match_rows(conn, rows: Sequence[RowIn], *, gazetteer: RoadGazetteer | None =
         _spatial(conn, by_idx)
     _fuzzy_or_new(conn, by_idx)
     conn.execute(text("TRUNCATE tmp_match"))
+    for m in matches:
+        if not m.status:
+            m.status, m.reason = "review", m.reason or "no match"
     return matches
 
 
@@ -222,8 +234,6 @@ def _settle(m: Match, hits: dict[int, list[tuple]], method: str, base_score: flo
     ids = {h[0] for hs in hits.values() for h in hs}
     if len(ids) == 1:
         score = base_score - (12.0 if fuzzy_road else 0.0)
-        if m.parts is not None and m.parts.road_how == "substring":
-            score -= 2.0
         m.address_id = next(iter(ids))
         m.method, m.score = method, score
         m.status = "matched" if score >= MATCH_THRESHOLD else "review"
@@ -264,7 +274,7 @@ def _compatible(conn, by_idx) -> None:
         return
     rows = conn.execute(text(
         """SELECT m.idx, m.alt, s.id, s.match_key, m.key FROM tmp_match m
-           JOIN std_addresses s ON s.road = m.road AND s.level = m.level AND s.status <> 'retired'
+           JOIN std_addresses s ON s.road_key = m.road AND s.level = m.level AND s.status <> 'retired'
                 AND (m.house_no = '' OR s.house_no = m.house_no)
                 AND (m.building = '' OR s.building = m.building)
                 AND (m.unit = '' OR s.unit = m.unit)
@@ -313,12 +323,16 @@ def _fuzzy_or_new(conn, by_idx) -> None:
         return
     rows = conn.execute(text(
         """SELECT m.idx, m.alt, s.id, s.match_key FROM tmp_match m
-           JOIN std_addresses s ON s.road = m.road AND s.house_no = m.house_no AND s.level = m.level
+           JOIN std_addresses s ON s.road_key = m.road AND s.house_no = m.house_no AND s.level = m.level
                 AND s.status <> 'retired'
            WHERE m.idx = ANY(:todo) AND m.house_no <> '' AND m.road <> ''"""), {"todo": todo}).all()
     cands: dict[int, list[tuple[int, str]]] = defaultdict(list)
     for idx, alt, sid, skey in rows:
         cands[idx].append((sid, skey))
+    # Rows whose parent address exists exactly: only their last part is new (a new room in a known unit).
+    parent_known = set(conn.execute(text(
+        """SELECT m.idx FROM tmp_match m JOIN std_addresses s ON s.match_key = m.parent_key AND s.status <> 'retired'
+           WHERE m.idx = ANY(:todo) AND m.alt = 0"""), {"todo": todo}).scalars())
     for idx in todo:
         m = by_idx[idx]
         p = m.parts
@@ -326,11 +340,12 @@ def _fuzzy_or_new(conn, by_idx) -> None:
         if cands.get(idx):
             keys = [k for _, k in cands[idx]]
             best = process.extractOne(m.key or "", keys, scorer=fuzz.ratio)
-        if best and best[1] >= FUZZY_REVIEW:
+        known_road = p is not None and m.key and p.road_how in ("exact", "alias", "substring") and p.house_no
+        if best and best[1] >= FUZZY_REVIEW and not (known_road and idx in parent_known):
             m.status, m.method, m.score = "review", "fuzzy", float(best[1]) * 0.9
             m.candidate_id = cands[idx][best[2]][0]
             m.reason = f"close to an existing address (similarity {best[1]:.0f})"
-        elif p is not None and m.key and p.road_how in ("exact", "alias", "substring") and p.house_no:
+        elif known_road:
             m.status, m.method, m.score = "new", "new", None
             m.reason = "no such address in the base"
             if best:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from gridserver.address.keys import AddressParts, parts_from_components
 from gridserver.address.normalize import normalize_address
+from gridserver.errors import GridserverError
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +31,13 @@ def _parser():
 
             parse_batch(["广州市越秀区中山四路13号"])  # loads the model now, so a missing file shows here
             _state["fn"], _state["name"] = parse_batch, "crf"
-        except (ImportError, OSError, FileNotFoundError) as exc:
+        except (ImportError, OSError) as exc:
             log.warning("address parser unavailable (%s): using the regex fallback splitter", exc)
+            _state["fn"], _state["name"] = None, "regex-fallback"
+        except GridserverError as exc:  # NotFound(code='model_missing') when the model is not built
+            if exc.code != "model_missing":
+                raise
+            log.warning("address parser model missing (%s): using the regex fallback splitter", exc.detail)
             _state["fn"], _state["name"] = None, "regex-fallback"
     return _state["fn"]
 
@@ -48,9 +54,9 @@ class _Comp:
     text: str
 
 
-_ROAD_END = "路|街|巷|大道|大街|大马路|马路|里|坊|道|横|直街|新街|涌边|围|约"
+_ROAD_END = "大道|大街|大马路|马路|直街|新街|路|街|巷|里|坊|道|横|围|约|岗"
 _FALLBACK = re.compile(
-    rf"^(?P<upper>(?:[^省]*省)?(?:[^市]*市)?(?:[^区县]*[区县])?(?:[^街道]*街道)?(?:[^社区]*社区)?)?"
+    r"^(?P<prov>[^省市区]{2,7}省)?(?P<city>[^省市区]{2,7}市)?(?P<district>[^省市区县]{1,7}[区县])?"
     rf"(?P<road>.*?(?:{_ROAD_END}))"
     r"(?P<roadno>\d+(?:-\d+)?号)?"
     r"(?P<houseno>[0-9A-Z]+(?:栋|座|幢|号楼))?"
@@ -65,7 +71,7 @@ def _fallback_split(text: str) -> list[_Comp]:
     m = _FALLBACK.match(text)
     if not m:
         return []
-    return [_Comp(label, m.group(label)) for label in ("road", "roadno", "houseno", "cellno", "floorno", "roomno")
+    return [_Comp(label, m.group(label)) for label in ("prov", "city", "district", "road", "roadno", "houseno", "cellno", "floorno", "roomno")
             if m.group(label)]
 
 

@@ -288,7 +288,8 @@ def parse_points(content_type: str, data: bytes, crs: str | None, filename: str 
         return _from_csv_bytes(data, crs)
     if name.endswith((".json", ".geojson")) or ct.endswith("json"):
         return _from_json_bytes(data, crs)
-    if ct in ("", "application/octet-stream"):  # an upload without a useful type: sniff
+    # No useful type (curl --data-binary sends form-urlencoded by default): sniff the first byte.
+    if ct in ("", "application/octet-stream", "application/x-www-form-urlencoded"):
         return _from_json_bytes(data, crs) if data.lstrip()[:1] in (b"[", b"{") else _from_csv_bytes(data, crs)
     raise UnsupportedMedia(f"unsupported content type {ct!r}: send application/json, application/geo+json, "
                            "text/csv, or a multipart upload with a 'file' field")
@@ -360,7 +361,11 @@ def _csv(ids: list, found: np.ndarray, csv_tails: list[str]):
     yield ",".join(("id",) + OUT_FIELDS) + "\n"
     for s in range(0, len(ids), _LINES_PER_CHUNK):
         e = min(s + _LINES_PER_CHUNK, len(ids))
-        yield "".join([_id_csv(i) + csv_tails[k] for i, k in zip(ids[s:e], found[s:e].tolist())])
+        strs = ["" if i is None else str(i) for i in ids[s:e]]
+        joined = "\x00".join(strs)
+        if any(ch in joined for ch in ',"\r\n'):  # quote only when some id needs it (rare)
+            strs = [_id_csv(i) for i in strs]
+        yield "".join([i + csv_tails[k] for i, k in zip(strs, found[s:e].tolist())])
 
 
 def _wants_csv(fmt: str | None, accept: str) -> bool:

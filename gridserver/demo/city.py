@@ -8,9 +8,13 @@ residential roads into grids. Grids are allotted to communities in proportion to
 3 each, 1893 in all (the district's published count). When the shared data is absent the same
 code path runs on ``synthetic.synthetic_city``.
 
-Codes: a community's code is given to its region in reading order (rows north→south, west→east,
-see ``partition.reading_order``) sorted by code; a grid's 15-digit code is its community code plus
-a 3-digit sequence in the same reading order. Names: "三眼井社区", "三眼井社区第001网格".
+Codes: a street's real communities, sorted by code, are given to its regions in reading order;
+a grid's 15-digit code is its community code plus a 3-digit sequence (001, 002, …) in reading
+order within the community. Reading order (``partition.reading_order``), computed on centroids in
+EPSG:4547 metres with ``s = sqrt(parent area / number of children)``: take the northernmost
+centroid not yet placed; it and every remaining centroid whose northing is at most ``s / 2``
+below it form a row; the row is numbered west→east (by easting); repeat for the next row to the
+south. Names: "三眼井社区", "三眼井社区第001网格".
 
 Output is deterministic: the same ``seed`` and inputs give byte-identical geometries (and, via
 ``write_city``, byte-identical GeoPackage files).
@@ -323,7 +327,9 @@ def read_city(out_dir: Path) -> dict[str, gpd.GeoDataFrame]:
     return city
 
 
-def load_city(shared_dir: Path | None = None, seed: int = 0, out_dir: Path | None = None) -> dict[str, gpd.GeoDataFrame]:
+def load_city(
+    shared_dir: Path | None = None, seed: int = 0, out_dir: Path | None = None
+) -> dict[str, gpd.GeoDataFrame]:
     """The demo city, reused from ``out_dir`` when it was written for the same seed and inputs.
 
     Otherwise it is built (``build_city``) and written there (``write_city``).

@@ -132,7 +132,7 @@ def demo_incidents(
             lines = np.asarray(named.geometry.values, dtype=object)
             tree = STRtree(lines)
             p = shapely.points(pts)
-            (qi, ti), dist = tree.query_nearest(p, max_distance=0.0015, return_distance=True, all_matches=False)
+            (qi, ti), _ = tree.query_nearest(p, max_distance=0.0015, return_distance=True, all_matches=False)
             names = named["name"].astype(str).values
             for a, b in zip(qi, ti):
                 places[a] = f"{names[b]}附近"

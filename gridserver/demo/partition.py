@@ -174,8 +174,8 @@ def _lloyd_points(face_m, k: int, rng: np.random.Generator, samples_per_point: i
             break
     if len(pts) < k:  # degenerate (hair-thin) face: fall back to points along its outline
         ring = shapely.get_exterior_ring(shapely.get_parts(face_m)[0])
-        pts = shapely.get_coordinates(shapely.line_interpolate_point(ring, np.linspace(0, 1, k, endpoint=False), normalized=True))
-        return pts
+        at = np.linspace(0, 1, k, endpoint=False)
+        return shapely.get_coordinates(shapely.line_interpolate_point(ring, at, normalized=True))
     pts = pts[:want]
     centers = pts[rng.choice(len(pts), size=k, replace=False)]
     for _ in range(12):
@@ -435,7 +435,10 @@ def refinement_lines(blocks, target_m2, rng: np.random.Generator, pieces: float)
 def partition(outer, parents, counts, lines, rng: np.random.Generator, *, pieces: float = 4.0):
     """Tile every parent (all inside ``outer``, tiling it) into ``counts[k]`` children.
 
-    ``lines`` are the cut lines to follow (roads, WGS84). Returns ``(parent_geoms, children)``:
+    ``lines`` are the cut lines to follow (roads, WGS84); blocks between them larger than
+    ``target / pieces`` (target = parent area / count) are cut by Voronoi cells first, so each
+    child is grouped from about ``pieces`` faces or more (more balances areas better, fewer
+    keeps more boundaries on roads). Returns ``(parent_geoms, children)``:
     the parents rebuilt from their faces (equal to the inputs up to noding) and, per parent, a
     list of child MultiPolygons in no particular order. Children are unions of faces cut from one
     noding of ``outer``'s boundary, the parents' boundaries and the lines, so every level tiles

@@ -210,4 +210,4 @@ def export_command(
     typer.echo(f"已导出 {result.area_name}（{result.area_code}）：网格 {result.grids} 个，事件 {result.incidents} 件 → {result.path}")
     if not result.offline:
         typer.echo("注意 warning: Leaflet 未内嵌，打开文件需要联网 (the file loads Leaflet from a CDN); "
-                   "run `cd web && npm ci && npm run build` to embed it.", err=True)
+                   "run `cd web && npm install && npm run build` to embed it.", err=True)

@@ -117,11 +117,14 @@ def test_csv_body_with_query_crs_and_csv_output(http, small_city, stored):
 
 
 def test_accept_header_selects_csv(http, small_city, stored):
-    resp = http.post("/api/v1/locate", json=[{"id": 7, "lon": 113.255, "lat": 23.145}],
+    resp = http.post("/api/v1/locate", json=[{"id": 7, "lon": 113.255, "lat": 23.145},
+                                             {"id": 'x,"y"', "lon": 113.0, "lat": 23.0}],
                      headers={"accept": "text/csv"})
     assert resp.status_code == 200
     assert resp.text.splitlines() == ["id,grid_code,community_code,street_code,district_code",
-                                      "7,440104001001001,440104001001,440104001,440104"]
+                                      "7,440104001001001,440104001001,440104001,440104",
+                                      '"x,""y""",,,,']
+    assert list(csv.reader(io.StringIO(resp.text)))[2] == ['x,"y"', "", "", "", ""]
 
 
 def test_csv_upload_with_per_row_crs(http, small_city, stored):
@@ -225,6 +228,16 @@ def test_too_many_points(http, small_city, stored):
     resp = http.post("/api/v1/locate", content=text, headers={"content-type": "text/csv"})
     assert resp.status_code == 413
     assert "1,000,000" in resp.json()["detail"]
+
+
+def test_untyped_bodies_are_sniffed(http, small_city, stored):
+    """curl --data-binary @file sends application/x-www-form-urlencoded: CSV or JSON is recognised."""
+    form = {"content-type": "application/x-www-form-urlencoded"}
+    rows = ndjson(http.post("/api/v1/locate", content="id,lon,lat\nq,113.285,23.125\n", headers=form))
+    assert rows == [{"id": "q", "grid_code": "440104003002004", "community_code": "440104003002",
+                     "street_code": "440104003", "district_code": "440104"}]
+    rows = ndjson(http.post("/api/v1/locate", content='[{"lon": 113.285, "lat": 23.125}]', headers=form))
+    assert rows[0]["grid_code"] == "440104003002004" and rows[0]["id"] == 1
 
 
 def test_unsupported_media_type(http, small_city, stored):

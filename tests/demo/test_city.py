@@ -48,7 +48,7 @@ def small_city():
 
 @pytest.fixture(params=["real", "fallback", "small"])
 def any_city(request):
-    return request.getfixturevalue({"real": "real_city", "fallback": "fallback_city", "small": "small_city"}[request.param])
+    return request.getfixturevalue(f"{request.param}_city")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -61,9 +61,10 @@ def test_real_counts_names_and_codes_come_from_the_sources(real_city):
     with open(SHARED / "data/yuexiu/yuexiu_communities_nbs2023.csv", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     want = {(r["code"], community_name(r["name"]), r["streetCode"]) for r in rows}
-    got = set(zip(real_city["community"]["code"], real_city["community"]["name"], real_city["community"]["parent_code"]))
+    comm = real_city["community"]
+    got = set(zip(comm["code"], comm["name"], comm["parent_code"]))
     assert got == want
-    comm = real_city["community"].set_index("code")
+    comm = comm.set_index("code")
     assert comm.loc["440104001007", "name"] == "三眼井社区"
     assert real_city["district"]["code"].tolist() == ["440104"]
     assert real_city["grid"]["name"].iloc[0].endswith("第001网格")

@@ -23,8 +23,23 @@ def browser(chromium):
     return chromium
 
 
+@pytest.fixture(scope="module")
+def map_incident(engine, small_city):
+    """One incident (违法建设, reported) in grid 440104001002002, inserted directly in SQL."""
+    from sqlalchemy import text
+
+    with engine.begin() as conn:
+        iid = conn.execute(text(
+            """INSERT INTO incidents (category, description, status, geom, grid_code)
+               VALUES ('construction', '违章搭建', 'reported', ST_SetSRID(ST_MakePoint(113.265, 23.131), 4326),
+                       '440104001002002') RETURNING id""")).scalar_one()
+    yield iid
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM incidents WHERE id = :id"), {"id": iid})
+
+
 @pytest.fixture
-def page(browser, live_url, small_city):
+def page(browser, live_url, small_city, map_incident):
     ctx = browser.new_context(viewport={"width": 1280, "height": 860}, locale="zh-CN")
     pg = ctx.new_page()
     pg.set_default_timeout(60_000)
@@ -125,3 +140,25 @@ def test_search_by_code_moves_the_map_there(page, shoot, live_url, small_city):
     _only_local_requests(page, live_url)
     # the browser itself logs the 404 of the lookup; nothing else may be logged
     assert all("404" in e and "/api/v1/areas/440104009009009" in e for e in page.errors), page.errors
+
+
+def test_incident_is_drawn_and_clickable(page, map_incident):
+    _wait_idle(page)
+    page.wait_for_function("() => window.__gridmap.queryRenderedFeatures({layers: ['incidents-circle']}).length > 0")
+    _click_lonlat(page, 113.265, 23.131)
+    page.wait_for_selector("#info:not([hidden])")
+    assert page.inner_text("#info .info-title") == f"事件 #{map_incident}"
+    assert page.inner_text('#info dd[data-field="类别"]') == "违法建设"
+    assert page.inner_text('#info dd[data-field="状态"]') == "已上报"
+    assert page.inner_text('#info dd[data-field="网格编码"]') == "440104001002002"
+    assert page.errors == []
+
+
+def test_layer_toggle_hides_the_grids(page):
+    _wait_idle(page)
+    page.uncheck('#layers input[data-layer="grids"]')
+    page.wait_for_function("() => window.__gridmap.getLayoutProperty('grids-fill', 'visibility') === 'none'")
+    _wait_idle(page)
+    assert page.evaluate("() => window.__gridmap.queryRenderedFeatures({layers: ['grids-fill']}).length") == 0
+    page.check('#layers input[data-layer="grids"]')
+    page.wait_for_function("() => window.__gridmap.queryRenderedFeatures({layers: ['grids-fill']}).length > 0")

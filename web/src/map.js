@@ -76,6 +76,14 @@ function buildStyle(doc) {
     layers.push({ id: `${id}-highlight`, type: 'line', source: id, 'source-layer': id,
       filter: ['==', ['get', 'code'], ''], paint: { 'line-color': '#e53935', 'line-width': 4 } });
   }
+  // labels above the areas
+  for (const id of AREA_ORDER) {
+    if (!sources[id]) continue;
+    layers.push({ id: `${id}-label`, type: 'symbol', source: id, 'source-layer': `${id}_label`,
+      minzoom: LABEL_MINZOOM[id], maxzoom: LABEL_MAXZOOM[id], layout: areaLabelLayout(id),
+      paint: { 'text-color': AREA_STYLE[id].line, 'text-halo-color': '#ffffff', 'text-halo-width': 1.5 } });
+  }
+  // incidents on top of the labels: a point must never hide under a name
   if (sources.incidents) {
     const colors = ['match', ['get', 'category']];
     for (const c of doc.categories) colors.push(c.code, c.color);
@@ -90,13 +98,6 @@ function buildStyle(doc) {
       filter: ['==', ['get', 'id'], -1],
       paint: { 'circle-radius': 11, 'circle-color': 'rgba(0,0,0,0)', 'circle-stroke-color': '#e53935',
         'circle-stroke-width': 3 } });
-  }
-  // labels above everything
-  for (const id of AREA_ORDER) {
-    if (!sources[id]) continue;
-    layers.push({ id: `${id}-label`, type: 'symbol', source: id, 'source-layer': `${id}_label`,
-      minzoom: LABEL_MINZOOM[id], maxzoom: LABEL_MAXZOOM[id], layout: areaLabelLayout(id),
-      paint: { 'text-color': AREA_STYLE[id].line, 'text-halo-color': '#ffffff', 'text-halo-width': 1.5 } });
   }
   return { version: 8, name: '网格化管理地图', sources, layers };
 }

@@ -94,36 +94,44 @@ class AddressModel:
         b, n = ids.shape
         keys = self.featurizer.keys(ids).reshape(b * n, -1)
         E = np.zeros((b * n, len(LABELS)), np.float32)
+        W = self.W
         for t in range(keys.shape[1]):
-            E += self.W[self._rows(t, keys[:, t])]
+            rows = self._rows(t, keys[:, t])
+            hit = np.flatnonzero(rows)
+            # Most gazetteer / n-gram keys are absent or unknown: add only the rows that exist.
+            if len(hit) * 2 < len(rows):
+                E[hit] += W[rows[hit]]
+            else:
+                E += W[rows]
         return E.reshape(b, n, -1)
 
     def viterbi(self, E: np.ndarray) -> np.ndarray:
-        """Best label index sequences (B, n) under the BIO-constrained transitions."""
+        """Best label index sequences (B, n) under the BIO-constrained transitions.
+
+        The forward pass keeps only the best scores per step; the backward pass recomputes the one
+        argmax it needs per step, which is cheaper than storing back-pointers for every label.
+        """
         b, n, L = E.shape
+        scores = np.empty((n, b, L), np.float32)
         score = E[:, 0] + self.start
-        back = np.zeros((b, n, L), np.int8)
-        trans_b = self.trans[:, self._b_cols]  # (L, |B∪O|): any label may precede B-X / O
+        scores[0] = score
+        trans_b = self.trans[:, self._b_cols]  # any label may precede B-X / O
         ti = self.trans[self._i_cols, self._i_cols]  # I-X → I-X
         tb = self.trans[self._i_from_b, self._i_cols]  # B-X → I-X
-        rows = np.arange(b)[:, None]
+        b_cols, i_cols, i_from_b = self._b_cols, self._i_cols, self._i_from_b
         for t in range(1, n):
-            cand = score[:, :, None] + trans_b  # (b, L, |B|)
-            arg = cand.argmax(axis=1)
-            best_b = np.take_along_axis(cand, arg[:, None, :], axis=1)[:, 0]
-            from_i = score[:, self._i_cols] + ti
-            from_b = score[:, self._i_from_b] + tb
-            use_i = from_i >= from_b
             new = np.empty_like(score)
-            new[:, self._b_cols] = best_b
-            new[:, self._i_cols] = np.where(use_i, from_i, from_b)
-            back[:, t, self._b_cols] = arg
-            back[:, t, self._i_cols] = np.where(use_i, self._i_cols, self._i_from_b)
+            new[:, b_cols] = (score[:, :, None] + trans_b).max(axis=1)
+            new[:, i_cols] = np.maximum(score[:, i_cols] + ti, score[:, i_from_b] + tb)
             score = new + E[:, t]
-        path = np.zeros((b, n), np.int64)
-        path[:, -1] = score.argmax(axis=1)
+            scores[t] = score
+        path = np.empty((b, n), np.int64)
+        cur = score.argmax(axis=1)
+        path[:, -1] = cur
+        trans = self.trans
         for t in range(n - 1, 0, -1):
-            path[:, t - 1] = back[rows[:, 0], t, path[:, t]]
+            cur = (scores[t - 1] + trans[:, cur].T).argmax(axis=1)
+            path[:, t - 1] = cur
         return path
 
     # --- public ------------------------------------------------------------------------------------
@@ -170,8 +178,8 @@ class AddressModel:
         hb = json.dumps(header, ensure_ascii=False, sort_keys=True).encode()
         raw.write(len(hb).to_bytes(8, "little"))
         raw.write(hb)
-        for a in arrays.values():
-            raw.write(np.ascontiguousarray(a).tobytes())
+        for name in sorted(arrays):  # the header's keys are sorted too: the reader walks them in order
+            raw.write(np.ascontiguousarray(arrays[name]).tobytes())
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "wb") as fh, gzip.GzipFile(filename="", mode="wb", fileobj=fh, mtime=0, compresslevel=9) as gz:
@@ -191,7 +199,7 @@ class AddressModel:
         if header.get("format") != FORMAT or header.get("labels") != list(LABELS):
             raise InvalidInput(f"{path}: model format {header.get('format')!r} does not match {FORMAT!r}")
         arrays, off = {}, 8 + hlen
-        for name, (dtype, shape) in header["arrays"].items():
+        for name, (dtype, shape) in sorted(header["arrays"].items()):
             dt = np.dtype(dtype)
             count = int(np.prod(shape)) if shape else 1
             arrays[name] = np.frombuffer(data, dt, count, off).reshape(shape)

@@ -1,0 +1,343 @@
+"""Vector tile throughput: our HTTP endpoint against PostGIS making the same tiles directly.
+
+Builds a temporary database (on the embedded PostGIS, or DATABASE_URL's server) holding ~2,000
+grids of ~50 vertices (the real Yuexiu OSM street polygons cut into Voronoi cells), their streets
+and district, and 5,000 incidents. Then, side by side in one run and at the same concurrency:
+
+* **PostGIS direct** (the baseline): C threads, each with its own psycopg connection, run the very
+  SQL the endpoint runs (gridserver.maps.tiles.render_tile) for every tile in the list.
+* **HTTP**: the real app (gridserver.api.create_app, plain-``def`` tile handler in FastAPI's
+  thread pool) under uvicorn in a subprocess, fetched by C client threads over keep-alive HTTP.
+* **HTTP async**: the same SQL in an ``async def`` handler on a psycopg AsyncConnectionPool, to
+  decide which handler style the endpoint uses.
+
+The tile list is every z14, z15 and z16 tile over the data for the grids, streets and incidents
+layers. It prints tiles/s per zoom and the ratio HTTP / direct (tipg's published z16 figure is
+0.15× of PostGIS).
+
+    .venv/bin/python bench/tiles.py [--clients 4] [--rounds 2] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+
+import numpy as np
+import shapely
+from fastapi import Request  # module level: the async handler's annotation must resolve
+from shapely.ops import voronoi_diagram
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from gridserver.incidents.categories import CATEGORIES  # noqa: E402
+from gridserver.maps import tiles  # noqa: E402
+from gridserver.settings import get_settings  # noqa: E402
+
+ZOOMS = (14, 15, 16)
+LAYERS = ("grids", "streets", "incidents")
+
+
+# --- data ----------------------------------------------------------------------------------------
+
+def build_city(n_grids: int, n_incidents: int, rng) -> tuple[list[dict], list[tuple]]:
+    """Areas (district, streets, communities, grids) and incident rows over Yuexiu."""
+    import geopandas as gpd
+
+    df = gpd.read_file(get_settings().yuexiu_dir / "yuexiu_subdistricts_osm_wgs84.geojson")
+    streets = list(df.geometry.values)
+    scodes = [str(c) for c in df["ref:admin:CN:nbs"]]
+    district = shapely.union_all(streets)
+    areas = [dict(level="district", code="440104", name="越秀区", parent_code=None, geom=district)]
+    total = sum(s.area for s in streets)
+    for scode, street, name in zip(scodes, streets, df.get("name", scodes)):
+        areas.append(dict(level="street", code=scode, name=str(name), parent_code="440104", geom=street))
+        k = max(1, round(n_grids * street.area / total))
+        x0, y0, x1, y1 = street.bounds
+        seeds: list = []
+        while len(seeds) < k:
+            c = rng.uniform([x0, y0], [x1, y1], (4 * k, 2))
+            seeds.extend(c[shapely.contains_xy(street, c[:, 0], c[:, 1])].tolist())
+        cells = voronoi_diagram(shapely.MultiPoint(seeds[:k]), envelope=street.envelope.buffer(0.01))
+        parts = [p for p in (c.intersection(street) for c in cells.geoms) if not p.is_empty and p.area > 0]
+        parts.sort(key=lambda p: (-round(p.centroid.y, 3), p.centroid.x))
+        per_comm = 25
+        for ci in range(0, len(parts), per_comm):
+            ccode = f"{scode}{ci // per_comm + 1:03d}"
+            block = parts[ci:ci + per_comm]
+            areas.append(dict(level="community", code=ccode, name=f"社区{ccode[-3:]}", parent_code=scode,
+                              geom=shapely.union_all(block)))
+            for gi, p in enumerate(block):
+                areas.append(dict(level="grid", code=f"{ccode}{gi + 1:03d}", name=f"网格{gi + 1:03d}",
+                                  parent_code=ccode, geom=p))
+    grid_geoms = np.array([a["geom"] for a in areas if a["level"] == "grid"], dtype=object)
+    step = shapely.length(grid_geoms).sum() / (50 * len(grid_geoms))  # ~50 vertices per grid
+    for a in areas:
+        a["geom"] = shapely.segmentize(a["geom"], step)
+    x0, y0, x1, y1 = district.bounds
+    pts = []
+    while len(pts) < n_incidents:
+        c = rng.uniform([x0, y0], [x1, y1], (n_incidents, 2))
+        pts.extend(c[shapely.contains_xy(district, c[:, 0], c[:, 1])].tolist())
+    cats, statuses = list(CATEGORIES), ["reported", "assigned", "processing", "resolved", "closed"]
+    incidents = [(random.choice(cats), random.choice(statuses), x, y) for x, y in pts[:n_incidents]]
+    return areas, incidents
+
+
+def load(conninfo: str, areas: list[dict], incidents: list[tuple]) -> None:
+    import psycopg
+
+    with psycopg.connect(conninfo) as conn:
+        with conn.cursor() as cur:
+            cur.executemany(
+                """INSERT INTO admin_areas (level, code, name, parent_code, geom, source)
+                   VALUES (%s, %s, %s, %s, ST_Multi(ST_GeomFromText(%s, 4326)), 'bench')""",
+                [(a["level"], a["code"], a["name"], a["parent_code"], shapely.to_wkt(a["geom"], rounding_precision=7))
+                 for a in areas])
+            cur.executemany(
+                "INSERT INTO incidents (category, status, geom) VALUES (%s, %s, ST_SetSRID(ST_MakePoint(%s, %s), 4326))",
+                incidents)
+        conn.execute("ANALYZE admin_areas")
+        conn.execute("ANALYZE incidents")
+
+
+def tile_list(bounds) -> list[tuple[str, int, int, int]]:
+    out = []
+    for z in ZOOMS:
+        for t in tiles.TMS.tiles(*bounds, [z]):
+            for layer in LAYERS:
+                out.append((layer, z, t.x, t.y))
+    return out
+
+
+# --- runners -------------------------------------------------------------------------------------
+
+def run_threads(n: int, work: list, fn) -> tuple[float, dict]:
+    """Split ``work`` over n threads running fn(state, item) -> ok; wall time and per-zoom counts."""
+    chunks = [work[i::n] for i in range(n)]
+    counts: dict[int, int] = defaultdict(int)
+    lock = threading.Lock()
+    barrier = threading.Barrier(n + 1)
+    errors: list[BaseException] = []
+
+    def worker(chunk):
+        state = {}
+        barrier.wait()
+        local = defaultdict(int)
+        try:
+            for item in chunk:
+                fn(state, item)
+                local[item[1]] += 1
+        except BaseException as exc:  # noqa: BLE001 - reported by the caller
+            errors.append(exc)
+        with lock:
+            for k, v in local.items():
+                counts[k] += v
+        if "close" in state:
+            state["close"]()
+
+    threads = [threading.Thread(target=worker, args=(c,)) for c in chunks]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    t0 = time.perf_counter()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    if errors:
+        raise RuntimeError(f"{len(errors)} client(s) failed") from errors[0]
+    return wall, dict(counts)
+
+
+def direct_fn(conninfo):
+    import psycopg
+
+    def fn(state, item):
+        if "conn" not in state:
+            state["conn"] = psycopg.connect(conninfo, autocommit=True)
+            state["close"] = state["conn"].close
+        layer, z, x, y = item
+        tiles.render_tile(state["conn"], tiles.LAYERS[layer], z, x, y)
+    return fn
+
+
+def http_fn(base):
+    import http.client
+
+    host, port = base.split("//")[1].split(":")
+
+    def fn(state, item):
+        if "conn" not in state:
+            state["conn"] = http.client.HTTPConnection(host, int(port), timeout=60)
+            state["close"] = state["conn"].close
+        layer, z, x, y = item
+        c = state["conn"]
+        c.request("GET", f"/tiles/{layer}/{z}/{x}/{y}.mvt")
+        r = c.getresponse()
+        r.read()
+        if r.status not in (200, 204):
+            raise RuntimeError(f"HTTP {r.status} for {item}")
+    return fn
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(mode: str, db_url: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = dict(os.environ, DATABASE_URL=db_url)
+    proc = subprocess.Popen([sys.executable, __file__, "--serve", mode, "--port", str(port)], env=env, cwd=ROOT)
+    base = f"http://127.0.0.1:{port}"
+    import http.client
+
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            c.request("GET", "/healthz")
+            if c.getresponse().status == 200:
+                return proc, base
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{mode} server did not start")
+        time.sleep(0.2)
+
+
+def serve(mode: str, port: int) -> None:
+    """Subprocess entry: the production app (sync) or a variant with an async tile handler."""
+    import uvicorn
+
+    if mode == "sync":
+        from gridserver.api import create_app
+
+        app = create_app()
+    else:
+        from contextlib import asynccontextmanager
+
+        from fastapi import FastAPI
+        from psycopg_pool import AsyncConnectionPool
+
+        from gridserver.db.engine import conninfo
+        from gridserver.maps.routes import tile_response
+
+        apool = AsyncConnectionPool(conninfo(), min_size=1, max_size=get_settings().pool_size, open=False)
+
+        @asynccontextmanager
+        async def lifespan(_):
+            await apool.open()
+            yield
+            await apool.close()
+
+        app = FastAPI(lifespan=lifespan)
+
+        @app.get("/healthz")
+        async def healthz():
+            return {"status": "ok"}
+
+        @app.get("/tiles/{layer}/{z}/{x}/{y}.mvt")
+        async def tile(request: Request, layer: str, z: int, x: int, y: int):
+            spec = tiles.get_layer(layer)
+            tiles.check_tile(z, x, y)
+            async with apool.connection() as aconn:
+                data = await tiles.render_tile_async(aconn, spec, z, x, y)
+            return tile_response(data, spec.max_age, request.headers.get("if-none-match"))
+
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+# --- main ----------------------------------------------------------------------------------------
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--clients", type=int, default=4)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--grids", type=int, default=2000)
+    ap.add_argument("--incidents", type=int, default=5000)
+    ap.add_argument("--keep", action="store_true", help="keep the temporary database")
+    ap.add_argument("--serve", choices=["sync", "async"], help=argparse.SUPPRESS)
+    ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.serve:
+        return serve(args.serve, args.port)
+
+    from gridserver.db import embedded, migrate
+
+    s = get_settings()
+    if s.database_url:
+        admin = s.database_url.replace("postgresql://", "postgresql+psycopg://", 1).rsplit("/", 1)[0] + "/postgres"
+    else:
+        embedded.start(s)
+        admin = embedded.url(s, "postgres")
+    name = f"gs_bench_tiles_{os.getpid()}"
+    db_url = admin.rsplit("/", 1)[0] + "/" + name
+    conninfo = db_url.replace("postgresql+psycopg://", "postgresql://")
+    embedded.ensure_database(admin, name)
+    servers = []
+    try:
+        migrate.upgrade(db_url)
+        random.seed(7)
+        t0 = time.perf_counter()
+        areas, incidents = build_city(args.grids, args.incidents, np.random.default_rng(7))
+        load(conninfo, areas, incidents)
+        n_grids = sum(a["level"] == "grid" for a in areas)
+        bounds = shapely.union_all([a["geom"] for a in areas if a["level"] == "district"]).bounds
+        work = tile_list(bounds)
+        random.shuffle(work)
+        print(f"data: {n_grids} grids, {len(incidents)} incidents, loaded in {time.perf_counter() - t0:.1f}s; "
+              f"{len(work)} tiles ({', '.join(LAYERS)} at z{ZOOMS[0]}–{ZOOMS[-1]}), {args.clients} clients, "
+              f"best of {args.rounds} rounds")
+        runners = {"PostGIS direct": direct_fn(conninfo)}
+        for mode in ("sync", "async"):
+            proc, base = start_server(mode, db_url)
+            servers.append(proc)
+            runners[f"HTTP {mode}"] = http_fn(base)
+        results = {}
+        for label, fn in runners.items():
+            run_threads(args.clients, work, fn)  # warm-up: caches, prepared statements, pool
+            best = None
+            for _ in range(args.rounds):
+                wall, counts = run_threads(args.clients, work, fn)
+                if best is None or wall < best[0]:
+                    best = (wall, counts)
+            results[label] = best
+        per_zoom = {z: sum(1 for w in work if w[1] == z) for z in ZOOMS}
+        # per-zoom rates: each zoom timed on its own
+        zoom_rates: dict[str, dict[int, float]] = defaultdict(dict)
+        for label, fn in runners.items():
+            for z in ZOOMS:
+                sub = [w for w in work if w[1] == z]
+                wall = min(run_threads(args.clients, sub, fn)[0] for _ in range(args.rounds))
+                zoom_rates[label][z] = len(sub) / wall
+        print()
+        print(f"{'':16} {'all tiles/s':>12} " + " ".join(f"{'z' + str(z) + ' tiles/s':>13}" for z in ZOOMS))
+        for label, (wall, _) in results.items():
+            print(f"{label:16} {len(work) / wall:12.0f} " + " ".join(f"{zoom_rates[label][z]:13.0f}" for z in ZOOMS))
+        base = results["PostGIS direct"][0]
+        print()
+        for label in ("HTTP sync", "HTTP async"):
+            ratio = base / results[label][0]
+            zr = " ".join(f"z{z} {zoom_rates[label][z] / zoom_rates['PostGIS direct'][z]:.2f}×" for z in ZOOMS)
+            print(f"{label} / PostGIS direct: {ratio:.2f}×   ({zr})   [tipg reference: 0.15× at z16]")
+        print(f"tiles per zoom: {per_zoom}")
+    finally:
+        for p in servers:
+            p.terminate()
+            p.wait(timeout=10)
+        if not args.keep:
+            embedded.drop_database(admin, name)
+
+
+if __name__ == "__main__":
+    main()
