@@ -265,7 +265,8 @@ def _exact(conn, by_idx) -> None:
         hits[idx][alt].append((sid, 100.0))
         how[idx] = "exact" if h == "exact" or how.get(idx) == "exact" else "alias"
     for idx, per_alt in hits.items():
-        _settle(by_idx[idx], per_alt, how[idx], 100.0)
+        if by_idx[idx].status != "rejected":  # e.g. its point is outside the district
+            _settle(by_idx[idx], per_alt, how[idx], 100.0)
 
 
 def _compatible(conn, by_idx) -> None:
