@@ -88,7 +88,7 @@ def db_status():
         console.print(f"schema revision: {migrate.current()}")
         return
     running = embedded.is_running(s)
-    console.print(f"embedded PostGIS in {s.home.resolve() / 'pgdata'} on 127.0.0.1:{s.pg_port}: "
+    console.print(f"embedded PostGIS in {s.home.resolve() / 'pgdata'} on 127.0.0.1:{embedded.port(s)}: "
                   f"{'running' if running else 'stopped'}")
     if running:
         console.print(f"schema revision: {migrate.current(embedded.url(s))}")

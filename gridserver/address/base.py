@@ -33,13 +33,12 @@ History
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import text
 
-from gridserver.address.keys import (FIELD_OF_LEVEL, FIELDS, LEVEL_OF_FIELD, LEVELS, RoadGazetteer,
+from gridserver.address.keys import (FIELD_OF_LEVEL, FIELDS, LEVEL_OF_FIELD, RoadGazetteer,
                                      ancestor_keys, key_fields, level_name, make_key, standard_text)
 from gridserver.address.normalize import normalize_address
 from gridserver.errors import Conflict, InvalidInput, NotFound
@@ -298,7 +297,8 @@ def _live_descendants(conn, address_id: int) -> list[int]:
            SELECT id FROM d"""), {"i": address_id}).scalars())
 
 
-def retire_address(conn, code: str, *, actor: str, reason: str, replaced_by: int | None = None) -> dict:
+def retire_address(conn, code: str, *, actor: str, reason: str, replaced_by: int | None = None,
+                   action: str = "retire") -> dict:
     """Retire an address and its live descendants (kept, never deleted); history names actor and reason.
 
     ``replaced_by`` points a merged duplicate at the address that replaces it.
@@ -308,7 +308,7 @@ def retire_address(conn, code: str, *, actor: str, reason: str, replaced_by: int
     a = get_by_id_code(conn, code)
     if a["status"] == "retired":
         raise Conflict(f"address {code} is already retired")
-    set_actor(conn, actor, "retire", reason)
+    set_actor(conn, actor, action, reason)
     ids = [a["id"], *_live_descendants(conn, a["id"])]
     conn.execute(text("UPDATE std_addresses SET status = 'retired', retired_at = now(), updated_at = now(), "
                       "replaced_by = CASE WHEN id = :top THEN :rb ELSE replaced_by END WHERE id = ANY(:ids)"),

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import shapely
-from shapely.geometry import LineString, MultiLineString, box, shape
+from shapely.geometry import LineString, MultiLineString, shape
 from shapely.ops import linemerge, unary_union
 from sqlalchemy import text
 
@@ -499,16 +499,20 @@ def auto_review(engine, *, actor: str = "auto-review") -> dict:
 
 
 def build_demo_address_base(engine_or_conn, seed: int = 20261123, out_dir: Path | str = "demo_out/addresses", *,
-                            rows_per_table: int = 3000, bbox=None, console=None) -> dict:
+                            rows_per_table: int = 3000, bbox=None, console=None, base_source: str = "标准地址库",
+                            **base_options) -> dict:
     """Generate the Yuexiu base from the real roads, load it, and ingest three departmental tables
-    through the matcher and the review policy. Returns a report (counts, precision/recall per table)."""
+    through the matcher and the review policy. Returns a report (counts, precision/recall per table).
+
+    ``base_options`` go to :func:`generate_base` (e.g. ``max_houses_per_side`` for a smaller city).
+    Loading is idempotent: addresses already in the base are reused, so a second run adds nothing."""
     from gridserver.address.importer import import_file
 
     engine = getattr(engine_or_conn, "engine", engine_or_conn)
     out_dir = Path(out_dir)
-    base = generate_base(seed, bbox=bbox)
+    base = generate_base(seed, bbox=bbox, **base_options)
     with engine.begin() as conn:
-        ids = load_base(conn, base)
+        ids = load_base(conn, base, source=base_source)
     report = {"standard_addresses": len(ids), "roads": len(base.roads), "held_out": len(base.held_out),
               "road_aliases": len(base.road_aliases), "imports": [], "scores": []}
     for i, source in enumerate(DEPARTMENTS):

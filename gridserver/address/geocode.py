@@ -16,7 +16,7 @@ import threading
 from sqlalchemy import text
 
 from gridserver.address.base import road_gazetteer
-from gridserver.address.keys import FIELDS, RoadGazetteer, ancestor_keys
+from gridserver.address.keys import RoadGazetteer, ancestor_keys
 from gridserver.address.matcher import AreaNames, RowIn, match_rows
 from gridserver.areas.locate import to_storage
 from gridserver.errors import InvalidInput, NotFound

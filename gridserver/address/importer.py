@@ -336,8 +336,6 @@ def import_file(engine, path: Path, *, source: str, mapping: str | dict | None =
                     if progress:
                         progress(len(chunk), table.total)
                     chunk = []
-                    if summary.new:
-                        gaz = road_gazetteer(conn)
             if chunk:
                 _import_chunk(conn, chunk, source, import_id, default_crs, gaz, areas, writer, summary)
                 if progress:

@@ -45,7 +45,8 @@ def list_queue(conn, *, limit: int = 50, offset: int = 0, source: str | None = N
         f"""SELECT d.id, d.source, d.source_key, d.row_no, d.raw_text, d.normalised, d.status, d.method, d.score,
                    d.reason, d.parsed, ST_X(d.geom) AS lon, ST_Y(d.geom) AS lat, d.created_at,
                    a.code AS pending_code, a.full_text AS pending_text, a.status AS pending_status,
-                   c.code AS candidate_code, c.full_text AS candidate_text
+                   c.code AS candidate_code, c.full_text AS candidate_text,
+                   coalesce(a.community_code, c.community_code, a.district_code, c.district_code) AS area_code
             {base_sql} ORDER BY d.id LIMIT :limit OFFSET :offset"""), params).all()
     items = []
     for r in rows:
@@ -151,7 +152,7 @@ def merge(conn, record_id: int, target_code: str | None = None, *, actor: str, r
         dup = get_by_id(conn, pending)
         ids = _siblings(conn, pending) or ids
         if dup["status"] != "retired":
-            retire_address(conn, dup["code"], actor=actor, reason=why, replaced_by=target["id"])
+            retire_address(conn, dup["code"], actor=actor, reason=why, replaced_by=target["id"], action="merge")
         add_alias(conn, target["id"], dup["full_text"], source="merge", match_key=dup["match_key"])
     add_alias(conn, target["id"], rec["raw_text"], source=rec["source"], match_key=rec["match_key"])
     if target["status"] == "pending":
@@ -170,7 +171,7 @@ def reject(conn, record_id: int, *, actor: str, reason: str) -> dict:
         a = get_by_id(conn, rec["address_id"])
         ids = _siblings(conn, a["id"]) or ids
         if a["status"] == "pending":
-            retire_address(conn, a["code"], actor=actor, reason=f"rejected in review: {reason}")
+            retire_address(conn, a["code"], actor=actor, reason=f"rejected in review: {reason}", action="reject")
     conn.execute(text("UPDATE dept_records SET status = 'rejected', reviewed_by = :who, reviewed_at = now(), "
                       "reason = :why WHERE id = ANY(:ids)"), {"who": actor, "why": f"rejected in review: {reason}",
                                                                "ids": ids})

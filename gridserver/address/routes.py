@@ -79,7 +79,9 @@ def approve_endpoint(record_id: int, body: ReviewDecision = Body(default_factory
     """It is a real address: the pending address becomes active (or one is created)."""
     conn = session.connection()
     _check_scope(conn, user, record_id)
-    return review.approve(conn, record_id, actor=user.username, reason=body.reason)
+    out = review.approve(conn, record_id, actor=user.username, reason=body.reason)
+    session.commit()  # visible to the caller's next request as soon as it has the answer
+    return out
 
 
 @router.post("/review/{record_id}/merge", summary="合并 merge into an existing address")
@@ -88,7 +90,9 @@ def merge_endpoint(record_id: int, body: MergeDecision = Body(default_factory=Me
     """It is an existing address: matched to it, its text kept as an alias."""
     conn = session.connection()
     _check_scope(conn, user, record_id)
-    return review.merge(conn, record_id, body.target_code, actor=user.username, reason=body.reason)
+    out = review.merge(conn, record_id, body.target_code, actor=user.username, reason=body.reason)
+    session.commit()  # visible to the caller's next request as soon as it has the answer
+    return out
 
 
 @router.post("/review/{record_id}/reject", summary="驳回 reject")
@@ -97,7 +101,9 @@ def reject_endpoint(record_id: int, body: RejectDecision, user=Depends(reviewer)
     """Not an address: the record is rejected, a pending address made for it retired."""
     conn = session.connection()
     _check_scope(conn, user, record_id)
-    return review.reject(conn, record_id, actor=user.username, reason=body.reason)
+    out = review.reject(conn, record_id, actor=user.username, reason=body.reason)
+    session.commit()  # visible to the caller's next request as soon as it has the answer
+    return out
 
 
 @router.get("/{code}", summary="标准地址详情 one standard address")

@@ -64,9 +64,41 @@ def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
     return subprocess.run(_as_postgres() + [str(c) for c in cmd], capture_output=True, text=True, **kw)
 
 
+def _port_in_use(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def port(settings: Settings | None = None) -> int:
+    """The cluster's port: the one it was last started on (kept in ``$GRIDSERVER_HOME/port``),
+    else the configured ``pg_port``."""
+    s = settings or get_settings()
+    f = Path(s.home).resolve() / "port"
+    if f.exists():
+        try:
+            return int(f.read_text().strip())
+        except ValueError:
+            pass
+    return s.pg_port
+
+
+def _choose_port(s: Settings) -> int:
+    """A free port for starting: ours if free, else the next free one (another checkout's cluster,
+    or any other server, may hold the default)."""
+    p = port(s)
+    for candidate in [p, s.pg_port, *range(s.pg_port + 1, s.pg_port + 200)]:
+        if not _port_in_use(candidate):
+            (Path(s.home).resolve() / "port").write_text(str(candidate))
+            return candidate
+    raise EmbeddedError(f"no free port near {s.pg_port} for the embedded PostGIS")
+
+
 def url(settings: Settings | None = None, dbname: str | None = None) -> str:
     s = settings or get_settings()
-    return f"postgresql+psycopg://postgres@127.0.0.1:{s.pg_port}/{dbname or s.db_name}"
+    return f"postgresql+psycopg://postgres@127.0.0.1:{port(s)}/{dbname or s.db_name}"
 
 
 def is_running(settings: Settings | None = None) -> bool:
@@ -118,11 +150,12 @@ def start(settings: Settings | None = None, timeout: float = 60) -> str:
     init(s)
     _, data, log = _paths(s)
     if not is_running(s):
+        p = _choose_port(s)
         r = _run([find_bindir(s) / "pg_ctl", "start", "-D", data, "-l", log, "-w", "-t", str(int(timeout)),
-                  "-o", f"-p {s.pg_port}"])
+                  "-o", f"-p {p}"])
         if r.returncode != 0:
             tail = log.read_text()[-2000:] if log.exists() else ""
-            raise EmbeddedError(f"pg_ctl start failed (port {s.pg_port} in use?):\n{r.stdout}{r.stderr}\n{tail}")
+            raise EmbeddedError(f"pg_ctl start failed on port {p}:\n{r.stdout}{r.stderr}\n{tail}")
     _wait_ready(s, timeout)
     ensure_database(url(s, "postgres"), s.db_name)
     return url(s)
@@ -134,7 +167,7 @@ def _wait_ready(s: Settings, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            with psycopg.connect(host="127.0.0.1", port=s.pg_port, user="postgres", dbname="postgres", connect_timeout=2):
+            with psycopg.connect(host="127.0.0.1", port=port(s), user="postgres", dbname="postgres", connect_timeout=2):
                 return
         except psycopg.OperationalError:
             if time.monotonic() > deadline:

@@ -158,3 +158,36 @@ def test_standardize_fills_yuexiu_levels():
 
     if default_road_index():
         assert (got["prov"], got["city"], got["district"]) == ("广东省", "广州市", "越秀区")
+
+
+def test_training_is_deterministic_and_loadable(tmp_path):
+    """A tiny training run (first addresses of train.txt) gives the same bytes twice and a usable model."""
+    from gridserver.address.parser.model import AddressModel
+    from gridserver.address.parser.train import train
+
+    src = corpus_dir() / "train.txt"
+    if not src.exists():
+        pytest.skip(f"{src} not present (shared corpus)")
+    blocks = src.read_text(encoding="utf-8").split("\n\n")[:120]
+    small = tmp_path / "corpus"
+    small.mkdir()
+    (small / "train.txt").write_text("\n\n".join(blocks[:100]) + "\n", encoding="utf-8")
+    (small / "dev.txt").write_text("\n\n".join(blocks[100:]) + "\n", encoding="utf-8")
+    params = {"max_iterations": 5, "fold_iterations": 3, "stage2_iterations": 3}
+    _, r1 = train(small, tmp_path / "a.gz", params)
+    _, r2 = train(small, tmp_path / "b.gz", params)
+    assert (tmp_path / "a.gz").read_bytes() == (tmp_path / "b.gz").read_bytes()
+    assert r1.n_train == 100 and r1.n_dev == 20 and 0 < r1.dev["f1"] <= 1
+    model = AddressModel.load(tmp_path / "a.gz")
+    text = "浙江省杭州市西湖区文三路123号"
+    comps = parse(text, model)
+    _check_well_formed(text, comps)
+
+
+def test_bad_model_file_rejected(tmp_path):
+    from gridserver.address.parser.model import AddressModel
+
+    bad = tmp_path / "bad.gz"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(InvalidInput, match="not an address model"):
+        AddressModel.load(bad)

@@ -25,7 +25,6 @@ LABELS = ("O",) + tuple(f"{p}-{t}" for t in TYPES for p in ("B", "I"))
 
 PAD, UNK = 0, 1
 SHAPES = ("<D1>", "<D2>", "<D3>", "<D4>", "<L1>", "<L2>")
-FIRST_WORD_ID = 2 + len(SHAPES)
 # Token classes: padding, Han, digits, Latin, punctuation, other.
 C_PAD, C_HAN, C_DIGIT, C_LATIN, C_PUNCT, C_OTHER = range(6)
 N_CLASSES = 6

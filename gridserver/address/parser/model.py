@@ -17,10 +17,19 @@ from typing import Sequence
 
 import numpy as np
 
-from gridserver.address.parser.features import LABELS, TYPES, Featurizer, Lexicon, tokenize
+from gridserver.address.parser.features import (
+    LABEL_TEMPLATES,
+    LABELS,
+    STAGE2_BASE,
+    TYPES,
+    Featurizer,
+    Lexicon,
+    label_keys,
+    tokenize,
+)
 from gridserver.errors import InvalidInput
 
-FORMAT = "gridserver-address-crf/1"
+FORMAT = "gridserver-address-crf/2"
 _DENSE_LIMIT = 1 << 18  # templates whose keys are all below this get a direct lookup table
 _NEG = np.float32(-1e9)
 
@@ -38,14 +47,13 @@ def _allowed_transitions() -> tuple[np.ndarray, np.ndarray]:
     return allowed, start
 
 
-class AddressModel:
-    """Feature tables + CRF weights; :meth:`tag_batch` turns texts into ``(label, start, end)`` spans."""
+class Stage:
+    """One linear-chain CRF: feature (template, key) → weight row, transitions, Viterbi decoding."""
 
-    def __init__(self, featurizer: Featurizer, feat_template: np.ndarray, feat_key: np.ndarray,
-                 weights: np.ndarray, transitions: np.ndarray, meta: dict | None = None):
-        self.featurizer = featurizer
-        self.meta = meta or {}
-        self.feat_template, self.feat_key = feat_template, feat_key
+    def __init__(self, n_templates: int, feat_template: np.ndarray, feat_key: np.ndarray,
+                 weights: np.ndarray, transitions: np.ndarray):
+        self.n_templates = n_templates
+        self.feat_template, self.feat_key = feat_template.astype(np.int64), feat_key.astype(np.int64)
         self.weights = weights.astype(np.float32)  # (F, L); row r belongs to feature r
         self.W = np.vstack([np.zeros((1, len(LABELS)), np.float32), self.weights])  # row 0 = absent
         self.transitions = transitions.astype(np.float32)
@@ -57,14 +65,31 @@ class AddressModel:
         self._i_cols = np.array([i for i, lab in enumerate(LABELS) if lab.startswith("I-")])
         self._i_from_b = self._i_cols - 1  # B-X sits right before I-X in LABELS
 
-    # --- lookups -----------------------------------------------------------------------------------
+    @classmethod
+    def from_crfsuite(cls, n_templates: int, info) -> "Stage":
+        """Build from a crfsuite ``Tagger.info()`` whose attributes are ``"<template>:<key>"``."""
+        label_index = {lab: i for i, lab in enumerate(LABELS)}
+        attrs = sorted({a for a, _ in info.state_features},
+                       key=lambda a: (int(a.split(":", 1)[0]), int(a.split(":", 1)[1])))
+        attr_row = {a: r for r, a in enumerate(attrs)}
+        weights = np.zeros((len(attrs), len(LABELS)), np.float32)
+        for (a, lab), w in info.state_features.items():
+            weights[attr_row[a], label_index[lab]] = w
+        keep = np.abs(weights).max(axis=1) > 0 if len(attrs) else np.zeros(0, bool)
+        attrs = [a for a, k in zip(attrs, keep) if k]
+        weights = weights[keep]
+        transitions = np.zeros((len(LABELS), len(LABELS)), np.float32)
+        for (a, b), w in info.transitions.items():
+            transitions[label_index[a], label_index[b]] = w
+        return cls(n_templates, np.array([int(a.split(":", 1)[0]) for a in attrs], np.int64),
+                   np.array([int(a.split(":", 1)[1]) for a in attrs], np.int64), weights, transitions)
+
     def _build_lookups(self):
         lookups = []
-        n_templates = len(self.featurizer.template_names)
         by_t = defaultdict(list)
         for row, (t, k) in enumerate(zip(self.feat_template.tolist(), self.feat_key.tolist())):
             by_t[t].append((k, row + 1))
-        for t in range(n_templates):
+        for t in range(self.n_templates):
             items = sorted(by_t.get(t, []))
             keys = np.array([k for k, _ in items], np.int64)
             rows = np.array([r for _, r in items], np.int64)
@@ -89,13 +114,13 @@ class AddressModel:
         pos[pos == len(sorted_keys)] = 0
         return np.where(sorted_keys[pos] == keys, rows[pos], 0)
 
-    def emissions(self, ids: np.ndarray) -> np.ndarray:
-        """Per-token label scores (B, n, L) for an id matrix (B, n)."""
-        b, n = ids.shape
-        keys = self.featurizer.keys(ids).reshape(b * n, -1)
+    def emissions(self, keys: np.ndarray) -> np.ndarray:
+        """Per-token label scores (B, n, L) for feature keys (B, n, T)."""
+        b, n, T = keys.shape
+        keys = keys.reshape(b * n, T)
         E = np.zeros((b * n, len(LABELS)), np.float32)
         W = self.W
-        for t in range(keys.shape[1]):
+        for t in range(T):
             rows = self._rows(t, keys[:, t])
             hit = np.flatnonzero(rows)
             # Most gazetteer / n-gram keys are absent or unknown: add only the rows that exist.
@@ -134,6 +159,46 @@ class AddressModel:
             path[:, t - 1] = cur
         return path
 
+    def decode(self, keys: np.ndarray) -> np.ndarray:
+        return self.viterbi(self.emissions(keys))
+
+    def arrays(self, prefix: str) -> dict[str, np.ndarray]:
+        nz = np.nonzero(self.weights)
+        return {f"{prefix}feat_template": self.feat_template.astype("<i2"),
+                f"{prefix}feat_key": self.feat_key.astype("<i8"),
+                f"{prefix}w_row": nz[0].astype("<i4"), f"{prefix}w_label": nz[1].astype("<i1"),
+                f"{prefix}w_value": self.weights[nz].astype("<f4"),
+                f"{prefix}transitions": self.transitions.astype("<f4")}
+
+    @classmethod
+    def from_arrays(cls, n_templates: int, arrays: dict, prefix: str) -> "Stage":
+        n_feat = len(arrays[f"{prefix}feat_key"])
+        weights = np.zeros((n_feat, len(LABELS)), np.float32)
+        weights[arrays[f"{prefix}w_row"], arrays[f"{prefix}w_label"]] = arrays[f"{prefix}w_value"]
+        return cls(n_templates, arrays[f"{prefix}feat_template"], arrays[f"{prefix}feat_key"], weights,
+                   arrays[f"{prefix}transitions"])
+
+
+class AddressModel:
+    """Featurizer + first-pass CRF + optional second pass that also sees the first pass's labels."""
+
+    def __init__(self, featurizer: Featurizer, stage1: Stage, stage2: Stage | None = None, meta: dict | None = None):
+        self.featurizer, self.stage1, self.stage2 = featurizer, stage1, stage2
+        self.meta = meta or {}
+        names = featurizer.template_names
+        self.stage2_base = np.array([names.index(n) for n in STAGE2_BASE])
+
+    def stage2_keys(self, keys: np.ndarray, paths1: np.ndarray) -> np.ndarray:
+        """Second-pass keys: the reused first-pass columns followed by the label templates."""
+        return np.concatenate([keys[:, :, self.stage2_base], label_keys(paths1)], axis=-1)
+
+    def decode_keys(self, keys: np.ndarray) -> np.ndarray:
+        """Label index paths (B, n) for first-pass feature keys (B, n, T)."""
+        paths = self.stage1.decode(keys)
+        if self.stage2 is not None:
+            paths = self.stage2.decode(self.stage2_keys(keys, paths))
+        return paths
+
     # --- public ------------------------------------------------------------------------------------
     def tag_batch(self, texts: Sequence[str]) -> list[list[tuple[str, int, int]]]:
         """Spans ``(label, start, end)`` for each text; offsets index the original strings."""
@@ -150,7 +215,7 @@ class AddressModel:
                 groups[len(toks)].append(i)
         for n, members in groups.items():
             ids = np.array([toks_of[i][0] for i in members], np.int64)
-            paths = self.viterbi(self.emissions(ids)).tolist()
+            paths = self.decode_keys(self.featurizer.keys(ids)).tolist()
             for i, path in zip(members, paths):
                 out[i] = _spans(path, toks_of[i][1], toks_of[i][2])
         return out
@@ -159,20 +224,16 @@ class AddressModel:
     def save(self, path: Path | str) -> int:
         """Write the model (deterministic bytes); returns the file size."""
         f = self.featurizer
-        nz = np.nonzero(self.weights)
         arrays = {
             "lex_hashes": f.lexicon.hashes.astype("<u8"),
             "lex_lengths": f.lexicon.lengths.astype("<i1"),
             "lex_masks": f.lexicon.masks.astype("<i4"),
-            "feat_template": self.feat_template.astype("<i2"),
-            "feat_key": self.feat_key.astype("<i8"),
-            "w_row": nz[0].astype("<i4"),
-            "w_label": nz[1].astype("<i1"),
-            "w_value": self.weights[nz].astype("<f4"),
-            "transitions": self.transitions.astype("<f4"),
+            **self.stage1.arrays("s1_"),
+            **(self.stage2.arrays("s2_") if self.stage2 is not None else {}),
         }
         header = {"format": FORMAT, "labels": list(LABELS), "types": list(TYPES),
-                  "templates": f.template_names, "vocab": f.vocab_list, "meta": self.meta,
+                  "templates": f.template_names, "stage2_templates": list(STAGE2_BASE + LABEL_TEMPLATES),
+                  "vocab": f.vocab_list, "meta": self.meta,
                   "arrays": {k: [str(a.dtype.str), list(a.shape)] for k, a in arrays.items()}}
         raw = io.BytesIO()
         hb = json.dumps(header, ensure_ascii=False, sort_keys=True).encode()
@@ -207,13 +268,13 @@ class AddressModel:
         lexicon = Lexicon(arrays["lex_hashes"].astype(np.uint64), arrays["lex_lengths"].astype(np.int8),
                           arrays["lex_masks"].astype(np.int32))
         feat = Featurizer(header["vocab"], lexicon)
-        if feat.template_names != header["templates"]:
+        if (feat.template_names != header["templates"]
+                or header.get("stage2_templates") != list(STAGE2_BASE + LABEL_TEMPLATES)):
             raise InvalidInput(f"{path}: feature templates differ from this code's; retrain the model")
-        n_feat = len(arrays["feat_key"])
-        weights = np.zeros((n_feat, len(LABELS)), np.float32)
-        weights[arrays["w_row"], arrays["w_label"]] = arrays["w_value"]
-        return cls(feat, arrays["feat_template"].astype(np.int64), arrays["feat_key"].astype(np.int64),
-                   weights, arrays["transitions"].astype(np.float32), header.get("meta"))
+        stage1 = Stage.from_arrays(len(feat.template_names), arrays, "s1_")
+        stage2 = (Stage.from_arrays(len(STAGE2_BASE) + len(LABEL_TEMPLATES), arrays, "s2_")
+                  if "s2_feat_key" in arrays else None)
+        return cls(feat, stage1, stage2, header.get("meta"))
 
 
 def _spans(path: list[int], starts: list[int], ends: list[int]) -> list[tuple[str, int, int]]:

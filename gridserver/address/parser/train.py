@@ -18,11 +18,13 @@ from pathlib import Path
 import numpy as np
 
 from gridserver.address.parser.corpus import Example, read_corpus
-from gridserver.address.parser.features import LABELS, TYPES, Featurizer, Lexicon, tokenize
-from gridserver.address.parser.model import AddressModel
+from gridserver.address.parser.features import LABEL_TEMPLATES, STAGE2_BASE, TYPES, Featurizer, Lexicon, tokenize
+from gridserver.address.parser.model import AddressModel, Stage
 
 FOLDS = 10
-DEFAULT_PARAMS = {"c1": 0.05, "c2": 0.02, "max_iterations": 150}
+STACK_FOLDS = 4
+DEFAULT_PARAMS = {"c1": 0.05, "c2": 0.02, "max_iterations": 120, "stack": False, "fold_iterations": 60,
+                  "stage2_iterations": 100}
 _TYPE_INDEX = {t: i for i, t in enumerate(TYPES)}
 
 
@@ -46,7 +48,7 @@ def align(example: Example) -> Tokenised:
     start_at = {s: i for i, s in enumerate(starts)}
     end_at = {e: i for i, e in enumerate(ends)}
     for label, s, e in example.spans:
-        i, j = start_at.get(s), end_at.get(e - 1 + 1)
+        i, j = start_at.get(s), end_at.get(e)
         if i is None or j is None:
             bad += 1
             # keep whatever tokens start inside the span
@@ -64,7 +66,8 @@ def align(example: Example) -> Tokenised:
     return Tokenised(toks, labels, entities, bad)
 
 
-def _lexicon(featurizer_vocab: dict[str, int], items: Sequence[Tokenised], encode) -> Lexicon:
+def _lexicon(items: Sequence[Tokenised], encode) -> Lexicon:
+    """Gazetteer of the (aligned) entities of ``items``, except otherinfo."""
     entries = []
     for it in items:
         ids = encode(it.tokens)
@@ -104,6 +107,7 @@ class TrainReport:
     n_features: int
     seconds: float
     dev: dict = field(default_factory=dict)
+    dev_pass1: dict = field(default_factory=dict)
     model_bytes: int = 0
     params: dict = field(default_factory=dict)
 
@@ -133,12 +137,53 @@ def score(model: AddressModel, examples: Sequence[Example]) -> dict:
     return {**overall, "exact": exact / max(len(examples), 1), "per_type": per_type}
 
 
+def _group_by_length(keys: Sequence[np.ndarray]) -> dict[int, list[int]]:
+    groups: dict[int, list[int]] = defaultdict(list)
+    for k, arr in enumerate(keys):
+        if len(arr):
+            groups[len(arr)].append(k)
+    return groups
+
+
+def _fit(pycrfsuite, data, params: dict, iterations: int, say, label: str, lo: float, hi: float):
+    """Train one crfsuite CRF on ``(keys, labels)`` pairs; return its ``Tagger.info()``."""
+
+    class _Trainer(pycrfsuite.Trainer):
+        # verbose=True is what makes pycrfsuite call the on_* hooks; they report progress instead
+        # of printing crfsuite's log.
+        def on_iteration(self, log, info):
+            say(label, lo + (hi - lo) * min(info.get("num", 0) / iterations, 1.0))
+
+        def _quiet(self, *args):
+            pass
+
+        on_start = on_featgen_progress = on_featgen_end = on_prepared = _quiet
+        on_optimization_end = on_end = on_prepare_error = _quiet
+
+    trainer = _Trainer(algorithm="lbfgs", verbose=True)
+    trainer.set_params({"c1": params["c1"], "c2": params["c2"], "max_iterations": iterations,
+                        "feature.possible_transitions": True})
+    for keys, labels in data:
+        if len(labels):
+            trainer.append(_attributes(keys), labels)
+    with tempfile.TemporaryDirectory() as tmp:
+        crf_path = Path(tmp) / "address.crfsuite"
+        trainer.train(str(crf_path))
+        tagger = pycrfsuite.Tagger()
+        tagger.open(str(crf_path))
+        info = tagger.info()
+        tagger.close()
+    return info
+
+
 def train(corpus_dir: Path, out: Path | None, params: dict | None = None,
           progress: Callable[[str, float], None] | None = None) -> tuple[AddressModel, TrainReport]:
     """Train on ``corpus_dir/train.txt``, score on ``dev.txt``, save to ``out`` (if given).
 
-    ``progress(stage, fraction)`` is called as training advances. Deterministic: the same corpus and
-    params give the same model bytes.
+    Two passes: a CRF over token features, then a CRF that also sees the first pass's labels. The
+    second pass is trained on first-pass labels predicted by models that did not see the sentence
+    (``STACK_FOLDS``-fold jackknife), so it learns how far to trust them. ``progress(stage,
+    fraction)`` is called as training advances. Deterministic: same corpus and params, same bytes.
     """
     import pycrfsuite
 
@@ -149,72 +194,69 @@ def train(corpus_dir: Path, out: Path | None, params: dict | None = None,
     train_ex = read_corpus(corpus_dir / "train.txt")
     dev_path = corpus_dir / "dev.txt"
     dev_ex = read_corpus(dev_path) if dev_path.exists() else []
-    say("读取语料 reading corpus", 0.02)
+    say("读取语料 reading corpus", 0.01)
     items = [align(e) for e in train_ex]
     vocab = Featurizer.build_vocab(it.tokens for it in items)
     base = Featurizer(vocab, Lexicon.build([]))
     encode = base.encode
 
-    iters = params["max_iterations"]
-
-    class _Trainer(pycrfsuite.Trainer):
-        # verbose=True is what makes pycrfsuite call the on_* hooks; they report progress instead
-        # of printing crfsuite's log.
-        def on_iteration(self, log, info):
-            say("训练 training (L-BFGS)", 0.2 + 0.75 * min(info.get("num", 0) / iters, 1.0))
-
-        def _quiet(self, *args):
-            pass
-
-        on_start = on_featgen_progress = on_featgen_end = on_prepared = _quiet
-        on_optimization_end = on_end = on_prepare_error = _quiet
-
-    trainer = _Trainer(algorithm="lbfgs", verbose=True)
-    trainer.set_params({"c1": params["c1"], "c2": params["c2"], "max_iterations": params["max_iterations"],
-                        "feature.possible_transitions": True})
+    keys1: list[np.ndarray] = [None] * len(items)  # type: ignore[list-item]
     for fold in range(FOLDS):
-        lex = _lexicon(base.vocab, [it for k, it in enumerate(items) if k % FOLDS != fold], encode)
+        lex = _lexicon([it for k, it in enumerate(items) if k % FOLDS != fold], encode)
         feat = Featurizer(vocab, lex)
-        members = [it for k, it in enumerate(items) if k % FOLDS == fold]
-        for it, keys in zip(members, _keys_by_example(feat, members)):
-            if it.tokens:
-                trainer.append(_attributes(keys), it.labels)
-        say("特征 features", 0.02 + 0.18 * (fold + 1) / FOLDS)
+        idx = [k for k in range(len(items)) if k % FOLDS == fold]
+        for k, keys in zip(idx, _keys_by_example(feat, [items[k] for k in idx])):
+            keys1[k] = keys
+        say("特征 features", 0.01 + 0.04 * (fold + 1) / FOLDS)
+    n1 = len(base.template_names)
+    full_lex = _lexicon(items, encode)
+    featurizer = Featurizer(vocab, full_lex)
 
-    with tempfile.TemporaryDirectory() as tmp:
-        crf_path = Path(tmp) / "address.crfsuite"
-        trainer.train(str(crf_path))
-        tagger = pycrfsuite.Tagger()
-        tagger.open(str(crf_path))
-        info = tagger.info()
-        tagger.close()
-
-    label_index = {lab: i for i, lab in enumerate(LABELS)}
-    attrs = sorted({a for a, _ in info.state_features},
-                   key=lambda a: (int(a.split(":", 1)[0]), int(a.split(":", 1)[1])))
-    attr_row = {a: r for r, a in enumerate(attrs)}
-    weights = np.zeros((len(attrs), len(LABELS)), np.float32)
-    for (a, lab), w in info.state_features.items():
-        weights[attr_row[a], label_index[lab]] = w
-    keep = np.abs(weights).max(axis=1) > 0 if len(attrs) else np.zeros(0, bool)
-    attrs = [a for a, k in zip(attrs, keep) if k]
-    weights = weights[keep]
-    transitions = np.zeros((len(LABELS), len(LABELS)), np.float32)
-    for (a, b), w in info.transitions.items():
-        transitions[label_index[a], label_index[b]] = w
-    feat_template = np.array([int(a.split(":", 1)[0]) for a in attrs], np.int64)
-    feat_key = np.array([int(a.split(":", 1)[1]) for a in attrs], np.int64)
-
-    full_lex = _lexicon(base.vocab, items, encode)
-    model = AddressModel(Featurizer(vocab, full_lex), feat_template, feat_key, weights, transitions,
+    it1 = params["max_iterations"]
+    stack = bool(params["stack"])
+    info = _fit(pycrfsuite, [(keys1[k], items[k].labels) for k in range(len(items))], params, it1, say,
+                "第一遍 pass 1", 0.05, 0.40 if stack else 0.97)
+    stage1 = Stage.from_crfsuite(n1, info)
+    stage2 = _fit_stage2(pycrfsuite, featurizer, stage1, keys1, items, params, say) if stack else None
+    model = AddressModel(featurizer, stage1, stage2,
                          meta={"params": params, "trained_on": "train.txt", "n_train": len(items)})
     report = TrainReport(n_train=len(items), n_dev=len(dev_ex), misaligned=sum(it.misaligned for it in items),
-                         n_features=len(attrs), seconds=0.0, params=params)
-    say("评估 scoring dev", 0.97)
+                         n_features=len(stage1.feat_key) + (len(stage2.feat_key) if stage2 else 0),
+                         seconds=0.0, params=params)
+    say("评估 scoring dev", 0.98)
     if dev_ex:
         report.dev = score(model, dev_ex)
+        if stack:
+            report.dev_pass1 = score(AddressModel(featurizer, stage1), dev_ex)
     if out is not None:
         report.model_bytes = model.save(out)
     report.seconds = time.perf_counter() - t0
     say("完成 done", 1.0)
     return model, report
+
+
+def _fit_stage2(pycrfsuite, featurizer, stage1, keys1, items, params, say) -> Stage:
+    """Second pass, trained on jackknifed first-pass labels."""
+    n1 = len(featurizer.template_names)
+    itf, it2 = params["fold_iterations"], params["stage2_iterations"]
+
+    # Jackknife first-pass labels for the second pass's training data.
+    probe = AddressModel(featurizer, stage1)
+    paths1: list[np.ndarray] = [np.zeros(0, np.int64)] * len(items)
+    span = 0.40 / STACK_FOLDS
+    for fold in range(STACK_FOLDS):
+        lo = 0.40 + fold * span
+        info = _fit(pycrfsuite, [(keys1[k], items[k].labels) for k in range(len(items)) if k % STACK_FOLDS != fold],
+                    params, itf, say, f"交叉 jackknife {fold + 1}/{STACK_FOLDS}", lo, lo + span)
+        sub = Stage.from_crfsuite(n1, info)
+        idx = [k for k in range(len(items)) if k % STACK_FOLDS == fold]
+        for n, members in _group_by_length([keys1[k] for k in idx]).items():
+            ks = np.stack([keys1[idx[m]] for m in members])
+            for m, path in zip(members, sub.decode(ks)):
+                paths1[idx[m]] = path
+    data2 = []
+    for k, it in enumerate(items):
+        if len(it.labels):
+            data2.append((probe.stage2_keys(keys1[k][None], paths1[k][None])[0], it.labels))
+    info = _fit(pycrfsuite, data2, params, it2, say, "第二遍 pass 2", 0.80, 0.97)
+    return Stage.from_crfsuite(len(STAGE2_BASE) + len(LABEL_TEMPLATES), info)
