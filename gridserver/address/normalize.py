@@ -95,8 +95,9 @@ _UNIT = {"十": 10, "百": 100, "千": 1000}
 _NUMERAL_CHARS = "".join(_DIGIT) + "".join(_UNIT)
 # Units that make a preceding numeral a number (of a road, house, unit, floor, room ...). 元 alone is
 # not a unit (三元里 is a name): only 单元 is.
-_NUMBERED = re.compile(f"([{_NUMERAL_CHARS}]+)(?=号|栋|幢|座|单元|层|楼|室|房|弄|巷|期|区(?!域)|街(?!道))")
-# 区/街 after a numeral are numbered only in forms like 三区 / 二街; excluded: 区域, 街道.
+NUMBERED = re.compile(f"([{_NUMERAL_CHARS}]+)(?=号|栋|幢|座|单元|层|楼|室|房|弄|巷|期|区(?!域)|街(?!道))")
+# 区/街 after a numeral are numbered only in forms like 三区 / 二街; excluded: 区域, 街道. The
+# parser's tokeniser uses the same pattern to read 十三号 like 13号.
 
 
 def chinese_numeral_value(numeral: str) -> int | None:
@@ -136,7 +137,7 @@ def numerals_to_arabic(text: str) -> str:
         value = chinese_numeral_value(m.group(1))
         return m.group(1) if value is None else str(value)
 
-    return _NUMBERED.sub(repl, text)
+    return NUMBERED.sub(repl, text)
 
 
 _SPACES = re.compile(r"\s+")

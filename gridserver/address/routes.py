@@ -31,7 +31,7 @@ class RejectDecision(BaseModel):
 
 @router.get("/geocode", summary="地址 → 标准地址与坐标 geocode from the standard address base")
 def geocode_endpoint(q: str = Query(..., min_length=1, max_length=500, description="address text"),
-                     session: Session = Depends(get_session)):
+                     session: Session = Depends(get_session, scope="function")):
     """Best standard address for the text: code, point (WGS84), grid and a confidence in [0, 1]."""
     return geo.geocode(session.connection(), q)
 
@@ -43,7 +43,7 @@ def reverse_endpoint(lon: float = Query(..., description="x / longitude in `crs`
                      limit: int = Query(5, ge=1, le=100),
                      level: str = Query("house", description="road/house/building/unit/floor/room or any"),
                      max_distance_m: float = Query(500.0, gt=0, le=5000),
-                     session: Session = Depends(get_session)):
+                     session: Session = Depends(get_session, scope="function")):
     """Nearest live standard addresses, nearest first, with distances in metres (EPSG:4547)."""
     return geo.reverse(session.connection(), lon, lat, crs, limit=limit, level=level, max_distance_m=max_distance_m)
 
@@ -55,7 +55,7 @@ def _scope_user(user):
 @router.get("/review", summary="待审核队列 review queue")
 def review_queue(limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0),
                  source: str | None = Query(None, description="only records from this department"),
-                 user=Depends(reviewer), session: Session = Depends(get_session)):
+                 user=Depends(reviewer), session: Session = Depends(get_session, scope="function")):
     """Records the matcher was unsure of (review) or that created a pending address (new), oldest first.
     Operators see the records of their own area."""
     return review.list_queue(session.connection(), limit=limit, offset=offset, source=source,
@@ -75,7 +75,7 @@ def _check_scope(conn, user, record_id: int) -> None:
 
 @router.post("/review/{record_id}/approve", summary="审核通过 approve")
 def approve_endpoint(record_id: int, body: ReviewDecision = Body(default_factory=ReviewDecision),
-                     user=Depends(reviewer), session: Session = Depends(get_session)):
+                     user=Depends(reviewer), session: Session = Depends(get_session, scope="function")):
     """It is a real address: the pending address becomes active (or one is created)."""
     conn = session.connection()
     _check_scope(conn, user, record_id)
@@ -86,7 +86,7 @@ def approve_endpoint(record_id: int, body: ReviewDecision = Body(default_factory
 
 @router.post("/review/{record_id}/merge", summary="合并 merge into an existing address")
 def merge_endpoint(record_id: int, body: MergeDecision = Body(default_factory=MergeDecision),
-                   user=Depends(reviewer), session: Session = Depends(get_session)):
+                   user=Depends(reviewer), session: Session = Depends(get_session, scope="function")):
     """It is an existing address: matched to it, its text kept as an alias."""
     conn = session.connection()
     _check_scope(conn, user, record_id)
@@ -97,7 +97,7 @@ def merge_endpoint(record_id: int, body: MergeDecision = Body(default_factory=Me
 
 @router.post("/review/{record_id}/reject", summary="驳回 reject")
 def reject_endpoint(record_id: int, body: RejectDecision, user=Depends(reviewer),
-                    session: Session = Depends(get_session)):
+                    session: Session = Depends(get_session, scope="function")):
     """Not an address: the record is rejected, a pending address made for it retired."""
     conn = session.connection()
     _check_scope(conn, user, record_id)
@@ -107,6 +107,6 @@ def reject_endpoint(record_id: int, body: RejectDecision, user=Depends(reviewer)
 
 
 @router.get("/{code}", summary="标准地址详情 one standard address")
-def address_endpoint(code: str, session: Session = Depends(get_session)):
+def address_endpoint(code: str, session: Session = Depends(get_session, scope="function")):
     """A standard address by code with its aliases and full change history (retired ones too)."""
     return base.get_address(session.connection(), code)

@@ -31,7 +31,7 @@ def topology(
     level: str | None = Query(None, description="只检查该层级 only children of this level: street|community|grid"),
     tolerance: float = Query(DEFAULT_TOLERANCE_M2, ge=0, description="忽略小于此面积的碎片 m²"),
     geometry: bool = Query(False, description="返回问题区域几何 include each problem region as GeoJSON"),
-    session: Session = Depends(get_session),
+    session: Session = Depends(get_session, scope="function"),
 ):
     """Overlaps between siblings, gaps in a parent's coverage, children outside their parent, orphans."""
     issues = check_topology(session, parent_code=area, level=level, tolerance=tolerance, with_geometry=geometry)
@@ -61,7 +61,7 @@ def list_areas(
     limit: int = Query(100, ge=1, le=MAX_LIMIT),
     offset: int = Query(0, ge=0),
     format: str = Query("json", pattern="^(json|geojson)$", description="json, or geojson (FeatureCollection)"),
-    session: Session = Depends(get_session),
+    session: Session = Depends(get_session, scope="function"),
 ):
     """Current areas ordered by code, paginated; ``total`` counts all matches."""
     box = _bbox(bbox)

@@ -20,7 +20,7 @@ def locate(
     lon: float = Query(..., description="经度 longitude (or x in a projected CRS)"),
     lat: float = Query(..., description="纬度 latitude (or y)"),
     crs: str = Query("wgs84", description=CRS_HELP),
-    session: Session = Depends(get_session),
+    session: Session = Depends(get_session, scope="function"),
 ):
     """Return the grid, community, street and district covering the point.
 
@@ -30,7 +30,7 @@ def locate(
 
 
 @router.get("/areas/{code}", summary="行政区划/网格 one admin area or grid")
-def get_area(code: str, geometry: bool = False, session: Session = Depends(get_session)):
+def get_area(code: str, geometry: bool = False, session: Session = Depends(get_session, scope="function")):
     row = session.execute(
         text(
             """SELECT level, code, name, parent_code, area_m2, valid_from,

@@ -30,7 +30,7 @@ def _user_from_token(session: Session, token: str) -> User:
     return user
 
 
-def current_user(token: str | None = Depends(oauth2_scheme), session: Session = Depends(get_session)) -> User:
+def current_user(token: str | None = Depends(oauth2_scheme), session: Session = Depends(get_session, scope="function")) -> User:
     """The authenticated caller; 401 when there is no valid bearer token."""
     if not token:
         raise Unauthorized("需要登录 not authenticated: send 'Authorization: Bearer <token>' "
@@ -39,7 +39,7 @@ def current_user(token: str | None = Depends(oauth2_scheme), session: Session = 
 
 
 def optional_user(token: str | None = Depends(oauth2_scheme),
-                  session: Session = Depends(get_session)) -> User | None:
+                  session: Session = Depends(get_session, scope="function")) -> User | None:
     """The caller if a token is sent, None when anonymous; a bad token is still a 401."""
     if not token:
         return None

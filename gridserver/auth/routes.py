@@ -45,7 +45,7 @@ class UserOut(BaseModel):
 
 
 @router.post("/auth/token", response_model=Token, summary="登录 log in: username/password → bearer token")
-def login(form: OAuth2PasswordRequestForm = Depends(), session: Session = Depends(get_session)):
+def login(form: OAuth2PasswordRequestForm = Depends(), session: Session = Depends(get_session, scope="function")):
     """Standard OAuth2 password flow (form fields ``username``, ``password``). 401 on bad credentials."""
     user = users.authenticate(session, form.username, form.password)
     if user is None:
@@ -59,7 +59,7 @@ def me(user: users.User = Depends(current_user)):
 
 
 @router.post("/users", response_model=UserOut, status_code=201, summary="新建用户 create an account (admin)")
-def create_user(body: UserIn, response: Response, session: Session = Depends(get_session),
+def create_user(body: UserIn, response: Response, session: Session = Depends(get_session, scope="function"),
                 _: users.User = Depends(require_roles("admin"))):
     """Create an account. 422 for a bad role/scope/password, 409 when the username is taken."""
     user = users.create_user(session, body.username, body.password, body.role, body.scope_code,
@@ -71,11 +71,11 @@ def create_user(body: UserIn, response: Response, session: Session = Depends(get
 
 @router.get("/users", response_model=list[UserOut], summary="用户列表 list accounts (admin)")
 def list_users(role: str | None = Query(None, description="只看某角色 only this role"),
-               session: Session = Depends(get_session), _: users.User = Depends(require_roles("admin"))):
+               session: Session = Depends(get_session, scope="function"), _: users.User = Depends(require_roles("admin"))):
     return [u.public() for u in users.list_users(session, role)]
 
 
 @router.get("/users/{username}", response_model=UserOut, summary="单个用户 one account (admin)")
-def get_user(username: str, session: Session = Depends(get_session),
+def get_user(username: str, session: Session = Depends(get_session, scope="function"),
              _: users.User = Depends(require_roles("admin"))):
     return users.require_user(session, username).public()

@@ -62,7 +62,11 @@ def session_scope():
 
 
 def get_session():
-    """FastAPI dependency: one session per request."""
+    """FastAPI dependency: one session per request.
+
+    Routes declare it with ``Depends(get_session, scope="function")`` so the commit happens before
+    the response is sent: a client told 201 can rely on the write being durable.
+    """
     with session_scope() as s:
         yield s
 

@@ -30,7 +30,7 @@ def categories():
 
 
 @router.post("", response_model=IncidentOut, status_code=201, summary="上报事件 report an incident")
-def create(body: IncidentIn, response: Response, session: Session = Depends(get_session),
+def create(body: IncidentIn, response: Response, session: Session = Depends(get_session, scope="function"),
            user: User = Depends(current_user)):
     """Locate the point to its grid and store the report.
 
@@ -57,7 +57,7 @@ def list_(
     limit: int = Query(service.DEFAULT_LIMIT, ge=1, le=service.MAX_LIMIT, description="每页条数 page size"),
     offset: int = Query(0, ge=0, description="偏移 skip this many (random access)"),
     cursor: str | None = Query(None, description="游标 from the 'next' URL of the previous page"),
-    session: Session = Depends(get_session),
+    session: Session = Depends(get_session, scope="function"),
     user: User = Depends(current_user),
 ):
     """Newest first. ``total`` counts all matches; ``next`` is the URL of the following page (cursor-based)."""
@@ -68,5 +68,5 @@ def list_(
 
 
 @router.get("/{incident_id}", response_model=IncidentOut, summary="事件详情 one incident")
-def get(incident_id: int, session: Session = Depends(get_session), user: User = Depends(current_user)):
+def get(incident_id: int, session: Session = Depends(get_session, scope="function"), user: User = Depends(current_user)):
     return service.get_incident(session, incident_id, user)

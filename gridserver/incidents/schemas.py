@@ -10,22 +10,23 @@ from gridserver.geo.crs import KNOWN
 
 
 class IncidentIn(BaseModel):
-    """A new report. Coordinates are required for now: address-only reports need the geocoder
-    (standard-address base), which comes later."""
+    """A new report: a point (lon/lat in ``crs``), or only an address text, which is then geocoded
+    from the standard address base (the response says so, with the confidence)."""
 
     lon: float | None = Field(None, description="经度 longitude (or x of a projected CRS)", examples=[113.255])
     lat: float | None = Field(None, description="纬度 latitude (or y)", examples=[23.145])
     crs: str = Field("wgs84", description=f"坐标系 input CRS: {', '.join(KNOWN)} or EPSG:nnnn")
     category: str = Field(..., description="事件分类 category code, see GET /api/v1/incidents/categories")
     description: str = Field("", max_length=2000, description="事件描述 what happened (≤2000 characters)")
-    address: str | None = Field(None, max_length=500, description="地址 address text, stored as given")
+    address: str | None = Field(None, max_length=500,
+                                description="地址 address text; without lon/lat it is geocoded from the address base")
 
     @model_validator(mode="after")
-    def _need_coordinates(self):
-        if self.lon is None or self.lat is None:
-            hint = (" (address-only reports are not supported yet: geocoding comes with the address base)"
-                    if self.address else "")
-            raise ValueError(f"lon and lat are both required 需要经纬度{hint}")
+    def _need_a_place(self):
+        if (self.lon is None) != (self.lat is None):
+            raise ValueError("lon and lat are both required 需要经纬度 (or neither, with an address)")
+        if self.lon is None and not (self.address and self.address.strip()):
+            raise ValueError("give lon and lat, or an address 需要经纬度或地址")
         return self
 
 
@@ -41,6 +42,9 @@ class IncidentOut(BaseModel):
     input_x: float | None = None
     input_y: float | None = None
     address: str | None = None
+    geocoded: bool = Field(False, description="位置由地址解析得到 the point came from geocoding the address")
+    geocode_confidence: float | None = Field(None, description="地址解析置信度 0–1, when geocoded")
+    address_code: str | None = Field(None, description="标准地址编码 standard address the text matched")
     grid_code: str | None
     grid_name: str | None
     community_code: str | None

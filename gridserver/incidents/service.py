@@ -45,7 +45,7 @@ LIST_PATH = "/api/v1/incidents"
 _SELECT = """
     SELECT i.id, i.category, i.description, i.status,
            ST_X(i.geom) AS lon, ST_Y(i.geom) AS lat, i.input_crs, i.input_x, i.input_y,
-           i.address_text AS address,
+           i.address_text AS address, i.geocoded, i.geocode_confidence, i.address_code,
            i.grid_code, g.name AS grid_name, i.community_code, c.name AS community_name,
            i.street_code, s.name AS street_name, i.district_code, d.name AS district_name,
            i.created_at, u.username AS reporter, i.reporter_id
@@ -93,21 +93,33 @@ def create_incident(session, data, user: User, *, source: str = "api") -> dict:
     check_category(category)
     check_can_report(user)
     x, y = _field(data, "lon"), _field(data, "lat")
-    if x is None or y is None:
-        raise InvalidInput("lon and lat are both required 需要经纬度 (address-only reports are not supported yet)")
+    address = _field(data, "address")
     description = _field(data, "description", "") or ""
     if len(description) > 2000:
         raise InvalidInput(f"description is {len(description)} characters, at most 2000 are allowed")
-    loc = locate_point(session, float(x), float(y), _field(data, "crs", "wgs84") or "wgs84")
+    crs = _field(data, "crs", "wgs84") or "wgs84"
+    geocoded, confidence, address_code = False, None, None
+    if x is None and y is None and address and address.strip():
+        # no point: place the report at the standard address its text matches (NotFound → 404)
+        from gridserver.address.geocode import geocode_for_incident
+
+        x, y, confidence, address_code = geocode_for_incident(session, address)
+        crs, geocoded = "wgs84", True
+    if x is None or y is None:
+        raise InvalidInput("give lon and lat (both), or an address 需要经纬度或地址")
+    loc = locate_point(session, float(x), float(y), crs)
     check_can_report(user, loc.code("grid"), loc.areas.get("grid", {}).get("name"))
     new_id = session.execute(
         text("""INSERT INTO incidents (category, description, geom, input_x, input_y, input_crs, address_text,
+                                       geocoded, geocode_confidence, address_code,
                                        grid_code, community_code, street_code, district_code, reporter_id, source)
                 VALUES (:category, :description, ST_SetSRID(ST_MakePoint(:lon, :lat), 4326), :x, :y, :crs,
-                        :address, :grid, :community, :street, :district, :reporter, :source)
+                        :address, :geocoded, :confidence, :address_code,
+                        :grid, :community, :street, :district, :reporter, :source)
                 RETURNING id"""),
         {"category": category, "description": description, "lon": loc.lon, "lat": loc.lat,
-         "x": float(x), "y": float(y), "crs": loc.input_crs, "address": _field(data, "address"),
+         "x": float(x), "y": float(y), "crs": loc.input_crs, "address": address,
+         "geocoded": geocoded, "confidence": confidence, "address_code": address_code,
          "grid": loc.code("grid"), "community": loc.code("community"), "street": loc.code("street"),
          "district": loc.code("district"), "reporter": user.id, "source": source},
     ).scalar_one()

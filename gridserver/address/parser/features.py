@@ -16,7 +16,7 @@ from itertools import accumulate
 
 import numpy as np
 
-from gridserver.address.normalize import CHAR_TABLE
+from gridserver.address.normalize import CHAR_TABLE, NUMBERED
 
 TYPES = ("country", "prov", "city", "district", "devzone", "town", "community", "road", "subroad",
          "roadno", "subroadno", "poi", "subpoi", "houseno", "cellno", "floorno", "roomno", "person",
@@ -40,6 +40,7 @@ KEY_BITS = 40  # a key of one template fits in 40 bits; the template index goes 
 
 _TOKEN = re.compile(r"[0-9]+|[A-Za-z]+|\s+|.", re.S)
 _SPACE = re.compile(r"\s")
+_CN_DIGIT = re.compile("[零〇○一二两三四五六七八九十百千]")
 _PUNCT = set("-_/\\、，,。.·:：;；()（）[]【】<>《》#*+~!！?？'\"“”‘’|&@")
 
 # Distance buckets: 1..5 exact, then 6-7, 8-10, 11-15, 16+, none.
@@ -51,15 +52,23 @@ def tokenize(text: str) -> tuple[list[str], list[int], list[int]]:
     """Split ``text`` (after :func:`normalize_chars`) into model tokens with character offsets.
 
     Digit runs and Latin-letter runs are one token each, every other character is a token, and
-    whitespace is skipped. Returns ``(tokens, starts, ends)``; offsets index the original string.
+    whitespace is skipped. A Chinese numeral run that numbers something (十三号, 二楼) becomes one
+    digit-run token of the same length, so the tagger treats it like 13号 / 2楼. Returns ``(tokens,
+    starts, ends)``; offsets index the original string.
     """
     norm = text.translate(CHAR_TABLE)
+    if _CN_DIGIT.search(norm):
+        norm = NUMBERED.sub(_as_digits, norm)
     toks = _TOKEN.findall(norm)
     bounds = list(accumulate(map(len, toks), initial=0))
     if _SPACE.search(norm) is None:
         return toks, bounds[:-1], bounds[1:]
     keep = [i for i, t in enumerate(toks) if not t.isspace()]
     return [toks[i] for i in keep], [bounds[i] for i in keep], [bounds[i + 1] for i in keep]
+
+
+def _as_digits(m: re.Match) -> str:
+    return "0" * len(m.group(1))  # same length: offsets stay valid
 
 
 def token_shape(tok: str) -> str | None:
@@ -298,48 +307,3 @@ class Featurizer:
         code = (first < pos) * 1 + (last > pos) * 2
         return np.where(code > 0, code, -1).reshape(b, n).astype(np.int64)
 
-
-# --- second pass: features from the first pass's labels --------------------------------------------
-
-#: First-pass templates the second pass reuses (by name), followed by the label templates below.
-STAGE2_BASE = ("bias", "u-2", "u-1", "u0", "u1", "u2", "b-1", "b0", "t-1", "cls5", "pos", "rpos",
-               "lexlong", "lexprev", "lexnext", "rep2", "rep3")
-LABEL_TEMPLATES = ("l-2", "l-1", "l0", "l1", "l2", "l-1l0", "l0l1", "prev_ent", "next_ent", "chunk")
-_NL = len(LABELS) + 1  # label ids plus padding
-
-
-def label_keys(paths: np.ndarray) -> np.ndarray:
-    """Keys (B, n, len(LABEL_TEMPLATES)) describing first-pass labels around each token.
-
-    Labels at offsets -2..2 and their bigrams, the type of the entity before this token's chunk and
-    after it, and this token's chunk (type, place B/I/E/S, length).
-    """
-    b, n = paths.shape
-    pad = len(LABELS)
-    P = np.full((b, n + 4), pad, np.int64)
-    P[:, 2:2 + n] = paths
-    w = {k: P[:, 2 + k:2 + k + n] for k in range(-2, 3)}
-    cols = [w[k] for k in range(-2, 3)]
-    cols += [w[-1] * _NL + w[0], w[0] * _NL + w[1]]
-    idx = np.broadcast_to(np.arange(n), (b, n))
-    big = n + 10
-    is_o = paths == 0
-    is_b = (paths % 2) == 1
-    typ = np.where(is_o, len(TYPES), (paths - 1) // 2)
-    nxt_is_i = np.concatenate([(paths[:, 1:] > 0) & (paths[:, 1:] % 2 == 0), np.zeros((b, 1), bool)], axis=1)
-    is_end = ~is_o & ~nxt_is_i
-    start = np.maximum.accumulate(np.where(is_b | is_o, idx, -1), axis=1)
-    end = np.minimum.accumulate(np.where(is_end | is_o, idx, big)[:, ::-1], axis=1)[:, ::-1]
-    last_non_o = np.maximum.accumulate(np.where(~is_o, idx, -1), axis=1)
-    first_non_o = np.minimum.accumulate(np.where(~is_o, idx, big)[:, ::-1], axis=1)[:, ::-1]
-    rows = np.arange(b)[:, None]
-    before = np.where(start > 0, last_non_o[rows, np.maximum(start - 1, 0)], -1)
-    prev_type = np.where(before >= 0, typ[rows, np.maximum(before, 0)], len(TYPES))
-    after = np.where(end + 1 < n, first_non_o[rows, np.minimum(end + 1, n - 1)], big)
-    next_type = np.where(after < n, typ[rows, np.minimum(after, n - 1)], len(TYPES))
-    cols += [prev_type, next_type]
-    length = np.minimum(end - start + 1, 8)
-    place = np.where(start == end, 3, np.where(idx == start, 0, np.where(idx == end, 2, 1)))
-    chunk = (typ * 4 + place) * 9 + length
-    cols.append(np.where(is_o, -1, chunk))
-    return np.stack(cols, axis=-1).astype(np.int64)

@@ -17,16 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from gridserver.address.parser.features import (
-    LABEL_TEMPLATES,
-    LABELS,
-    STAGE2_BASE,
-    TYPES,
-    Featurizer,
-    Lexicon,
-    label_keys,
-    tokenize,
-)
+from gridserver.address.parser.features import LABELS, TYPES, Featurizer, Lexicon, tokenize
 from gridserver.errors import InvalidInput
 
 FORMAT = "gridserver-address-crf/2"
@@ -47,8 +38,8 @@ def _allowed_transitions() -> tuple[np.ndarray, np.ndarray]:
     return allowed, start
 
 
-class Stage:
-    """One linear-chain CRF: feature (template, key) → weight row, transitions, Viterbi decoding."""
+class LinearCRF:
+    """A linear-chain CRF: feature (template, key) → weight row, transitions, Viterbi decoding."""
 
     def __init__(self, n_templates: int, feat_template: np.ndarray, feat_key: np.ndarray,
                  weights: np.ndarray, transitions: np.ndarray):
@@ -66,7 +57,7 @@ class Stage:
         self._i_from_b = self._i_cols - 1  # B-X sits right before I-X in LABELS
 
     @classmethod
-    def from_crfsuite(cls, n_templates: int, info) -> "Stage":
+    def from_crfsuite(cls, n_templates: int, info) -> "LinearCRF":
         """Build from a crfsuite ``Tagger.info()`` whose attributes are ``"<template>:<key>"``."""
         label_index = {lab: i for i, lab in enumerate(LABELS)}
         attrs = sorted({a for a, _ in info.state_features},
@@ -171,7 +162,7 @@ class Stage:
                 f"{prefix}transitions": self.transitions.astype("<f4")}
 
     @classmethod
-    def from_arrays(cls, n_templates: int, arrays: dict, prefix: str) -> "Stage":
+    def from_arrays(cls, n_templates: int, arrays: dict, prefix: str) -> "LinearCRF":
         n_feat = len(arrays[f"{prefix}feat_key"])
         weights = np.zeros((n_feat, len(LABELS)), np.float32)
         weights[arrays[f"{prefix}w_row"], arrays[f"{prefix}w_label"]] = arrays[f"{prefix}w_value"]
@@ -180,24 +171,11 @@ class Stage:
 
 
 class AddressModel:
-    """Featurizer + first-pass CRF + optional second pass that also sees the first pass's labels."""
+    """Featurizer (vocabulary, gazetteer) + the CRF."""
 
-    def __init__(self, featurizer: Featurizer, stage1: Stage, stage2: Stage | None = None, meta: dict | None = None):
-        self.featurizer, self.stage1, self.stage2 = featurizer, stage1, stage2
+    def __init__(self, featurizer: Featurizer, crf: LinearCRF, meta: dict | None = None):
+        self.featurizer, self.crf = featurizer, crf
         self.meta = meta or {}
-        names = featurizer.template_names
-        self.stage2_base = np.array([names.index(n) for n in STAGE2_BASE])
-
-    def stage2_keys(self, keys: np.ndarray, paths1: np.ndarray) -> np.ndarray:
-        """Second-pass keys: the reused first-pass columns followed by the label templates."""
-        return np.concatenate([keys[:, :, self.stage2_base], label_keys(paths1)], axis=-1)
-
-    def decode_keys(self, keys: np.ndarray) -> np.ndarray:
-        """Label index paths (B, n) for first-pass feature keys (B, n, T)."""
-        paths = self.stage1.decode(keys)
-        if self.stage2 is not None:
-            paths = self.stage2.decode(self.stage2_keys(keys, paths))
-        return paths
 
     # --- public ------------------------------------------------------------------------------------
     def tag_batch(self, texts: Sequence[str]) -> list[list[tuple[str, int, int]]]:
@@ -215,7 +193,7 @@ class AddressModel:
                 groups[len(toks)].append(i)
         for n, members in groups.items():
             ids = np.array([toks_of[i][0] for i in members], np.int64)
-            paths = self.decode_keys(self.featurizer.keys(ids)).tolist()
+            paths = self.crf.decode(self.featurizer.keys(ids)).tolist()
             for i, path in zip(members, paths):
                 out[i] = _spans(path, toks_of[i][1], toks_of[i][2])
         return out
@@ -228,11 +206,10 @@ class AddressModel:
             "lex_hashes": f.lexicon.hashes.astype("<u8"),
             "lex_lengths": f.lexicon.lengths.astype("<i1"),
             "lex_masks": f.lexicon.masks.astype("<i4"),
-            **self.stage1.arrays("s1_"),
-            **(self.stage2.arrays("s2_") if self.stage2 is not None else {}),
+            **self.crf.arrays(""),
         }
         header = {"format": FORMAT, "labels": list(LABELS), "types": list(TYPES),
-                  "templates": f.template_names, "stage2_templates": list(STAGE2_BASE + LABEL_TEMPLATES),
+                  "templates": f.template_names,
                   "vocab": f.vocab_list, "meta": self.meta,
                   "arrays": {k: [str(a.dtype.str), list(a.shape)] for k, a in arrays.items()}}
         raw = io.BytesIO()
@@ -268,13 +245,9 @@ class AddressModel:
         lexicon = Lexicon(arrays["lex_hashes"].astype(np.uint64), arrays["lex_lengths"].astype(np.int8),
                           arrays["lex_masks"].astype(np.int32))
         feat = Featurizer(header["vocab"], lexicon)
-        if (feat.template_names != header["templates"]
-                or header.get("stage2_templates") != list(STAGE2_BASE + LABEL_TEMPLATES)):
+        if feat.template_names != header["templates"]:
             raise InvalidInput(f"{path}: feature templates differ from this code's; retrain the model")
-        stage1 = Stage.from_arrays(len(feat.template_names), arrays, "s1_")
-        stage2 = (Stage.from_arrays(len(STAGE2_BASE) + len(LABEL_TEMPLATES), arrays, "s2_")
-                  if "s2_feat_key" in arrays else None)
-        return cls(feat, stage1, stage2, header.get("meta"))
+        return cls(feat, LinearCRF.from_arrays(len(feat.template_names), arrays, ""), header.get("meta"))
 
 
 def _spans(path: list[int], starts: list[int], ends: list[int]) -> list[tuple[str, int, int]]:
