@@ -472,13 +472,14 @@ def auto_review(engine, *, actor: str = "auto-review") -> dict:
     """The demo's review policy (collect → review → share), applied without a human:
 
     * a pending new address reported by at least two departments is approved;
-    * a 'review' row whose best candidate lies within 30 m of the row's own point is merged into it.
 
-    Everything else stays in the queue for people. Returns counts per action.
+    Everything else stays in the queue for people. (A proximity rule — merge a 'review' row into a
+    candidate within 30 m of its point — was tried and dropped: in dense Yuexiu it merged about half
+    of those rows into the wrong house.) Returns counts per action.
     """
     from gridserver.address import review
 
-    counts = {"approved": 0, "merged": 0}
+    counts = {"approved": 0}
     with engine.begin() as conn:
         corroborated = conn.execute(text(
             """SELECT min(d.id) FROM dept_records d JOIN std_addresses s ON s.id = d.address_id
@@ -487,14 +488,6 @@ def auto_review(engine, *, actor: str = "auto-review") -> dict:
         for rid in corroborated:
             review.approve(conn, rid, actor=actor, reason="reported by two or more departments")
             counts["approved"] += 1
-        near = conn.execute(text(
-            """SELECT d.id, s.code FROM dept_records d JOIN std_addresses s ON s.id = d.candidate_id
-               WHERE d.status = 'review' AND d.reviewed_at IS NULL AND d.geom IS NOT NULL
-                 AND s.status = 'active'
-                 AND ST_DWithin(ST_Transform(d.geom, 4547), ST_Transform(s.geom, 4547), 30)""")).all()
-        for rid, code in near:
-            review.merge(conn, rid, code, actor=actor, reason="candidate within 30 m of the reported point")
-            counts["merged"] += 1
     return counts
 
 

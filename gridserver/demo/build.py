@@ -152,7 +152,7 @@ def build_demo(seed: int = 0, incidents: int = 3000, addresses: bool = True) -> 
         except ModuleNotFoundError:
             summary["addresses"] = "address base module not installed"
         else:
-            summary["addresses"] = build_demo_address_base(engine, seed, out_dir / "addresses")
+            summary["addresses"] = build_demo_address_base(engine, seed, out_dir / "addresses", console=console)
     summary["seconds"] = round(time.perf_counter() - t0, 1)
     return summary
 
@@ -168,8 +168,16 @@ def _print_summary(summary: dict, host: str, port: int) -> None:
     if "gcj02_check" in summary:
         g = summary["gcj02_check"]
         t.add_row("GCJ-02 检查", f"IoU uncorrected {g['iou_uncorrected']}, corrected {g['iou_corrected']}")
-    if "addresses" in summary:
-        t.add_row("标准地址 addresses", str(summary["addresses"]))
+    a = summary.get("addresses")
+    if isinstance(a, dict):
+        t.add_row("标准地址 addresses", f"{a['standard_addresses']} on {a['roads']} real roads")
+        for sc in a["scores"]:
+            t.add_row(f"  {sc['source']}", f"{sc['rows']} rows: matched {sc['matched']}, "
+                      f"precision {sc['precision']:.3f}, recall {sc['recall']:.3f}")
+        r = a["auto_review"]
+        t.add_row("  审核 review", f"auto-approved {r['approved']}, left for people {a['queue_left']}")
+    elif a:
+        t.add_row("标准地址 addresses", str(a))
     t.add_row("文件 files", summary["files"])
     t.add_row("用时 time", f"{summary['seconds']} s")
     console.print(t)

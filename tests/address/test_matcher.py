@@ -113,5 +113,5 @@ def test_demo_build_ingests_three_tables_through_matcher_and_review(engine, addr
     for s in report["scores"]:
         print(f"\ndemo {s['source']}: precision {s['precision']:.4f} recall {s['recall']:.4f}")
         assert s["precision"] >= 0.98 and s["recall"] >= 0.95
-    assert report["auto_review"]["approved"] + report["auto_review"]["merged"] > 0
+    assert report["auto_review"]["approved"] > 0
     assert report["queue_left"] > 0  # some decisions are left to people

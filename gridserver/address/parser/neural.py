@@ -1,0 +1,192 @@
+"""The neural address tagger at run time: char BiLSTM + CRF, inference in plain numpy.
+
+Inputs per token: its character embedding, the embeddings of the character bigrams to its left and
+right, and 3 x 21 gazetteer bits (an entity of type X begins / ends / runs through here). A
+bidirectional LSTM reads them, a linear layer gives label scores, and a BIO-constrained Viterbi
+picks the best label sequence. Several independently trained members can be stacked in one file;
+their emissions and transitions are averaged (the averaged path score is the mean of the members'
+path scores, so Viterbi on the averages finds the best path of the ensemble).
+
+Weights are trained with PyTorch (:mod:`.train_nn`), but nothing here needs torch: addresses are
+sorted by length and cut into padded batches, the input projection of the characters is a table
+lookup, and each LSTM step is one batched matmul per direction.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gridserver.address.parser.features import LABELS, TYPES, Lexicon
+
+N_LEX = 3 * len(TYPES)
+_NEG = np.float32(-1e4)
+_BATCH = 256
+
+
+def bio_masks() -> tuple[np.ndarray, np.ndarray]:
+    """Allowed transitions (L, L) and allowed first labels (L,): I-X only after B-X or I-X."""
+    n = len(LABELS)
+    allowed = np.ones((n, n), bool)
+    start = np.ones(n, bool)
+    for j, lab in enumerate(LABELS):
+        if lab.startswith("I-"):
+            start[j] = False
+            for i, prev in enumerate(LABELS):
+                allowed[i, j] = prev[2:] == lab[2:] and prev != "O"
+    return allowed, start
+
+
+def lexicon_bits(lexicon: Lexicon, ids: np.ndarray) -> np.ndarray:
+    """Gazetteer features (B, n, 63) float32: begin / end / inside bits for each of the 21 types."""
+    begin, end, inside = lexicon.match(ids)[:3]
+    shifts = np.arange(len(TYPES), dtype=np.int32)
+    out = np.empty(ids.shape + (N_LEX,), np.float32)
+    for k, m in enumerate((begin, end, inside)):
+        out[..., k * len(TYPES):(k + 1) * len(TYPES)] = (m[..., None] >> shifts) & 1
+    return out
+
+
+def bigram_ids(ids: np.ndarray, bigram_keys: np.ndarray, V: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (B, n) of the left bigram (prev, cur) and right bigram (cur, next); 0 = unknown.
+
+    ``bigram_keys`` is the sorted array of known ``a * V + b`` keys; key j has index j + 1.
+    """
+    b, n = ids.shape
+    P = np.zeros((b, n + 2), np.int64)
+    P[:, 1:n + 1] = ids
+    keys = P[:, :-1] * V + P[:, 1:]  # (B, n+1): key i is the bigram (token i-1, token i)
+    if not len(bigram_keys):
+        z = np.zeros((b, n), np.int64)
+        return z, z
+    pos = np.searchsorted(bigram_keys, keys)
+    pos[pos == len(bigram_keys)] = 0
+    idx = np.where(bigram_keys[pos] == keys, pos + 1, 0)
+    return idx[:, :n], idx[:, 1:]
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    # 0.5 * (1 + tanh(x / 2)): same value as 1 / (1 + exp(-x)), without overflow warnings
+    return 0.5 + 0.5 * np.tanh(0.5 * x)
+
+
+class Member:
+    """One trained BiLSTM-CRF: embeddings, LSTM weights (PyTorch gate order i, f, g, o), output layer."""
+
+    def __init__(self, a: dict[str, np.ndarray]):
+        f32 = lambda k: np.ascontiguousarray(a[k], dtype=np.float32)  # noqa: E731
+        self.emb_c, self.emb_b = f32("emb_c"), f32("emb_b")
+        self.H = a["w_hh_f"].shape[1]
+        dc, db = self.emb_c.shape[1], self.emb_b.shape[1]
+        # Input weights of both directions side by side: (in, 8H).
+        W = np.concatenate([f32("w_ih_f"), f32("w_ih_b")], axis=0).T
+        bias = np.concatenate([f32("b_ih_f") + f32("b_hh_f"), f32("b_ih_b") + f32("b_hh_b")])
+        # The character part of the input projection is a table lookup (V, 8H); the bias rides along.
+        self.proj_c = self.emb_c @ W[:dc] + bias
+        self.W_bl, self.W_br, self.W_lex = W[dc:dc + db], W[dc + db:dc + 2 * db], W[dc + 2 * db:]
+        self.w_hh_f, self.w_hh_b = f32("w_hh_f").T.copy(), f32("w_hh_b").T.copy()
+        self.out_w, self.out_b = f32("out_w").T.copy(), f32("out_b")
+        self.trans, self.start, self.end = f32("trans"), f32("start"), f32("end")
+
+    def emissions(self, ids, bl, br, lex, lengths) -> np.ndarray:
+        """Label scores (B, n, L) for a padded batch; positions past ``lengths`` are garbage."""
+        b, n = ids.shape
+        H = self.H
+        G = self.proj_c[ids]
+        G += (self.emb_b[bl] @ self.W_bl) + (self.emb_b[br] @ self.W_br) + lex @ self.W_lex
+        Gf, Gb = G[..., :4 * H], G[..., 4 * H:]
+        out = np.empty((b, n, 2 * H), np.float32)
+        h = np.zeros((b, H), np.float32)
+        c = np.zeros((b, H), np.float32)
+        for t in range(n):
+            h, c = self._step(Gf[:, t], h, c, self.w_hh_f)
+            out[:, t, :H] = h
+        h = np.zeros((b, H), np.float32)
+        c = np.zeros((b, H), np.float32)
+        ragged = bool((lengths != n).any())
+        for t in range(n - 1, -1, -1):
+            h2, c2 = self._step(Gb[:, t], h, c, self.w_hh_b)
+            if ragged:  # the backward pass of a shorter address starts at its own last token
+                live = (lengths > t)[:, None]
+                h2 = np.where(live, h2, 0)
+                c2 = np.where(live, c2, 0)
+            h, c = h2, c2
+            out[:, t, H:] = h
+        return out @ self.out_w + self.out_b
+
+    @staticmethod
+    def _step(g, h, c, w_hh):
+        g = g + h @ w_hh
+        H = h.shape[1]
+        s = _sigmoid(g[:, :2 * H])
+        i, f = s[:, :H], s[:, H:]
+        o = _sigmoid(g[:, 3 * H:])
+        c = f * c + i * np.tanh(g[:, 2 * H:3 * H])
+        return o * np.tanh(c), c
+
+
+class NeuralTagger:
+    """An ensemble of :class:`Member` taggers sharing the vocabulary, bigrams and gazetteer."""
+
+    def __init__(self, V: int, bigram_keys: np.ndarray, lexicon: Lexicon, members: list[dict]):
+        self.V = V
+        self.bigram_keys = np.asarray(bigram_keys, np.int64)
+        self.lexicon = lexicon
+        self.members = [Member(m) for m in members]
+        allowed, start = bio_masks()
+        k = len(self.members)
+        self.trans = np.where(allowed, sum(m.trans for m in self.members) / k, _NEG).astype(np.float32)
+        self.start = np.where(start, sum(m.start for m in self.members) / k, _NEG).astype(np.float32)
+        self.end = (sum(m.end for m in self.members) / k).astype(np.float32)
+
+    def inputs(self, ids: np.ndarray):
+        bl, br = bigram_ids(ids, self.bigram_keys, self.V)
+        return bl, br, lexicon_bits(self.lexicon, ids)
+
+    def emissions(self, ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        bl, br, lex = self.inputs(ids)
+        E = self.members[0].emissions(ids, bl, br, lex, lengths)
+        for m in self.members[1:]:
+            E += m.emissions(ids, bl, br, lex, lengths)
+        if len(self.members) > 1:
+            E /= len(self.members)
+        return E
+
+    def viterbi(self, E: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """Best label paths (B, n) of a padded batch (entries past each length are meaningless)."""
+        b, n, L = E.shape
+        score = E[:, 0] + self.start
+        back = np.empty((n, b, L), np.int64)
+        ident = np.broadcast_to(np.arange(L), (b, L))
+        trans = self.trans
+        for t in range(1, n):
+            cand = score[:, :, None] + trans  # (B, from, to)
+            bp = cand.argmax(axis=1)
+            new = np.take_along_axis(cand, bp[:, None, :], axis=1)[:, 0] + E[:, t]
+            live = (lengths > t)[:, None]
+            score = np.where(live, new, score)
+            back[t] = np.where(live, bp, ident)
+        score = score + self.end
+        path = np.empty((b, n), np.int64)
+        cur = score.argmax(axis=1)
+        path[:, n - 1] = cur
+        rows = np.arange(b)
+        for t in range(n - 1, 0, -1):
+            cur = back[t][rows, cur]
+            path[:, t - 1] = cur
+        return path
+
+    def tag_ids(self, seqs: list[list[int]]) -> list[list[int]]:
+        """Label index sequences for token-id sequences (any lengths, none empty)."""
+        order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+        out: list[list[int]] = [[] for _ in seqs]
+        for s in range(0, len(order), _BATCH):
+            chunk = order[s:s + _BATCH]
+            lengths = np.array([len(seqs[i]) for i in chunk], np.int64)
+            n = int(lengths.max())
+            ids = np.zeros((len(chunk), n), np.int64)
+            for r, i in enumerate(chunk):
+                ids[r, :lengths[r]] = seqs[i]
+            paths = self.viterbi(self.emissions(ids, lengths), lengths).tolist()
+            for r, i in enumerate(chunk):
+                out[i] = paths[r][:lengths[r]]
+        return out

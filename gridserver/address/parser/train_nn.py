@@ -1,0 +1,209 @@
+"""Training the neural address tagger (BiLSTM-CRF) with PyTorch; the result runs without torch.
+
+PyTorch is an optional extra used for training only (``pip install gridserver[train]``). The
+gazetteer bits of a training address come from a gazetteer built on the other 9 folds (the same
+10-fold jackknife as the CRF features), so the tagger learns how far to trust a gazetteer hit on
+text it has not seen; dev and run time use the gazetteer of the whole training set. ``dev.txt`` is
+used only to pick the best epoch.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from gridserver.address.parser.features import LABELS, Featurizer, Lexicon
+from gridserver.address.parser.neural import N_LEX, bigram_ids, bio_masks, lexicon_bits
+
+DEFAULT_NN = {"emb_c": 100, "emb_b": 50, "hidden": 128, "dropout": 0.4, "lr": 2e-3, "epochs": 30,
+              "batch": 32, "min_bigram": 2, "unk_p": 0.03, "seeds": [1]}
+
+
+def require_torch():
+    """Import torch or explain how to get it."""
+    try:
+        import torch
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise SystemExit("训练需要 PyTorch: training the address tagger needs torch — install the extra with "
+                         "`pip install 'gridserver[train]'` (torch==2.13.0, CPU wheel is enough)") from exc
+    return torch
+
+
+@dataclass
+class Encoded:
+    ids: np.ndarray   # (n,) token ids
+    bl: np.ndarray    # (n,) left bigram index
+    br: np.ndarray    # (n,) right bigram index
+    lex: np.ndarray   # (n, 63) gazetteer bits
+    y: np.ndarray     # (n,) label index
+
+
+def bigram_vocab(seqs: Sequence[Sequence[int]], V: int, min_count: int) -> np.ndarray:
+    """Sorted ``a * V + b`` keys of the bigrams seen at least ``min_count`` times (padding included)."""
+    c = Counter()
+    for s in seqs:
+        p = [0, *s, 0]
+        c.update(p[i] * V + p[i + 1] for i in range(len(p) - 1))
+    return np.array(sorted(k for k, v in c.items() if v >= min_count), np.int64)
+
+
+def encode(seqs: Sequence[Sequence[int]], labels: Sequence[Sequence[int]] | None, lexicon: Lexicon,
+           bigram_keys: np.ndarray, V: int) -> list[Encoded]:
+    out = []
+    for k, s in enumerate(seqs):
+        ids = np.array([s], np.int64)
+        bl, br = bigram_ids(ids, bigram_keys, V)
+        lex = lexicon_bits(lexicon, ids)
+        y = np.array(labels[k] if labels is not None else [0] * len(s), np.int64)
+        out.append(Encoded(ids[0], bl[0], br[0], lex[0], y))
+    return out
+
+
+def build_net(torch, V: int, NB: int, p: dict):
+    nn = torch.nn
+    L = len(LABELS)
+    allowed, start = bio_masks()
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb_c = nn.Embedding(V, p["emb_c"])
+            self.emb_b = nn.Embedding(NB + 1, p["emb_b"])
+            self.drop = nn.Dropout(p["dropout"])
+            self.lstm = nn.LSTM(p["emb_c"] + 2 * p["emb_b"] + N_LEX, p["hidden"], batch_first=True,
+                                bidirectional=True)
+            self.out = nn.Linear(2 * p["hidden"], L)
+            self.trans = nn.Parameter(torch.zeros(L, L))
+            self.start = nn.Parameter(torch.zeros(L))
+            self.end = nn.Parameter(torch.zeros(L))
+            self.register_buffer("mask_t", torch.tensor(np.where(allowed, 0.0, -1e4), dtype=torch.float32))
+            self.register_buffer("mask_s", torch.tensor(np.where(start, 0.0, -1e4), dtype=torch.float32))
+
+        def emissions(self, ids, bl, br, lex, lengths):
+            x = torch.cat([self.emb_c(ids), self.emb_b(bl), self.emb_b(br), lex], dim=-1)
+            x = self.drop(x)
+            packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+            h, _ = self.lstm(packed)
+            h, _ = nn.utils.rnn.pad_packed_sequence(h, batch_first=True, total_length=ids.shape[1])
+            return self.out(self.drop(h))
+
+        def nll(self, E, y, mask):
+            """Mean negative log-likelihood of the gold paths under the BIO-constrained CRF."""
+            trans = self.trans + self.mask_t
+            start = self.start + self.mask_s
+            b, n, _ = E.shape
+            ar = torch.arange(b)
+            gold = start[y[:, 0]] + E[ar, 0, y[:, 0]]
+            alpha = start + E[:, 0]
+            for t in range(1, n):
+                m = mask[:, t]
+                gold = gold + m * (trans[y[:, t - 1], y[:, t]] + E[ar, t, y[:, t]])
+                nxt = torch.logsumexp(alpha[:, :, None] + trans, dim=1) + E[:, t]
+                alpha = torch.where(m[:, None] > 0, nxt, alpha)
+            last = y[ar, mask.sum(1).long() - 1]
+            gold = gold + self.end[last]
+            logz = torch.logsumexp(alpha + self.end, dim=1)
+            return (logz - gold).mean()
+
+    return Net()
+
+
+def _batch(torch, items: Sequence[Encoded], unk_p: float = 0.0, rng=None):
+    n = max(len(it.ids) for it in items)
+    b = len(items)
+    ids = np.zeros((b, n), np.int64)
+    bl = np.zeros((b, n), np.int64)
+    br = np.zeros((b, n), np.int64)
+    lex = np.zeros((b, n, N_LEX), np.float32)
+    y = np.zeros((b, n), np.int64)
+    mask = np.zeros((b, n), np.float32)
+    for r, it in enumerate(items):
+        k = len(it.ids)
+        ids[r, :k], bl[r, :k], br[r, :k], lex[r, :k], y[r, :k], mask[r, :k] = it.ids, it.bl, it.br, it.lex, it.y, 1
+    if unk_p and rng is not None:
+        # character dropout: some known characters become UNK so the tagger learns to cope with new ones
+        drop = (rng.random((b, n)) < unk_p) & (ids > 1)
+        ids = np.where(drop, 1, ids)
+    lengths = torch.tensor(mask.sum(1).astype(np.int64))
+    T = torch.from_numpy
+    return T(ids), T(bl), T(br), T(lex), T(y), T(mask), lengths
+
+
+def export(net) -> dict[str, np.ndarray]:
+    """The trained weights as numpy arrays in the layout :class:`.neural.Member` reads."""
+    sd = {k: v.detach().cpu().numpy().astype(np.float32) for k, v in net.state_dict().items()}
+    return {"emb_c": sd["emb_c.weight"], "emb_b": sd["emb_b.weight"],
+            "w_ih_f": sd["lstm.weight_ih_l0"], "w_hh_f": sd["lstm.weight_hh_l0"],
+            "b_ih_f": sd["lstm.bias_ih_l0"], "b_hh_f": sd["lstm.bias_hh_l0"],
+            "w_ih_b": sd["lstm.weight_ih_l0_reverse"], "w_hh_b": sd["lstm.weight_hh_l0_reverse"],
+            "b_ih_b": sd["lstm.bias_ih_l0_reverse"], "b_hh_b": sd["lstm.bias_hh_l0_reverse"],
+            "out_w": sd["out.weight"], "out_b": sd["out.bias"],
+            "trans": sd["trans"], "start": sd["start"], "end": sd["end"]}
+
+
+def fit_member(train_items: list[Encoded], V: int, NB: int, p: dict, seed: int,
+               evaluate: Callable[[dict], float] | None, say: Callable[[str, float], None],
+               lo: float, hi: float, threads: int = 2) -> tuple[dict, float, int]:
+    """Train one member; keep the weights of the epoch with the best ``evaluate`` score (dev F1).
+
+    Returns ``(arrays, best score, best epoch)``. Deterministic for a given seed and thread count.
+    """
+    torch = require_torch()
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    net = build_net(torch, V, NB, p)
+    opt = torch.optim.Adam(net.parameters(), lr=p["lr"])
+    # batches of similar length: less padding, fewer wasted CRF steps
+    order = sorted(range(len(train_items)), key=lambda i: (len(train_items[i].ids), i))
+    batches = [order[i:i + p["batch"]] for i in range(0, len(order), p["batch"])]
+    best, best_epoch, best_arrays = -1.0, -1, export(net)
+    epochs = p["epochs"]
+    for epoch in range(epochs):
+        net.train()
+        for bi in rng.permutation(len(batches)):
+            ids, bl, br, lex, y, mask, lengths = _batch(torch, [train_items[i] for i in batches[bi]],
+                                                        p["unk_p"], rng)
+            E = net.emissions(ids, bl, br, lex, lengths)
+            loss = net.nll(E, y, mask)
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
+            opt.step()
+        net.eval()
+        arrays = export(net)
+        s = evaluate(arrays) if evaluate else float(epoch)
+        if s > best:
+            best, best_epoch, best_arrays = s, epoch, arrays
+        say(f"训练 training seed {seed} epoch {epoch + 1}/{epochs} dev {100 * s:.2f} (best {100 * best:.2f})",
+            lo + (hi - lo) * (epoch + 1) / epochs)
+    return best_arrays, best, best_epoch
+
+
+def torch_tags(net_arrays: dict, V: int, NB: int, p: dict, items: Sequence[Encoded]) -> list[list[int]]:
+    """Emissions from torch itself + numpy Viterbi: used to check the numpy LSTM agrees with torch."""
+    torch = require_torch()
+    net = build_net(torch, V, NB, p)
+    sd = net.state_dict()
+    m = {"emb_c.weight": "emb_c", "emb_b.weight": "emb_b", "lstm.weight_ih_l0": "w_ih_f",
+         "lstm.weight_hh_l0": "w_hh_f", "lstm.bias_ih_l0": "b_ih_f", "lstm.bias_hh_l0": "b_hh_f",
+         "lstm.weight_ih_l0_reverse": "w_ih_b", "lstm.weight_hh_l0_reverse": "w_hh_b",
+         "lstm.bias_ih_l0_reverse": "b_ih_b", "lstm.bias_hh_l0_reverse": "b_hh_b", "out.weight": "out_w",
+         "out.bias": "out_b", "trans": "trans", "start": "start", "end": "end"}
+    for k, v in m.items():
+        sd[k] = torch.tensor(np.asarray(net_arrays[v], np.float32))
+    net.load_state_dict(sd)
+    net.eval()
+    from gridserver.address.parser.neural import NeuralTagger
+
+    dummy = NeuralTagger(V, np.zeros(0, np.int64), Lexicon.build([]), [net_arrays])
+    out = []
+    with torch.no_grad():
+        for it in items:
+            ids, bl, br, lex, y, mask, lengths = _batch(torch, [it])
+            E = net.emissions(ids, bl, br, lex, lengths).numpy()
+            out.append(dummy.viterbi(E, np.array([len(it.ids)]))[0].tolist())
+    return out
