@@ -24,7 +24,7 @@ import tracemalloc
 
 import numpy as np
 import shapely
-from shapely.ops import voronoi_diagram
+from common import voronoi_split  # bench/common.py (the script directory is on sys.path)
 
 from gridserver.areas.lookup import GridIndex
 from gridserver.settings import get_settings
@@ -42,14 +42,7 @@ def yuexiu_grids(n_grids: int, target_vertices: int, rng) -> tuple[list[str], li
     quota = np.maximum(1, np.round(n_grids * areas / areas.sum()).astype(int))
     codes, geoms = [], []
     for scode, street, k in zip(scodes, streets, quota):
-        x0, y0, x1, y1 = street.bounds
-        seeds: list = []
-        while len(seeds) < k:
-            c = rng.uniform([x0, y0], [x1, y1], (4 * k, 2))
-            seeds.extend(c[shapely.contains_xy(street, c[:, 0], c[:, 1])].tolist())
-        cells = voronoi_diagram(shapely.MultiPoint(seeds[:k]), envelope=street.envelope.buffer(0.01))
-        parts = [c.intersection(street) for c in cells.geoms]
-        parts = [p for p in parts if not p.is_empty and p.area > 0]
+        parts = voronoi_split(street, k, rng)
         # Grid codes: street + community 001 + 3-digit sequence (prefix-hierarchical like the real ones).
         for i, p in enumerate(parts):
             codes.append(f"{scode}{1 + i // 999:03d}{1 + i % 999:03d}")

@@ -33,7 +33,7 @@ from collections import defaultdict
 import numpy as np
 import shapely
 from fastapi import Request  # module level: the async handler's annotation must resolve
-from shapely.ops import voronoi_diagram
+from common import voronoi_split  # bench/common.py (the script directory is on sys.path)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -61,13 +61,7 @@ def build_city(n_grids: int, n_incidents: int, rng) -> tuple[list[dict], list[tu
     for scode, street, name in zip(scodes, streets, df.get("name", scodes)):
         areas.append(dict(level="street", code=scode, name=str(name), parent_code="440104", geom=street))
         k = max(1, round(n_grids * street.area / total))
-        x0, y0, x1, y1 = street.bounds
-        seeds: list = []
-        while len(seeds) < k:
-            c = rng.uniform([x0, y0], [x1, y1], (4 * k, 2))
-            seeds.extend(c[shapely.contains_xy(street, c[:, 0], c[:, 1])].tolist())
-        cells = voronoi_diagram(shapely.MultiPoint(seeds[:k]), envelope=street.envelope.buffer(0.01))
-        parts = [p for p in (c.intersection(street) for c in cells.geoms) if not p.is_empty and p.area > 0]
+        parts = voronoi_split(street, k, rng)
         parts.sort(key=lambda p: (-round(p.centroid.y, 3), p.centroid.x))
         per_comm = 25
         for ci in range(0, len(parts), per_comm):

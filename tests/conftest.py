@@ -155,3 +155,16 @@ def small_city(engine):
     areas = small_city_areas()
     load_areas(engine, areas)
     return {a["code"]: a for a in areas}
+
+
+def scratch_codes(engine, prefix: str):
+    """Generator for a fixture: delete every area whose code starts with ``prefix`` before and after."""
+    from sqlalchemy import text
+
+    def wipe():
+        with engine.begin() as conn:
+            conn.execute(text("DELETE FROM admin_areas WHERE code LIKE :p || '%'"), {"p": prefix})
+
+    wipe()
+    yield engine
+    wipe()

@@ -23,6 +23,7 @@ from conftest import small_city_areas
 from gridserver.areas.importer import AreaImportError, import_areas, import_many
 from gridserver.errors import InvalidInput, UnknownCRS
 from gridserver.geo.crs import wgs84_to_gcj02
+from conftest import scratch_codes
 
 D = "440199"
 
@@ -65,13 +66,8 @@ def snapshot(engine) -> list[tuple]:
 
 @pytest.fixture
 def scratch(engine):
-    """Remove every 440199 row before and after the test."""
-    def wipe():
-        with engine.begin() as conn:
-            conn.execute(text("DELETE FROM admin_areas WHERE code LIKE :p || '%'"), {"p": D})
-    wipe()
-    yield engine
-    wipe()
+    """Remove every row of the scratch district D before and after the test."""
+    yield from scratch_codes(engine, D)
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from sqlalchemy import text
 from conftest import load_areas, small_city_areas
 from gridserver.areas.topology import check_topology
 from gridserver.errors import InvalidInput, NotFound
+from conftest import scratch_codes
 
 D = "440198"
 
@@ -39,12 +40,8 @@ def m2(geom) -> float:
 
 @pytest.fixture
 def scratch(engine):
-    def wipe():
-        with engine.begin() as conn:
-            conn.execute(text("DELETE FROM admin_areas WHERE code LIKE :p || '%'"), {"p": D})
-    wipe()
-    yield engine
-    wipe()
+    """Remove every row of the scratch district D before and after the test."""
+    yield from scratch_codes(engine, D)
 
 
 @pytest.fixture
