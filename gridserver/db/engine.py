@@ -73,10 +73,15 @@ def get_session():
 
 @lru_cache
 def pool():
-    """psycopg connection pool for thin paths (tiles, bulk locate)."""
+    """psycopg connection pool for thin read paths (tiles, bulk locate).
+
+    Connections are in autocommit mode: a tile is one SELECT, and skipping BEGIN/COMMIT saves two
+    round trips per request. Code that needs a snapshot opens ``conn.transaction()`` explicitly.
+    """
     from psycopg_pool import ConnectionPool
 
-    p = ConnectionPool(conninfo(), min_size=1, max_size=get_settings().pool_size, open=True)
+    p = ConnectionPool(conninfo(), min_size=1, max_size=get_settings().pool_size, open=True,
+                       kwargs={"autocommit": True})
     return p
 
 

@@ -91,27 +91,33 @@ class Member:
         """Label scores (B, n, L) for a padded batch; positions past ``lengths`` are garbage."""
         b, n = ids.shape
         H = self.H
-        G = self.proj_c[ids]
-        G += (self.emb_b[bl] @ self.W_bl) + (self.emb_b[br] @ self.W_br) + lex @ self.W_lex
-        Gf, Gb = G[..., :4 * H], G[..., 4 * H:]
-        out = np.empty((b, n, 2 * H), np.float32)
+        m = b * n
+        # time-major (n, B, 8H): each step then reads one contiguous slab
+        G = self.proj_c[ids.T.reshape(m)]
+        G += self.emb_b[bl.T.reshape(m)] @ self.W_bl
+        G += self.emb_b[br.T.reshape(m)] @ self.W_br
+        G += lex.transpose(1, 0, 2).reshape(m, -1) @ self.W_lex
+        G = G.reshape(n, b, 8 * H)
+        Gf, Gb = G[:, :, :4 * H], G[:, :, 4 * H:]
+        out = np.empty((n, b, 2 * H), np.float32)
         h = np.zeros((b, H), np.float32)
         c = np.zeros((b, H), np.float32)
         for t in range(n):
-            h, c = self._step(Gf[:, t], h, c, self.w_hh_f)
-            out[:, t, :H] = h
+            h, c = self._step(Gf[t], h, c, self.w_hh_f)
+            out[t, :, :H] = h
         h = np.zeros((b, H), np.float32)
         c = np.zeros((b, H), np.float32)
         ragged = bool((lengths != n).any())
         for t in range(n - 1, -1, -1):
-            h2, c2 = self._step(Gb[:, t], h, c, self.w_hh_b)
+            h2, c2 = self._step(Gb[t], h, c, self.w_hh_b)
             if ragged:  # the backward pass of a shorter address starts at its own last token
                 live = (lengths > t)[:, None]
                 h2 = np.where(live, h2, 0)
                 c2 = np.where(live, c2, 0)
             h, c = h2, c2
-            out[:, t, H:] = h
-        return out @ self.out_w + self.out_b
+            out[t, :, H:] = h
+        E = out.reshape(m, 2 * H) @ self.out_w + self.out_b
+        return E.reshape(n, b, -1).transpose(1, 0, 2)
 
     @staticmethod
     def _step(g, h, c, w_hh):
