@@ -1,9 +1,13 @@
-"""The trained address tagger: a linear-chain CRF whose weights live in numpy arrays.
+"""The trained address tagger and its model files; inference is pure numpy.
 
-Training happens in crfsuite (see :mod:`.train`); inference here is pure numpy: feature keys →
-weight rows → emission scores, then a batched Viterbi over all addresses of the same token count.
-The model file is a gzip stream of a JSON header and raw little-endian arrays, written with a zero
-timestamp so the same training run gives the same bytes.
+Two taggers share the tokenizer, vocabulary and gazetteer of :mod:`.features`:
+
+* the neural BiLSTM-CRF of :mod:`.neural` (trained with PyTorch, :mod:`.train_nn`), stored as an
+  ``.npz`` (a zip of ``.npy`` arrays plus a JSON header) written with fixed zip timestamps;
+* the older linear-chain CRF (trained with crfsuite): feature keys → weight rows → emission scores,
+  stored as a gzip stream of a JSON header and raw little-endian arrays.
+
+:meth:`AddressModel.load` tells the two apart by the file's first bytes.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import zipfile
 from collections import defaultdict
 from pathlib import Path
 from typing import Sequence
@@ -18,9 +23,11 @@ from typing import Sequence
 import numpy as np
 
 from gridserver.address.parser.features import LABELS, TYPES, Featurizer, Lexicon, tokenize
+from gridserver.address.parser.neural import NeuralTagger
 from gridserver.errors import InvalidInput
 
 FORMAT = "gridserver-address-crf/2"
+NN_FORMAT = "gridserver-address-bilstm-crf/1"
 _DENSE_LIMIT = 1 << 18  # templates whose keys are all below this get a direct lookup table
 _NEG = np.float32(-1e9)
 
@@ -171,10 +178,14 @@ class LinearCRF:
 
 
 class AddressModel:
-    """Featurizer (vocabulary, gazetteer) + the CRF."""
+    """Featurizer (vocabulary, gazetteer) + a tagger: the neural one if given, else the CRF."""
 
-    def __init__(self, featurizer: Featurizer, crf: LinearCRF, meta: dict | None = None):
-        self.featurizer, self.crf = featurizer, crf
+    def __init__(self, featurizer: Featurizer, crf: LinearCRF | None = None, meta: dict | None = None,
+                 neural: NeuralTagger | None = None, members: list[dict] | None = None):
+        if crf is None and neural is None:
+            raise ValueError("AddressModel needs a CRF or a neural tagger")
+        self.featurizer, self.crf, self.neural = featurizer, crf, neural
+        self.members = members or []  # the neural members' raw arrays, for saving
         self.meta = meta or {}
 
     # --- public ------------------------------------------------------------------------------------
@@ -191,6 +202,12 @@ class AddressModel:
             if toks:
                 toks_of[i] = (encode(toks), starts, ends)
                 groups[len(toks)].append(i)
+        if self.neural is not None:
+            todo = [i for i in range(len(texts)) if toks_of[i] is not None]
+            paths = self.neural.tag_ids([toks_of[i][0] for i in todo])
+            for i, path in zip(todo, paths):
+                out[i] = _spans(path, toks_of[i][1], toks_of[i][2])
+            return out
         for n, members in groups.items():
             ids = np.array([toks_of[i][0] for i in members], np.int64)
             paths = self.crf.decode(self.featurizer.keys(ids)).tolist()
@@ -201,6 +218,8 @@ class AddressModel:
     # --- persistence -------------------------------------------------------------------------------
     def save(self, path: Path | str) -> int:
         """Write the model (deterministic bytes); returns the file size."""
+        if self.neural is not None:
+            return self._save_neural(path)
         f = self.featurizer
         arrays = {
             "lex_hashes": f.lexicon.hashes.astype("<u8"),
@@ -224,12 +243,65 @@ class AddressModel:
             gz.write(raw.getvalue())
         return path.stat().st_size
 
+    def _save_neural(self, path: Path | str) -> int:
+        nn = self.neural
+        lex = self.featurizer.lexicon
+        arrays = {"lex_hashes": lex.hashes.astype("<u8"), "lex_lengths": lex.lengths.astype("<i1"),
+                  "lex_masks": lex.masks.astype("<i4"), "bigram_keys": nn.bigram_keys.astype("<i8")}
+        for k, m in enumerate(self.members):
+            for name, a in m.items():
+                # float16 halves the file; inference computes in float32 from these values
+                arrays[f"m{k}_{name}"] = np.asarray(a).astype("<f2")
+        header = {"format": NN_FORMAT, "labels": list(LABELS), "types": list(TYPES), "vocab": self.featurizer.vocab_list,
+                  "members": len(self.members), "meta": self.meta}
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
+            # fixed timestamps: the same training run gives the same bytes
+            entries = {"header.json": json.dumps(header, ensure_ascii=False, sort_keys=True).encode()}
+            for name in sorted(arrays):
+                buf = io.BytesIO()
+                np.lib.format.write_array(buf, np.ascontiguousarray(arrays[name]), allow_pickle=False)
+                entries[f"{name}.npy"] = buf.getvalue()
+            for name, data in entries.items():
+                info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+                info.compress_type = zipfile.ZIP_DEFLATED
+                zf.writestr(info, data, compresslevel=9)
+        return path.stat().st_size
+
+    @classmethod
+    def _load_neural(cls, path: Path) -> "AddressModel":
+        try:
+            with zipfile.ZipFile(path) as zf:
+                header = json.loads(zf.read("header.json"))
+                arrays = {n[:-4]: np.lib.format.read_array(io.BytesIO(zf.read(n)), allow_pickle=False)
+                          for n in zf.namelist() if n.endswith(".npy")}
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+            raise InvalidInput(f"{path}: not an address model file ({exc})") from exc
+        if header.get("format") != NN_FORMAT or header.get("labels") != list(LABELS):
+            raise InvalidInput(f"{path}: model format {header.get('format')!r} does not match {NN_FORMAT!r}")
+        lexicon = Lexicon(arrays["lex_hashes"].astype(np.uint64), arrays["lex_lengths"].astype(np.int8),
+                          arrays["lex_masks"].astype(np.int32))
+        feat = Featurizer(header["vocab"], lexicon)
+        members = []
+        for k in range(header["members"]):
+            pre = f"m{k}_"
+            members.append({n[len(pre):]: a for n, a in arrays.items() if n.startswith(pre)})
+        tagger = NeuralTagger(feat.V, arrays["bigram_keys"], lexicon, members)
+        return cls(feat, None, header.get("meta"), neural=tagger, members=members)
+
     @classmethod
     def load(cls, path: Path | str) -> "AddressModel":
         """Read a model written by :meth:`save`; raise InvalidInput if the file is not one."""
         path = Path(path)
         try:
-            data = gzip.decompress(path.read_bytes())
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise InvalidInput(f"{path}: not an address model file ({exc})") from exc
+        if raw[:2] == b"PK":
+            return cls._load_neural(path)
+        try:
+            data = gzip.decompress(raw)
             hlen = int.from_bytes(data[:8], "little")
             header = json.loads(data[8:8 + hlen])
         except (OSError, ValueError, EOFError) as exc:

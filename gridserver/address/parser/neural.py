@@ -76,13 +76,13 @@ class Member:
         f32 = lambda k: np.ascontiguousarray(a[k], dtype=np.float32)  # noqa: E731
         self.emb_c, self.emb_b = f32("emb_c"), f32("emb_b")
         self.H = a["w_hh_f"].shape[1]
-        dc, db = self.emb_c.shape[1], self.emb_b.shape[1]
+        dc = self.emb_c.shape[1]
         # Input weights of both directions side by side: (in, 8H).
         W = np.concatenate([f32("w_ih_f"), f32("w_ih_b")], axis=0).T
         bias = np.concatenate([f32("b_ih_f") + f32("b_hh_f"), f32("b_ih_b") + f32("b_hh_b")])
         # The character part of the input projection is a table lookup (V, 8H); the bias rides along.
         self.proj_c = self.emb_c @ W[:dc] + bias
-        self.W_bl, self.W_br, self.W_lex = W[dc:dc + db], W[dc + db:dc + 2 * db], W[dc + 2 * db:]
+        self.W_rest = np.ascontiguousarray(W[dc:])  # left bigram, right bigram, gazetteer bits
         self.w_hh_f, self.w_hh_b = f32("w_hh_f").T.copy(), f32("w_hh_b").T.copy()
         self.out_w, self.out_b = f32("out_w").T.copy(), f32("out_b")
         self.trans, self.start, self.end = f32("trans"), f32("start"), f32("end")
@@ -93,10 +93,10 @@ class Member:
         H = self.H
         m = b * n
         # time-major (n, B, 8H): each step then reads one contiguous slab
-        G = self.proj_c[ids.T.reshape(m)]
-        G += self.emb_b[bl.T.reshape(m)] @ self.W_bl
-        G += self.emb_b[br.T.reshape(m)] @ self.W_br
-        G += lex.transpose(1, 0, 2).reshape(m, -1) @ self.W_lex
+        X = np.concatenate([self.emb_b[bl.T.reshape(m)], self.emb_b[br.T.reshape(m)],
+                            lex.transpose(1, 0, 2).reshape(m, -1)], axis=1)
+        G = X @ self.W_rest
+        G += self.proj_c[ids.T.reshape(m)]
         G = G.reshape(n, b, 8 * H)
         Gf, Gb = G[:, :, :4 * H], G[:, :, 4 * H:]
         out = np.empty((n, b, 2 * H), np.float32)
@@ -143,6 +143,9 @@ class NeuralTagger:
         self.trans = np.where(allowed, sum(m.trans for m in self.members) / k, _NEG).astype(np.float32)
         self.start = np.where(start, sum(m.start for m in self.members) / k, _NEG).astype(np.float32)
         self.end = (sum(m.end for m in self.members) / k).astype(np.float32)
+        self._b_cols = np.array([i for i, lab in enumerate(LABELS) if not lab.startswith("I-")])
+        self._i_cols = np.array([i for i, lab in enumerate(LABELS) if lab.startswith("I-")])
+        self._i_from_b = self._i_cols - 1  # B-X sits right before I-X in LABELS
 
     def inputs(self, ids: np.ndarray):
         bl, br = bigram_ids(ids, self.bigram_keys, self.V)
@@ -158,26 +161,40 @@ class NeuralTagger:
         return E
 
     def viterbi(self, E: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        """Best label paths (B, n) of a padded batch (entries past each length are meaningless)."""
+        """Best label paths (B, n) of a padded batch (entries past each length are meaningless).
+
+        Uses the BIO structure: O and B-X may follow anything (a max over all labels), I-X only
+        B-X or I-X (a max of two). The forward pass keeps the scores per step; the backward pass
+        recomputes the one argmax it needs, which is cheaper than back-pointers for every label.
+        Scores of an address stop changing after its last token, so its path ends there.
+        """
         b, n, L = E.shape
-        score = E[:, 0] + self.start
-        back = np.empty((n, b, L), np.int64)
-        ident = np.broadcast_to(np.arange(L), (b, L))
+        b_cols, i_cols, i_from_b = self._b_cols, self._i_cols, self._i_from_b
         trans = self.trans
+        trans_b = trans[:, b_cols]
+        ti = trans[i_cols, i_cols]
+        tb = trans[i_from_b, i_cols]
+        scores = np.empty((n, b, L), np.float32)
+        score = E[:, 0] + self.start
+        scores[0] = score
+        ragged = bool((lengths != n).any())
         for t in range(1, n):
-            cand = score[:, :, None] + trans  # (B, from, to)
-            bp = cand.argmax(axis=1)
-            new = np.take_along_axis(cand, bp[:, None, :], axis=1)[:, 0] + E[:, t]
-            live = (lengths > t)[:, None]
-            score = np.where(live, new, score)
-            back[t] = np.where(live, bp, ident)
-        score = score + self.end
+            new = np.empty_like(score)
+            new[:, b_cols] = (score[:, :, None] + trans_b).max(axis=1)
+            new[:, i_cols] = np.maximum(score[:, i_cols] + ti, score[:, i_from_b] + tb)
+            new += E[:, t]
+            if ragged:
+                new = np.where((lengths > t)[:, None], new, score)
+            score = new
+            scores[t] = score
         path = np.empty((b, n), np.int64)
-        cur = score.argmax(axis=1)
-        path[:, n - 1] = cur
-        rows = np.arange(b)
+        final = (scores[n - 1] + self.end).argmax(axis=1)
+        path[:, n - 1] = final
+        cur = final
         for t in range(n - 1, 0, -1):
-            cur = back[t][rows, cur]
+            cur = (scores[t - 1] + trans[:, cur].T).argmax(axis=1)
+            if ragged:  # still past this address's end: its last label is the final argmax
+                cur = np.where(lengths > t, cur, final)
             path[:, t - 1] = cur
         return path
 
