@@ -1,25 +1,18 @@
-"""HTTP routes of the address parser, on a small app that includes only that router."""
+"""HTTP routes of the address parser, through the real app over real HTTP."""
 
 from __future__ import annotations
 
 import pytest
-from fastapi import FastAPI
-from fastapi.testclient import TestClient
 
 from gridserver.address.parser import MODEL_PATH
-from gridserver.address.routes_parse import MAX_BATCH, router
-from gridserver.errors import install_handlers
+from gridserver.address.routes_parse import MAX_BATCH
 
 pytestmark = pytest.mark.skipif(not MODEL_PATH.exists(), reason=f"model {MODEL_PATH} not built")
 
 
 @pytest.fixture(scope="module")
-def client():
-    app = FastAPI()
-    install_handlers(app)
-    app.include_router(router)
-    with TestClient(app) as c:
-        yield c
+def client(http):
+    return http
 
 
 def test_get_parse(client):

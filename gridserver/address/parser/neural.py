@@ -46,6 +46,20 @@ def lexicon_bits(lexicon: Lexicon, ids: np.ndarray) -> np.ndarray:
     return out
 
 
+def lexicon_patterns(lexicon: Lexicon, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct gazetteer bit patterns of a batch: ``(pattern index (B, n), bits (P, 63))``.
+
+    A batch has far fewer distinct patterns than tokens, so the LSTM input projection of the
+    gazetteer bits is computed once per pattern and then looked up.
+    """
+    begin, end, inside = lexicon.match(ids)[:3]
+    n_t = len(TYPES)
+    key = begin.astype(np.int64) | end.astype(np.int64) << n_t | inside.astype(np.int64) << (2 * n_t)
+    uniq, inv = np.unique(key, return_inverse=True)
+    bits = ((uniq[:, None] >> np.arange(N_LEX, dtype=np.int64)) & 1).astype(np.float32)
+    return inv.reshape(ids.shape), bits
+
+
 def bigram_ids(ids: np.ndarray, bigram_keys: np.ndarray, V: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices (B, n) of the left bigram (prev, cur) and right bigram (cur, next); 0 = unknown.
 
@@ -82,21 +96,27 @@ class Member:
         bias = np.concatenate([f32("b_ih_f") + f32("b_hh_f"), f32("b_ih_b") + f32("b_hh_b")])
         # The character part of the input projection is a table lookup (V, 8H); the bias rides along.
         self.proj_c = self.emb_c @ W[:dc] + bias
-        self.W_rest = np.ascontiguousarray(W[dc:])  # left bigram, right bigram, gazetteer bits
+        db = self.emb_b.shape[1]
+        self.W_bi = np.ascontiguousarray(W[dc:dc + 2 * db])  # left bigram, right bigram
+        self.W_lex = np.ascontiguousarray(W[dc + 2 * db:])  # gazetteer bits
         self.w_hh_f, self.w_hh_b = f32("w_hh_f").T.copy(), f32("w_hh_b").T.copy()
         self.out_w, self.out_b = f32("out_w").T.copy(), f32("out_b")
         self.trans, self.start, self.end = f32("trans"), f32("start"), f32("end")
 
     def emissions(self, ids, bl, br, lex, lengths) -> np.ndarray:
-        """Label scores (B, n, L) for a padded batch; positions past ``lengths`` are garbage."""
+        """Label scores (B, n, L) for a padded batch; positions past ``lengths`` are garbage.
+
+        ``lex`` is ``(pattern index (B, n), pattern bits (P, 63))`` from :func:`lexicon_patterns`.
+        """
         b, n = ids.shape
         H = self.H
         m = b * n
+        lex_inv, lex_bits = lex
         # time-major (n, B, 8H): each step then reads one contiguous slab
-        X = np.concatenate([self.emb_b[bl.T.reshape(m)], self.emb_b[br.T.reshape(m)],
-                            lex.transpose(1, 0, 2).reshape(m, -1)], axis=1)
-        G = X @ self.W_rest
+        X = np.concatenate([self.emb_b[bl.T.reshape(m)], self.emb_b[br.T.reshape(m)]], axis=1)
+        G = X @ self.W_bi
         G += self.proj_c[ids.T.reshape(m)]
+        G += (lex_bits @ self.W_lex)[lex_inv.T.reshape(m)]
         G = G.reshape(n, b, 8 * H)
         Gf, Gb = G[:, :, :4 * H], G[:, :, 4 * H:]
         out = np.empty((n, b, 2 * H), np.float32)
@@ -149,7 +169,7 @@ class NeuralTagger:
 
     def inputs(self, ids: np.ndarray):
         bl, br = bigram_ids(ids, self.bigram_keys, self.V)
-        return bl, br, lexicon_bits(self.lexicon, ids)
+        return bl, br, lexicon_patterns(self.lexicon, ids)
 
     def emissions(self, ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         bl, br, lex = self.inputs(ids)

@@ -169,7 +169,97 @@ def _fit(pycrfsuite, data, params: dict, iterations: int, say, label: str, lo: f
 
 def train(corpus_dir: Path, out: Path | None, params: dict | None = None,
           progress: Callable[[str, float], None] | None = None) -> tuple[AddressModel, TrainReport]:
-    """Train on ``corpus_dir/train.txt``, score on ``dev.txt``, save to ``out`` (if given).
+    """Train the address tagger on ``corpus_dir/train.txt``, pick epochs on ``dev.txt``, save to ``out``.
+
+    By default this is the neural BiLSTM-CRF (needs PyTorch, see :mod:`.train_nn`; its
+    hyper-parameters are :data:`.train_nn.DEFAULT_NN`, overridable through ``params``). With
+    ``params["tagger"] == "crf"`` it is the older crfsuite CRF (:func:`train_crf`); the CRF options
+    ``c1``/``c2``/``max_iterations`` only apply to that one. ``progress(stage, fraction)`` is called
+    as training advances.
+    """
+    params = dict(params or {})
+    if params.pop("tagger", "bilstm-crf") == "crf":
+        return train_crf(corpus_dir, out, params, progress)
+    for k in ("c1", "c2", "max_iterations"):
+        params.pop(k, None)
+    return train_neural(corpus_dir, out, params, progress)
+
+
+def train_neural(corpus_dir: Path, out: Path | None, params: dict | None = None,
+                 progress: Callable[[str, float], None] | None = None) -> tuple[AddressModel, TrainReport]:
+    """Train the BiLSTM-CRF members (one per seed) and save them as one ensemble model.
+
+    Each member keeps the weights of its epoch with the best dev F1 (dev.txt is only used for that
+    choice; without a dev file the last epoch is kept). Reproducible: seeds, batch order and
+    character dropout are fixed and torch runs with a fixed thread count, so the same corpus, params
+    and torch build give the same bytes on the same machine. Across CPUs / BLAS builds torch's float
+    sums may differ in the last bits; the model then differs by rounding only (same dev F1 within
+    ~0.1).
+    """
+    from gridserver.address.parser import train_nn as T
+    from gridserver.address.parser.features import LABELS
+    from gridserver.address.parser.neural import NeuralTagger
+
+    T.require_torch()
+    p = {**T.DEFAULT_NN, **(params or {})}
+    say = progress or (lambda stage, frac: None)
+    t0 = time.perf_counter()
+    corpus_dir = Path(corpus_dir)
+    train_ex = read_corpus(corpus_dir / "train.txt")
+    dev_path = corpus_dir / "dev.txt"
+    dev_ex = read_corpus(dev_path) if dev_path.exists() else []
+    say("读取语料 reading corpus", 0.01)
+    items = [align(e) for e in train_ex]
+    vocab = Featurizer.build_vocab(it.tokens for it in items)
+    base = Featurizer(vocab, Lexicon.build([]))
+    encode, V = base.encode, base.V
+    seqs = [encode(it.tokens) for it in items]
+    label_index = {lab: i for i, lab in enumerate(LABELS)}
+    labels = [[label_index[lab] for lab in it.labels] for it in items]
+    bigram_keys = T.bigram_vocab(seqs, V, p["min_bigram"])
+    enc: list = [None] * len(items)
+    for fold in range(FOLDS):
+        lex = _lexicon([it for k, it in enumerate(items) if k % FOLDS != fold], encode)
+        idx = [k for k in range(len(items)) if k % FOLDS == fold and seqs[k]]
+        for k, e in zip(idx, T.encode([seqs[k] for k in idx], [labels[k] for k in idx], lex, bigram_keys, V)):
+            enc[k] = e
+        say("特征 features", 0.01 + 0.04 * (fold + 1) / FOLDS)
+    enc = [e for e in enc if e is not None]
+    full_lex = _lexicon(items, encode)
+    featurizer = Featurizer(vocab, full_lex)
+    meta = {"params": p, "trained_on": "train.txt", "n_train": len(items)}
+
+    def model_of(members: list[dict]) -> AddressModel:
+        tagger = NeuralTagger(V, bigram_keys, full_lex, members)
+        return AddressModel(featurizer, None, meta, neural=tagger, members=members)
+
+    evaluate = (lambda arrays: score(model_of([arrays]), dev_ex)["f1"]) if dev_ex else None
+    members, epochs = [], []
+    seeds = list(p["seeds"])
+    for k, seed in enumerate(seeds):
+        lo, hi = 0.05 + 0.93 * k / len(seeds), 0.05 + 0.93 * (k + 1) / len(seeds)
+        arrays, _, best_epoch = T.fit_member(enc, V, len(bigram_keys), p, seed, evaluate, say, lo, hi)
+        # stored as float16: round now so the dev score below is the saved model's score
+        members.append({name: a.astype(np.float16) for name, a in arrays.items()})
+        epochs.append(best_epoch + 1)
+    meta["best_epochs"] = epochs
+    model = model_of(members)
+    n_params = sum(a.size for m in members for a in m.values())
+    report = TrainReport(n_train=len(items), n_dev=len(dev_ex), misaligned=sum(it.misaligned for it in items),
+                         n_features=int(n_params), seconds=0.0, params=p)
+    say("评估 scoring dev", 0.98)
+    if dev_ex:
+        report.dev = score(model, dev_ex)
+    if out is not None:
+        report.model_bytes = model.save(out)
+    report.seconds = time.perf_counter() - t0
+    say("完成 done", 1.0)
+    return model, report
+
+
+def train_crf(corpus_dir: Path, out: Path | None, params: dict | None = None,
+              progress: Callable[[str, float], None] | None = None) -> tuple[AddressModel, TrainReport]:
+    """Train the crfsuite CRF on ``corpus_dir/train.txt``, score on ``dev.txt``, save to ``out`` (if given).
 
     ``progress(stage, fraction)`` is called as training advances. Deterministic: the same corpus and
     params give the same model bytes.

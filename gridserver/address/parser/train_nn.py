@@ -199,7 +199,7 @@ def torch_tags(net_arrays: dict, V: int, NB: int, p: dict, items: Sequence[Encod
     net.eval()
     from gridserver.address.parser.neural import NeuralTagger
 
-    dummy = NeuralTagger(V, np.zeros(0, np.int64), Lexicon.build([]), [net_arrays])
+    dummy = NeuralTagger(V, np.zeros(0, np.int64), Lexicon.build([]), [net_arrays])  # for its Viterbi
     out = []
     with torch.no_grad():
         for it in items:
