@@ -73,37 +73,34 @@ def _check_scope(conn, user, record_id: int) -> None:
         raise Forbidden(f"record {record_id} is in area {area}, outside your scope {user.scope_code}")
 
 
+def _decide(session: Session, user, record_id: int, action, *args, **kwargs):
+    """Run one review action for ``user`` on a record in its scope, committed before the answer."""
+    conn = session.connection()
+    _check_scope(conn, user, record_id)
+    out = action(conn, record_id, *args, actor=user.username, **kwargs)
+    session.commit()  # visible to the caller's next request as soon as it has the answer
+    return out
+
+
 @router.post("/review/{record_id}/approve", summary="审核通过 approve")
 def approve_endpoint(record_id: int, body: ReviewDecision = Body(default_factory=ReviewDecision),
                      user=Depends(reviewer), session: Session = Depends(get_session, scope="function")):
     """It is a real address: the pending address becomes active (or one is created)."""
-    conn = session.connection()
-    _check_scope(conn, user, record_id)
-    out = review.approve(conn, record_id, actor=user.username, reason=body.reason)
-    session.commit()  # visible to the caller's next request as soon as it has the answer
-    return out
+    return _decide(session, user, record_id, review.approve, reason=body.reason)
 
 
 @router.post("/review/{record_id}/merge", summary="合并 merge into an existing address")
 def merge_endpoint(record_id: int, body: MergeDecision = Body(default_factory=MergeDecision),
                    user=Depends(reviewer), session: Session = Depends(get_session, scope="function")):
     """It is an existing address: matched to it, its text kept as an alias."""
-    conn = session.connection()
-    _check_scope(conn, user, record_id)
-    out = review.merge(conn, record_id, body.target_code, actor=user.username, reason=body.reason)
-    session.commit()  # visible to the caller's next request as soon as it has the answer
-    return out
+    return _decide(session, user, record_id, review.merge, body.target_code, reason=body.reason)
 
 
 @router.post("/review/{record_id}/reject", summary="驳回 reject")
 def reject_endpoint(record_id: int, body: RejectDecision, user=Depends(reviewer),
                     session: Session = Depends(get_session, scope="function")):
     """Not an address: the record is rejected, a pending address made for it retired."""
-    conn = session.connection()
-    _check_scope(conn, user, record_id)
-    out = review.reject(conn, record_id, actor=user.username, reason=body.reason)
-    session.commit()  # visible to the caller's next request as soon as it has the answer
-    return out
+    return _decide(session, user, record_id, review.reject, reason=body.reason)
 
 
 @router.get("/{code}", summary="标准地址详情 one standard address")
