@@ -91,8 +91,8 @@ function buildStyle(doc) {
     layers.push({ id: 'incidents-circle', type: 'circle', source: 'incidents', 'source-layer': 'incidents',
       paint: {
         'circle-color': colors,
-        'circle-radius': ['interpolate', ['linear'], ['zoom'], 11, 3, 16, 7],
-        'circle-stroke-color': '#ffffff', 'circle-stroke-width': 1.2,
+        'circle-radius': ['interpolate', ['linear'], ['zoom'], 11, 1.5, 13, 2.5, 16, 7],
+        'circle-stroke-color': '#ffffff', 'circle-stroke-width': ['interpolate', ['linear'], ['zoom'], 12, 0.4, 15, 1.2],
       } });
     layers.push({ id: 'incidents-highlight', type: 'circle', source: 'incidents', 'source-layer': 'incidents',
       filter: ['==', ['get', 'id'], -1],

@@ -20,7 +20,7 @@ from gridserver.address.parser.features import LABELS, TYPES, Lexicon
 
 N_LEX = 3 * len(TYPES)
 _NEG = np.float32(-1e4)
-_BATCH = 256
+_BATCH = 128
 
 
 def bio_masks() -> tuple[np.ndarray, np.ndarray]:
