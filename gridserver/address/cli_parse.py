@@ -54,9 +54,12 @@ def parse_cmd(jsonl: bool = typer.Option(False, "--jsonl", help="每行输出一
 def train_cmd(
     corpus_dir: Path = typer.Option(None, "--corpus-dir", help="语料目录 corpus dir (default: <shared>/data/address-corpus)"),
     out: Path = typer.Option(None, "--out", help="模型输出路径 model file (default: the packaged model)"),
-    c1: float = typer.Option(None, help="L1 regularisation"),
-    c2: float = typer.Option(None, help="L2 regularisation"),
-    max_iterations: int = typer.Option(None, "--max-iterations", help="L-BFGS iterations"),
+    tagger: str = typer.Option("bilstm-crf", help="bilstm-crf (default, needs `pip install -e .[train]`) or crf"),
+    epochs: int = typer.Option(None, help="bilstm-crf: training epochs"),
+    hidden: int = typer.Option(None, help="bilstm-crf: LSTM units per direction"),
+    c1: float = typer.Option(None, help="crf: L1 regularisation"),
+    c2: float = typer.Option(None, help="crf: L2 regularisation"),
+    max_iterations: int = typer.Option(None, "--max-iterations", help="crf: L-BFGS iterations"),
 ):
     """在 train.txt 上训练地址解析模型，在 dev.txt 上评估 train on train.txt, report dev F1, write the model."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -70,7 +73,9 @@ def train_cmd(
     if not (corpus_dir / "train.txt").exists():
         typer.echo(f"错误 error: {corpus_dir / 'train.txt'} not found (use --corpus-dir)", err=True)
         raise typer.Exit(2)
-    params = {k: v for k, v in {"c1": c1, "c2": c2, "max_iterations": max_iterations}.items() if v is not None}
+    options = {"tagger": tagger, "epochs": epochs, "hidden": hidden, "c1": c1, "c2": c2,
+               "max_iterations": max_iterations}
+    params = {k: v for k, v in options.items() if v is not None}
     console = Console(stderr=True)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                   TimeElapsedColumn(), console=console) as progress:
@@ -84,7 +89,7 @@ def train_cmd(
     for lab, v in report.dev.get("per_type", {}).items():
         table.add_row(lab, f"{100 * v['p']:.2f}", f"{100 * v['r']:.2f}", f"{100 * v['f1']:.2f}", str(v["n"]))
     Console().print(table)
-    typer.echo(f"模型 model: {out} ({report.model_bytes / 1e6:.2f} MB), {report.n_features} features, "
+    typer.echo(f"模型 model: {out} ({report.model_bytes / 1e6:.2f} MB), {report.n_features} parameters/features, "
                f"{report.n_train} training addresses, {report.seconds:.0f} s")
 
 

@@ -30,7 +30,7 @@ def _parser():
             from gridserver.address.parser import parse_batch
 
             parse_batch(["广州市越秀区中山四路13号"])  # loads the model now, so a missing file shows here
-            _state["fn"], _state["name"] = parse_batch, "crf"
+            _state["fn"], _state["name"] = parse_batch, "bilstm-crf"
         except (ImportError, OSError) as exc:
             log.warning("address parser unavailable (%s): using the regex fallback splitter", exc)
             _state["fn"], _state["name"] = None, "regex-fallback"
@@ -43,7 +43,7 @@ def _parser():
 
 
 def parser_name() -> str:
-    """``crf`` when the trained parser is in use, ``regex-fallback`` otherwise."""
+    """``bilstm-crf`` when the trained parser is in use, ``regex-fallback`` otherwise."""
     _parser()
     return str(_state["name"])
 

@@ -21,9 +21,10 @@ from gridserver.errors import InvalidInput
 pytestmark = pytest.mark.skipif(not MODEL_PATH.exists(), reason=f"model {MODEL_PATH} not built (gridserver address train)")
 
 DEV = corpus_dir() / "dev.txt"
-#: Regression floor for dev F1. The issue asks for 0.90; the committed CRF scores 0.8833 on dev (the
-#: official scorer agrees), so this guards what exists — raise it to 0.90 when a model reaches it.
-MIN_DEV_F1 = 0.88
+#: Regression floor for dev F1. The issue asks for 0.90; the committed BiLSTM-CRF scores 0.8946 on dev
+#: (the official scorer agrees; the CRF before it scored 0.8835), so this guards what exists — raise
+#: it to 0.90 when a model reaches it.
+MIN_DEV_F1 = 0.89
 
 
 def _check_well_formed(text: str, comps: list[Component]) -> None:
@@ -163,11 +164,7 @@ def test_standardize_fills_yuexiu_levels():
         assert (got["prov"], got["city"], got["district"]) == ("广东省", "广州市", "越秀区")
 
 
-def test_training_is_deterministic_and_loadable(tmp_path):
-    """A tiny training run (first addresses of train.txt) gives the same bytes twice and a usable model."""
-    from gridserver.address.parser.model import AddressModel
-    from gridserver.address.parser.train import train
-
+def _small_corpus(tmp_path):
     src = corpus_dir() / "train.txt"
     if not src.exists():
         pytest.skip(f"{src} not present (shared corpus)")
@@ -176,15 +173,58 @@ def test_training_is_deterministic_and_loadable(tmp_path):
     small.mkdir()
     (small / "train.txt").write_text("\n\n".join(blocks[:100]) + "\n", encoding="utf-8")
     (small / "dev.txt").write_text("\n\n".join(blocks[100:]) + "\n", encoding="utf-8")
-    params = {"max_iterations": 5}
-    _, r1 = train(small, tmp_path / "a.gz", params)
-    _, r2 = train(small, tmp_path / "b.gz", params)
-    assert (tmp_path / "a.gz").read_bytes() == (tmp_path / "b.gz").read_bytes()
+    return small
+
+
+def test_training_is_deterministic_and_loadable(tmp_path):
+    """A tiny training run (first addresses of train.txt) gives the same bytes twice and a usable model."""
+    pytest.importorskip("torch", reason="training needs the optional torch extra")
+    from gridserver.address.parser.model import AddressModel
+    from gridserver.address.parser.train import train
+
+    small = _small_corpus(tmp_path)
+    params = {"epochs": 2, "hidden": 16, "seeds": [1, 2]}
+    _, r1 = train(small, tmp_path / "a.npz", params)
+    _, r2 = train(small, tmp_path / "b.npz", params)
+    assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
     assert r1.n_train == 100 and r1.n_dev == 20 and 0 < r1.dev["f1"] <= 1
-    model = AddressModel.load(tmp_path / "a.gz")
+    model = AddressModel.load(tmp_path / "a.npz")
+    assert len(model.neural.members) == 2
     text = "浙江省杭州市西湖区文三路123号"
     comps = parse(text, model)
     _check_well_formed(text, comps)
+
+
+def test_numpy_lstm_matches_torch(tmp_path):
+    """The numpy BiLSTM-CRF (padded, length-sorted batches) tags exactly like the torch network it came from."""
+    torch = pytest.importorskip("torch", reason="the reference network needs the optional torch extra")
+    import numpy as np
+
+    from gridserver.address.parser import train_nn as T
+    from gridserver.address.parser.features import Featurizer, Lexicon
+    from gridserver.address.parser.neural import NeuralTagger
+    from gridserver.address.parser.train import align
+
+    examples = read_corpus(_small_corpus(tmp_path) / "train.txt")
+    items = [align(e) for e in examples]
+    feat = Featurizer(Featurizer.build_vocab(it.tokens for it in items), Lexicon.build([]))
+    seqs = [feat.encode(it.tokens) for it in items if it.tokens]
+    lex = Lexicon.build([(s[:3], 1) for s in seqs[:50]])
+    keys = T.bigram_vocab(seqs, feat.V, 1)
+    tri = T.trigram_vocab(seqs, feat.V, 1)
+    p = {**T.DEFAULT_NN, "hidden": 24, "rep": True, "direct": True}  # every input path on
+    torch.manual_seed(0)
+    net = T.build_net(torch, feat.V, len(keys), p, len(tri))
+    with torch.no_grad():  # a random but non-trivial network: make the CRF transitions matter too
+        net.trans.normal_(0, 1.0)
+        net.out.weight.mul_(5)
+        for table in (net.d_bl, net.d_br, net.d_tri):
+            table.weight.normal_(0, 0.5)
+    arrays = T.export(net)
+    want = T.torch_tags(arrays, feat.V, len(keys), p, T.encode(seqs, None, lex, keys, feat.V, tri), len(tri))
+    got = NeuralTagger(feat.V, keys, lex, [arrays], tri).tag_ids(seqs)
+    assert got == want
+    assert len({tuple(x) for x in got}) > 10  # the paths really vary
 
 
 def test_bad_model_file_rejected(tmp_path):

@@ -8,6 +8,10 @@ Public API::
     normalize_address(text)       # width / variants / numerals normalised, for matching
     standardize(text)             # {level: normalised value}, upper levels filled from known roads
 
+The tagger is a character BiLSTM-CRF (two small members averaged, plus gazetteer and repetition
+features; see :mod:`.neural`), trained with PyTorch by ``gridserver address train`` and run in
+plain numpy: torch is not needed at run time.
+
 The 21 labels are those of the NAACL 2019 corpus (Li, Lu, Xie, Li, "Neural Chinese Address
 Parsing"): country prov city district devzone town community road subroad roadno subroadno poi
 subpoi houseno cellno floorno roomno person assist redundant otherinfo. Offsets are into the input
@@ -28,7 +32,7 @@ __all__ = ["Component", "parse", "parse_batch", "normalize_address", "standardiz
            "MODEL_PATH", "LABELS", "MAX_INPUT_CHARS"]
 
 LABELS = TYPES
-MODEL_PATH = Path(__file__).parent / "model" / "address_crf.bin.gz"
+MODEL_PATH = Path(__file__).parent / "model" / "address_tagger.npz"
 #: Longer inputs are cut into pieces of this many characters before tagging (offsets stay global):
 #: real addresses are far shorter, and this bounds the work one request can cause.
 MAX_INPUT_CHARS = 512

@@ -247,7 +247,8 @@ class AddressModel:
         nn = self.neural
         lex = self.featurizer.lexicon
         arrays = {"lex_hashes": lex.hashes.astype("<u8"), "lex_lengths": lex.lengths.astype("<i1"),
-                  "lex_masks": lex.masks.astype("<i4"), "bigram_keys": nn.bigram_keys.astype("<i8")}
+                  "lex_masks": lex.masks.astype("<i4"), "bigram_keys": nn.bigram_keys.astype("<i8"),
+                  "trigram_keys": nn.trigram_keys.astype("<i8")}
         for k, m in enumerate(self.members):
             for name, a in m.items():
                 # float16 halves the file; inference computes in float32 from these values
@@ -287,7 +288,7 @@ class AddressModel:
         for k in range(header["members"]):
             pre = f"m{k}_"
             members.append({n[len(pre):]: a for n, a in arrays.items() if n.startswith(pre)})
-        tagger = NeuralTagger(feat.V, arrays["bigram_keys"], lexicon, members)
+        tagger = NeuralTagger(feat.V, arrays["bigram_keys"], lexicon, members, arrays["trigram_keys"])
         return cls(feat, None, header.get("meta"), neural=tagger, members=members)
 
     @classmethod

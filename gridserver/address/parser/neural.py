@@ -1,7 +1,9 @@
 """The neural address tagger at run time: char BiLSTM + CRF, inference in plain numpy.
 
 Inputs per token: its character embedding, the embeddings of the character bigrams to its left and
-right, and 3 x 21 gazetteer bits (an entity of type X begins / ends / runs through here). A
+right, and 3 x 21 gazetteer bits (an entity of type X begins / ends / runs through here).
+Optional per member (off in the committed model, they did not help on dev): 6 repetition bits (the
+n-grams around a token occur earlier / later in the same address) and direct n-gram label scores. A
 bidirectional LSTM reads them, a linear layer gives label scores, and a BIO-constrained Viterbi
 picks the best label sequence. Several independently trained members can be stacked in one file;
 their emissions and transitions are averaged (the averaged path score is the mean of the members'
@@ -16,9 +18,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from gridserver.address.parser.features import LABELS, TYPES, Lexicon
+from gridserver.address.parser.features import LABELS, TYPES, Featurizer, Lexicon
 
 N_LEX = 3 * len(TYPES)
+N_REP = 6
 _NEG = np.float32(-1e4)
 _BATCH = 128
 
@@ -60,6 +63,22 @@ def lexicon_patterns(lexicon: Lexicon, ids: np.ndarray) -> tuple[np.ndarray, np.
     return inv.reshape(ids.shape), bits
 
 
+def repeat_codes(ids: np.ndarray, V: int) -> np.ndarray:
+    """Repetition bits (B, n) in 0..63: does the right bigram / left bigram / trigram around each token
+    also occur earlier (bit 0) or later (bit 1) in the same address (2 bits each, in that order).
+
+    A repeated 杭州市 is what marks ``redundant``; an LSTM cannot easily compare strings itself.
+    """
+    b, n = ids.shape
+    P = np.zeros((b, n + 2), np.int64)
+    P[:, 1:n + 1] = ids
+    prev, cur, nxt = P[:, :n], P[:, 1:n + 1], P[:, 2:]
+    out = np.zeros((b, n), np.int64)
+    for k, gram in enumerate((cur * V + nxt, prev * V + cur, (prev * V + cur) * V + nxt)):
+        out |= np.maximum(Featurizer._repeats(gram, n), 0) << (2 * k)
+    return out
+
+
 def bigram_ids(ids: np.ndarray, bigram_keys: np.ndarray, V: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices (B, n) of the left bigram (prev, cur) and right bigram (cur, next); 0 = unknown.
 
@@ -78,9 +97,17 @@ def bigram_ids(ids: np.ndarray, bigram_keys: np.ndarray, V: int) -> tuple[np.nda
     return idx[:, :n], idx[:, 1:]
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    # 0.5 * (1 + tanh(x / 2)): same value as 1 / (1 + exp(-x)), without overflow warnings
-    return 0.5 + 0.5 * np.tanh(0.5 * x)
+def trigram_ids(ids: np.ndarray, trigram_keys: np.ndarray, V: int) -> np.ndarray:
+    """Indices (B, n) of the trigram (prev, cur, next) around each token in ``trigram_keys``; 0 = unknown."""
+    b, n = ids.shape
+    P = np.zeros((b, n + 2), np.int64)
+    P[:, 1:n + 1] = ids
+    keys = (P[:, :n] * V + P[:, 1:n + 1]) * V + P[:, 2:]
+    if not len(trigram_keys):
+        return np.zeros((b, n), np.int64)
+    pos = np.searchsorted(trigram_keys, keys)
+    pos[pos == len(trigram_keys)] = 0
+    return np.where(trigram_keys[pos] == keys, pos + 1, 0)
 
 
 class Member:
@@ -94,19 +121,38 @@ class Member:
         # Input weights of both directions side by side: (in, 8H).
         W = np.concatenate([f32("w_ih_f"), f32("w_ih_b")], axis=0).T
         bias = np.concatenate([f32("b_ih_f") + f32("b_hh_f"), f32("b_ih_b") + f32("b_hh_b")])
+        # sigmoid(x) = 0.5 + 0.5 * tanh(x / 2): halving the i, f, o gate columns up front lets one
+        # tanh over all four gates do the work of three sigmoids and a tanh in each step.
+        half = np.ones(4 * self.H, np.float32)
+        half[:2 * self.H] = half[3 * self.H:] = 0.5
+        W = W * np.tile(half, 2)
+        bias = bias * np.tile(half, 2)
         # The character part of the input projection is a table lookup (V, 8H); the bias rides along.
         self.proj_c = self.emb_c @ W[:dc] + bias
         db = self.emb_b.shape[1]
         self.W_bi = np.ascontiguousarray(W[dc:dc + 2 * db])  # left bigram, right bigram
-        self.W_lex = np.ascontiguousarray(W[dc + 2 * db:])  # gazetteer bits
-        self.w_hh_f, self.w_hh_b = f32("w_hh_f").T.copy(), f32("w_hh_b").T.copy()
+        self.W_lex = np.ascontiguousarray(W[dc + 2 * db:dc + 2 * db + N_LEX])  # gazetteer bits
+        # repetition bits (members trained without them have no such rows): a (64, 8H) table
+        self.proj_rep = None
+        if W.shape[0] == dc + 2 * db + N_LEX + N_REP:
+            codes = np.arange(1 << N_REP)
+            bits = ((codes[:, None] >> np.arange(N_REP)) & 1).astype(np.float32)
+            self.proj_rep = bits @ W[dc + 2 * db + N_LEX:]
+        self.w_hh_f = (f32("w_hh_f") * half[:, None]).T.copy()
+        self.w_hh_b = (f32("w_hh_b") * half[:, None]).T.copy()
         self.out_w, self.out_b = f32("out_w").T.copy(), f32("out_b")
+        # direct n-gram label scores (members trained without them have none): a CRF-like sparse
+        # part that memorises frequent local patterns next to the LSTM's generalisation
+        self.direct = None
+        if "d_tri" in a:
+            self.direct = (f32("d_bl"), f32("d_br"), f32("d_tri"))
         self.trans, self.start, self.end = f32("trans"), f32("start"), f32("end")
 
-    def emissions(self, ids, bl, br, lex, lengths) -> np.ndarray:
+    def emissions(self, ids, bl, br, lex, rep, tri, lengths) -> np.ndarray:
         """Label scores (B, n, L) for a padded batch; positions past ``lengths`` are garbage.
 
-        ``lex`` is ``(pattern index (B, n), pattern bits (P, 63))`` from :func:`lexicon_patterns`.
+        ``lex`` is ``(pattern index (B, n), pattern bits (P, 63))`` from :func:`lexicon_patterns`,
+        ``rep`` the codes of :func:`repeat_codes`.
         """
         b, n = ids.shape
         H = self.H
@@ -116,7 +162,11 @@ class Member:
         X = np.concatenate([self.emb_b[bl.T.reshape(m)], self.emb_b[br.T.reshape(m)]], axis=1)
         G = X @ self.W_bi
         G += self.proj_c[ids.T.reshape(m)]
-        G += (lex_bits @ self.W_lex)[lex_inv.T.reshape(m)]
+        if self.proj_rep is None:
+            G += (lex_bits @ self.W_lex)[lex_inv.T.reshape(m)]
+        else:  # one table per distinct (gazetteer pattern, repetition code) pair, then one lookup
+            uniq, inv = np.unique(lex_inv.T.reshape(m) << N_REP | rep.T.reshape(m), return_inverse=True)
+            G += ((lex_bits @ self.W_lex)[uniq >> N_REP] + self.proj_rep[uniq & ((1 << N_REP) - 1)])[inv]
         G = G.reshape(n, b, 8 * H)
         Gf, Gb = G[:, :, :4 * H], G[:, :, 4 * H:]
         out = np.empty((n, b, 2 * H), np.float32)
@@ -137,25 +187,32 @@ class Member:
             h, c = h2, c2
             out[t, :, H:] = h
         E = out.reshape(m, 2 * H) @ self.out_w + self.out_b
+        if self.direct is not None:
+            d_bl, d_br, d_tri = self.direct
+            E += d_bl[bl.T.reshape(m)] + d_br[br.T.reshape(m)] + d_tri[tri.T.reshape(m)]
         return E.reshape(n, b, -1).transpose(1, 0, 2)
 
     @staticmethod
     def _step(g, h, c, w_hh):
-        g = g + h @ w_hh
+        """One LSTM step on pre-halved gates (see ``__init__``): returns the new ``(h, c)``."""
+        z = h @ w_hh
+        z += g
+        np.tanh(z, out=z)
         H = h.shape[1]
-        s = _sigmoid(g[:, :2 * H])
-        i, f = s[:, :H], s[:, H:]
-        o = _sigmoid(g[:, 3 * H:])
-        c = f * c + i * np.tanh(g[:, 2 * H:3 * H])
-        return o * np.tanh(c), c
+        u = z * 0.5
+        u += 0.5  # i, f, o = sigmoid of the original pre-activations
+        c = u[:, H:2 * H] * c + u[:, :H] * z[:, 2 * H:3 * H]
+        return u[:, 3 * H:] * np.tanh(c), c
 
 
 class NeuralTagger:
     """An ensemble of :class:`Member` taggers sharing the vocabulary, bigrams and gazetteer."""
 
-    def __init__(self, V: int, bigram_keys: np.ndarray, lexicon: Lexicon, members: list[dict]):
+    def __init__(self, V: int, bigram_keys: np.ndarray, lexicon: Lexicon, members: list[dict],
+                 trigram_keys: np.ndarray | None = None):
         self.V = V
         self.bigram_keys = np.asarray(bigram_keys, np.int64)
+        self.trigram_keys = np.asarray(trigram_keys if trigram_keys is not None else [], np.int64)
         self.lexicon = lexicon
         self.members = [Member(m) for m in members]
         allowed, start = bio_masks()
@@ -169,13 +226,15 @@ class NeuralTagger:
 
     def inputs(self, ids: np.ndarray):
         bl, br = bigram_ids(ids, self.bigram_keys, self.V)
-        return bl, br, lexicon_patterns(self.lexicon, ids)
+        # repetition codes only if some member reads them
+        rep = repeat_codes(ids, self.V) if any(m.proj_rep is not None for m in self.members) else None
+        return bl, br, lexicon_patterns(self.lexicon, ids), rep, trigram_ids(ids, self.trigram_keys, self.V)
 
     def emissions(self, ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        bl, br, lex = self.inputs(ids)
-        E = self.members[0].emissions(ids, bl, br, lex, lengths)
+        bl, br, lex, rep, tri = self.inputs(ids)
+        E = self.members[0].emissions(ids, bl, br, lex, rep, tri, lengths)
         for m in self.members[1:]:
-            E += m.emissions(ids, bl, br, lex, lengths)
+            E += m.emissions(ids, bl, br, lex, rep, tri, lengths)
         if len(self.members) > 1:
             E /= len(self.members)
         return E

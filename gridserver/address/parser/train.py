@@ -1,9 +1,13 @@
-"""Training the address tagger on ``train.txt`` (crfsuite, L-BFGS) and scoring it on ``dev.txt``.
+"""Training the address tagger on ``train.txt`` and scoring it on ``dev.txt``.
+
+:func:`train` builds the neural BiLSTM-CRF (PyTorch, :mod:`.train_nn`); :func:`train_crf` the
+older crfsuite CRF (L-BFGS). Both share the tokenisation, vocabulary and gazetteer below.
 
 The gazetteer features use entities seen in training. To keep the tagger from trusting them more
 than it should (every training entity is trivially "known" on its own sentence), the training
 features of fold k use a gazetteer built from the other folds only (10-fold jackknife); the saved
-model carries the gazetteer of the whole training set. The dev set is only scored, never trained on.
+model carries the gazetteer of the whole training set. The dev set is never trained on: it is
+scored, and picks the best epoch (or weight average) of each neural member.
 """
 
 from __future__ import annotations
@@ -189,12 +193,15 @@ def train_neural(corpus_dir: Path, out: Path | None, params: dict | None = None,
                  progress: Callable[[str, float], None] | None = None) -> tuple[AddressModel, TrainReport]:
     """Train the BiLSTM-CRF members (one per seed) and save them as one ensemble model.
 
-    Each member keeps the weights of its epoch with the best dev F1 (dev.txt is only used for that
-    choice; without a dev file the last epoch is kept). Reproducible: seeds, batch order and
-    character dropout are fixed and torch runs with a fixed thread count, so the same corpus, params
-    and torch build give the same bytes on the same machine. Across CPUs / BLAS builds torch's float
-    sums may differ in the last bits; the model then differs by rounding only (same dev F1 within
-    ~0.1).
+    Each member keeps the weights of its epoch (or running weight average) with the best dev F1
+    (dev.txt is only used for that choice; without a dev file the last average is kept).
+
+    Reproducibility: seeds, batch order and character dropout are fixed and torch runs with 2
+    threads. Small runs give identical bytes (tests/address/test_parser.py checks it), but a full
+    run is not guaranteed bit-exact: two full runs of the default configuration on the same machine
+    picked the same epoch and scored the same dev F1 (89.46) while their weights differed by up to
+    5e-3 (torch's multi-threaded float sums are not order-stable). Expect the same model up to such
+    rounding, and dev F1 within ~0.1.
     """
     from gridserver.address.parser import train_nn as T
     from gridserver.address.parser.features import LABELS
@@ -217,11 +224,13 @@ def train_neural(corpus_dir: Path, out: Path | None, params: dict | None = None,
     label_index = {lab: i for i, lab in enumerate(LABELS)}
     labels = [[label_index[lab] for lab in it.labels] for it in items]
     bigram_keys = T.bigram_vocab(seqs, V, p["min_bigram"])
+    trigram_keys = T.trigram_vocab(seqs, V, p["min_bigram"]) if p.get("direct") else np.zeros(0, np.int64)
     enc: list = [None] * len(items)
     for fold in range(FOLDS):
         lex = _lexicon([it for k, it in enumerate(items) if k % FOLDS != fold], encode)
         idx = [k for k in range(len(items)) if k % FOLDS == fold and seqs[k]]
-        for k, e in zip(idx, T.encode([seqs[k] for k in idx], [labels[k] for k in idx], lex, bigram_keys, V)):
+        for k, e in zip(idx, T.encode([seqs[k] for k in idx], [labels[k] for k in idx], lex, bigram_keys, V,
+                                              trigram_keys)):
             enc[k] = e
         say("特征 features", 0.01 + 0.04 * (fold + 1) / FOLDS)
     enc = [e for e in enc if e is not None]
@@ -230,7 +239,7 @@ def train_neural(corpus_dir: Path, out: Path | None, params: dict | None = None,
     meta = {"params": p, "trained_on": "train.txt", "n_train": len(items)}
 
     def model_of(members: list[dict]) -> AddressModel:
-        tagger = NeuralTagger(V, bigram_keys, full_lex, members)
+        tagger = NeuralTagger(V, bigram_keys, full_lex, members, trigram_keys)
         return AddressModel(featurizer, None, meta, neural=tagger, members=members)
 
     evaluate = (lambda arrays: score(model_of([arrays]), dev_ex)["f1"]) if dev_ex else None
@@ -238,7 +247,8 @@ def train_neural(corpus_dir: Path, out: Path | None, params: dict | None = None,
     seeds = list(p["seeds"])
     for k, seed in enumerate(seeds):
         lo, hi = 0.05 + 0.93 * k / len(seeds), 0.05 + 0.93 * (k + 1) / len(seeds)
-        arrays, _, best_epoch = T.fit_member(enc, V, len(bigram_keys), p, seed, evaluate, say, lo, hi)
+        arrays, _, best_epoch = T.fit_member(enc, V, len(bigram_keys), p, seed, evaluate, say, lo, hi,
+                                             NT=len(trigram_keys))
         # stored as float16: round now so the dev score below is the saved model's score
         members.append({name: a.astype(np.float16) for name, a in arrays.items()})
         epochs.append(best_epoch + 1)
