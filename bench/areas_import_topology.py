@@ -49,7 +49,7 @@ try:
     print(f"synthetic city: {len(rows)-len([r for r in rows if r['level']=='community'])-1} streets, "
           f"{sum(r['level']=='community' for r in rows)} communities, {len(grids)} grids, "
           f"mean {nverts.mean():.0f} vertices/grid")
-    from gridserver.areas.importer import import_areas, import_many
+    from gridserver.areas.importer import import_areas
     from gridserver.areas.topology import check_topology
     tmp = "/tmp/areas_bench"
     by = {}

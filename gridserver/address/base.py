@@ -386,7 +386,6 @@ def _rename(conn, a: dict, f: str, new_val: str, display: str) -> None:
         raise Conflict(f"renaming would duplicate the live address {clash}; merge them instead")
     upper = {}
     for r, key in zip(rows, new_keys):
-        v = key.split("|")
         dc = r.district_code or ""
         upper.setdefault(dc, upper_text(conn, dc) if dc else "")
         field_vals = [r.road, r.house_no, r.building, r.unit, r.floor, r.room]

@@ -91,8 +91,8 @@ def _siblings(conn, address_id: int | None) -> list[int]:
     """Other queued 'new' records waiting on the same pending address."""
     if address_id is None:
         return []
-    return list(conn.execute(text(f"SELECT d.id FROM dept_records d WHERE d.address_id = :a AND d.status = 'new' "
-                                  f"AND d.reviewed_at IS NULL"), {"a": address_id}).scalars())
+    return list(conn.execute(text("SELECT d.id FROM dept_records d WHERE d.address_id = :a AND d.status = 'new' "
+                                  "AND d.reviewed_at IS NULL"), {"a": address_id}).scalars())
 
 
 def approve(conn, record_id: int, *, actor: str, reason: str | None = None) -> dict:

@@ -19,7 +19,6 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import text
 
 from gridserver.settings import get_settings
 

@@ -198,7 +198,6 @@ def test_training_is_deterministic_and_loadable(tmp_path):
 def test_numpy_lstm_matches_torch(tmp_path):
     """The numpy BiLSTM-CRF (padded, length-sorted batches) tags exactly like the torch network it came from."""
     torch = pytest.importorskip("torch", reason="the reference network needs the optional torch extra")
-    import numpy as np
 
     from gridserver.address.parser import train_nn as T
     from gridserver.address.parser.features import Featurizer, Lexicon

@@ -13,7 +13,6 @@ import pytest
 import shapely
 from shapely.affinity import translate
 from shapely.geometry import box
-from sqlalchemy import text
 
 from conftest import load_areas, small_city_areas
 from gridserver.areas.topology import check_topology

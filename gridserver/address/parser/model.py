@@ -23,26 +23,13 @@ from typing import Sequence
 import numpy as np
 
 from gridserver.address.parser.features import LABELS, TYPES, Featurizer, Lexicon, tokenize
-from gridserver.address.parser.neural import NeuralTagger
+from gridserver.address.parser.neural import NeuralTagger, bio_masks
 from gridserver.errors import InvalidInput
 
 FORMAT = "gridserver-address-crf/2"
 NN_FORMAT = "gridserver-address-bilstm-crf/1"
 _DENSE_LIMIT = 1 << 18  # templates whose keys are all below this get a direct lookup table
 _NEG = np.float32(-1e9)
-
-
-def _allowed_transitions() -> tuple[np.ndarray, np.ndarray]:
-    """BIO constraints: I-X only after B-X or I-X, and never first."""
-    n = len(LABELS)
-    allowed = np.ones((n, n), bool)
-    start = np.ones(n, bool)
-    for j, lab in enumerate(LABELS):
-        if lab.startswith("I-"):
-            start[j] = False
-            for i, prev in enumerate(LABELS):
-                allowed[i, j] = prev[2:] == lab[2:] and prev != "O"
-    return allowed, start
 
 
 class LinearCRF:
@@ -55,7 +42,7 @@ class LinearCRF:
         self.weights = weights.astype(np.float32)  # (F, L); row r belongs to feature r
         self.W = np.vstack([np.zeros((1, len(LABELS)), np.float32), self.weights])  # row 0 = absent
         self.transitions = transitions.astype(np.float32)
-        allowed, start = _allowed_transitions()
+        allowed, start = bio_masks()
         self.trans = np.where(allowed, self.transitions, _NEG).astype(np.float32)
         self.start = np.where(start, 0, _NEG).astype(np.float32)
         self._lookups = self._build_lookups()

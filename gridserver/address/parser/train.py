@@ -171,6 +171,18 @@ def _fit(pycrfsuite, data, params: dict, iterations: int, say, label: str, lo: f
     return info
 
 
+def _read_training_data(corpus_dir: Path, say) -> tuple[list, list, list, Featurizer]:
+    """train.txt and (when present) dev.txt examples, the aligned train items, and a featurizer
+    over the train vocabulary with an empty lexicon (each trainer adds its own k-fold lexicons)."""
+    train_ex = read_corpus(corpus_dir / "train.txt")
+    dev_path = corpus_dir / "dev.txt"
+    dev_ex = read_corpus(dev_path) if dev_path.exists() else []
+    say("读取语料 reading corpus", 0.01)
+    items = [align(e) for e in train_ex]
+    base = Featurizer(Featurizer.build_vocab(it.tokens for it in items), Lexicon.build([]))
+    return train_ex, dev_ex, items, base
+
+
 def train(corpus_dir: Path, out: Path | None, params: dict | None = None,
           progress: Callable[[str, float], None] | None = None) -> tuple[AddressModel, TrainReport]:
     """Train the address tagger on ``corpus_dir/train.txt``, pick epochs on ``dev.txt``, save to ``out``.
@@ -211,14 +223,8 @@ def train_neural(corpus_dir: Path, out: Path | None, params: dict | None = None,
     p = {**T.DEFAULT_NN, **(params or {})}
     say = progress or (lambda stage, frac: None)
     t0 = time.perf_counter()
-    corpus_dir = Path(corpus_dir)
-    train_ex = read_corpus(corpus_dir / "train.txt")
-    dev_path = corpus_dir / "dev.txt"
-    dev_ex = read_corpus(dev_path) if dev_path.exists() else []
-    say("读取语料 reading corpus", 0.01)
-    items = [align(e) for e in train_ex]
-    vocab = Featurizer.build_vocab(it.tokens for it in items)
-    base = Featurizer(vocab, Lexicon.build([]))
+    train_ex, dev_ex, items, base = _read_training_data(Path(corpus_dir), say)
+    vocab = base.vocab_list
     encode, V = base.encode, base.V
     seqs = [encode(it.tokens) for it in items]
     label_index = {lab: i for i, lab in enumerate(LABELS)}
@@ -279,14 +285,8 @@ def train_crf(corpus_dir: Path, out: Path | None, params: dict | None = None,
     params = {**DEFAULT_PARAMS, **(params or {})}
     say = progress or (lambda stage, frac: None)
     t0 = time.perf_counter()
-    corpus_dir = Path(corpus_dir)
-    train_ex = read_corpus(corpus_dir / "train.txt")
-    dev_path = corpus_dir / "dev.txt"
-    dev_ex = read_corpus(dev_path) if dev_path.exists() else []
-    say("读取语料 reading corpus", 0.01)
-    items = [align(e) for e in train_ex]
-    vocab = Featurizer.build_vocab(it.tokens for it in items)
-    base = Featurizer(vocab, Lexicon.build([]))
+    train_ex, dev_ex, items, base = _read_training_data(Path(corpus_dir), say)
+    vocab = base.vocab_list
     encode = base.encode
 
     keys1: list[np.ndarray] = [None] * len(items)  # type: ignore[list-item]
