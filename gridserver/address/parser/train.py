@@ -183,6 +183,21 @@ def _read_training_data(corpus_dir: Path, say) -> tuple[list, list, list, Featur
     return train_ex, dev_ex, items, base
 
 
+def _finish(model: AddressModel, items, dev_ex, n_features: int, params: dict, out: Path | None,
+            say, t0: float) -> TrainReport:
+    """The common end of both trainers: score dev (when present), save the model, report."""
+    report = TrainReport(n_train=len(items), n_dev=len(dev_ex), misaligned=sum(it.misaligned for it in items),
+                         n_features=n_features, seconds=0.0, params=params)
+    say("评估 scoring dev", 0.98)
+    if dev_ex:
+        report.dev = score(model, dev_ex)
+    if out is not None:
+        report.model_bytes = model.save(out)
+    report.seconds = time.perf_counter() - t0
+    say("完成 done", 1.0)
+    return report
+
+
 def train(corpus_dir: Path, out: Path | None, params: dict | None = None,
           progress: Callable[[str, float], None] | None = None) -> tuple[AddressModel, TrainReport]:
     """Train the address tagger on ``corpus_dir/train.txt``, pick epochs on ``dev.txt``, save to ``out``.
@@ -261,16 +276,7 @@ def train_neural(corpus_dir: Path, out: Path | None, params: dict | None = None,
     meta["best_epochs"] = epochs
     model = model_of(members)
     n_params = sum(a.size for m in members for a in m.values())
-    report = TrainReport(n_train=len(items), n_dev=len(dev_ex), misaligned=sum(it.misaligned for it in items),
-                         n_features=int(n_params), seconds=0.0, params=p)
-    say("评估 scoring dev", 0.98)
-    if dev_ex:
-        report.dev = score(model, dev_ex)
-    if out is not None:
-        report.model_bytes = model.save(out)
-    report.seconds = time.perf_counter() - t0
-    say("完成 done", 1.0)
-    return model, report
+    return model, _finish(model, items, dev_ex, int(n_params), p, out, say, t0)
 
 
 def train_crf(corpus_dir: Path, out: Path | None, params: dict | None = None,
@@ -305,14 +311,5 @@ def train_crf(corpus_dir: Path, out: Path | None, params: dict | None = None,
                 params["max_iterations"], say, "训练 training (L-BFGS)", 0.05, 0.97)
     crf = LinearCRF.from_crfsuite(n1, info)
     model = AddressModel(featurizer, crf, meta={"params": params, "trained_on": "train.txt", "n_train": len(items)})
-    report = TrainReport(n_train=len(items), n_dev=len(dev_ex), misaligned=sum(it.misaligned for it in items),
-                         n_features=len(crf.feat_key), seconds=0.0, params=params)
-    say("评估 scoring dev", 0.98)
-    if dev_ex:
-        report.dev = score(model, dev_ex)
-    if out is not None:
-        report.model_bytes = model.save(out)
-    report.seconds = time.perf_counter() - t0
-    say("完成 done", 1.0)
-    return model, report
+    return model, _finish(model, items, dev_ex, len(crf.feat_key), params, out, say, t0)
 
