@@ -22,6 +22,7 @@ REQUIRED = 5_000  # addresses per second, one core, batch mode
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--model", default=None, help="model file (default: the committed one)")
     args = ap.parse_args()
 
     from gridserver.address.parser import load_model, parse, parse_batch
@@ -33,14 +34,14 @@ def main() -> int:
         return 0
     texts = [e.text for e in read_corpus(dev)]
     t0 = time.perf_counter()
-    load_model()
+    model = load_model(args.model)
     load_s = time.perf_counter() - t0
-    parse_batch(texts[:200])  # warm-up
+    parse_batch(texts[:200], model)  # warm-up
 
     best = best_cpu = float("inf")
     for _ in range(args.repeat):
         t0, c0 = time.perf_counter(), time.process_time()
-        parse_batch(texts)
+        parse_batch(texts, model)
         best = min(best, time.perf_counter() - t0)
         best_cpu = min(best_cpu, time.process_time() - c0)
     batch_rate = len(texts) / best
@@ -48,7 +49,7 @@ def main() -> int:
     sample = texts[:500]
     t0 = time.perf_counter()
     for t in sample:
-        parse(t)
+        parse(t, model)
     single_rate = len(sample) / (time.perf_counter() - t0)
 
     print(f"model load          {load_s * 1000:8.0f} ms")

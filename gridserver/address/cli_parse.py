@@ -54,11 +54,15 @@ def parse_cmd(jsonl: bool = typer.Option(False, "--jsonl", help="每行输出一
 def train_cmd(
     corpus_dir: Path = typer.Option(None, "--corpus-dir", help="语料目录 corpus dir (default: <shared>/data/address-corpus)"),
     out: Path = typer.Option(None, "--out", help="模型输出路径 model file (default: the packaged model)"),
-    tagger: str = typer.Option("bilstm-crf", help="bilstm-crf (default, needs `pip install -e .[train]`) or crf"),
+    tagger: str = typer.Option("bilstm-crf", help="bilstm-crf (default, needs `pip install -e .\\[train]`) or crf"),
     epochs: int = typer.Option(None, help="bilstm-crf: training epochs"),
     hidden: int = typer.Option(None, help="bilstm-crf: LSTM units per direction"),
-    c1: float = typer.Option(None, help="crf: L1 regularisation"),
-    c2: float = typer.Option(None, help="crf: L2 regularisation"),
+    layers: int = typer.Option(None, help="bilstm-crf: stacked LSTM layers"),
+    seed: list[int] = typer.Option(None, "--seed", help="bilstm-crf: one member per seed (repeat for an ensemble)"),
+    crf_weight: float = typer.Option(None, "--crf-weight", help="bilstm-crf: weight of the CRF's scores (0 = none)"),
+    dictionary: bool = typer.Option(None, "--dict/--no-dict", help="bilstm-crf: jieba dictionary-word features"),
+    c1: float = typer.Option(None, help="crf (also the CRF part of bilstm-crf): L1 regularisation"),
+    c2: float = typer.Option(None, help="crf (also the CRF part of bilstm-crf): L2 regularisation"),
     max_iterations: int = typer.Option(None, "--max-iterations", help="crf: L-BFGS iterations"),
 ):
     """在 train.txt 上训练地址解析模型，在 dev.txt 上评估 train on train.txt, report dev F1, write the model."""
@@ -73,8 +77,8 @@ def train_cmd(
     if not (corpus_dir / "train.txt").exists():
         typer.echo(f"错误 error: {corpus_dir / 'train.txt'} not found (use --corpus-dir)", err=True)
         raise typer.Exit(2)
-    options = {"tagger": tagger, "epochs": epochs, "hidden": hidden, "c1": c1, "c2": c2,
-               "max_iterations": max_iterations}
+    options = {"tagger": tagger, "epochs": epochs, "hidden": hidden, "layers": layers, "seeds": seed or None,
+               "crf_weight": crf_weight, "dict": dictionary, "c1": c1, "c2": c2, "max_iterations": max_iterations}
     params = {k: v for k, v in options.items() if v is not None}
     console = Console(stderr=True)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),

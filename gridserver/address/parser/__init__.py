@@ -8,9 +8,10 @@ Public API::
     normalize_address(text)       # width / variants / numerals normalised, for matching
     standardize(text)             # {level: normalised value}, upper levels filled from known roads
 
-The tagger is a character BiLSTM-CRF (two small members averaged, plus gazetteer and repetition
-features; see :mod:`.neural`), trained with PyTorch by ``gridserver address train`` and run in
-plain numpy: torch is not needed at run time.
+The tagger is a character BiLSTM-CRF (two stacked layers, gazetteer and dictionary-word features)
+whose label scores are combined with a linear-chain CRF's (see :mod:`.neural`), trained with
+PyTorch and crfsuite by ``gridserver address train`` and run in plain numpy: torch is not needed at
+run time.
 
 The 21 labels are those of the NAACL 2019 corpus (Li, Lu, Xie, Li, "Neural Chinese Address
 Parsing"): country prov city district devzone town community road subroad roadno subroadno poi

@@ -103,6 +103,15 @@ class Lexicon:
             h, k = hashes[sel], masks[sel]
             order = np.argsort(h, kind="stable")
             self._by_len[m] = (h[order], k[order])
+        # A bitmap over a few bits of each entry's hash: most n-grams of an address are in no entry,
+        # and one lookup in it rules them out before the binary search (a Bloom filter, one hash).
+        self._bits = max(16, min(24, int(np.ceil(np.log2(max(len(hashes), 1) * 16)))))
+        self._filter = np.zeros(1 << self._bits, bool)
+        self._filter[self._slot(np.asarray(hashes, np.uint64), np.asarray(lengths, np.uint64))] = True
+
+    def _slot(self, h: np.ndarray, m) -> np.ndarray:
+        with np.errstate(over="ignore"):
+            return ((h + np.uint64(m)) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(64 - self._bits)
 
     @staticmethod
     def hash_seq(ids: Sequence[int]) -> int:
@@ -126,13 +135,13 @@ class Lexicon:
         masks = np.array([v for _, v in items], dtype=np.int32)
         return cls(hashes, lengths, masks)
 
-    def match(self, ids: np.ndarray) -> tuple[np.ndarray, ...]:
+    def match(self, ids: np.ndarray, bits_only: bool = False) -> tuple[np.ndarray, ...]:
         """Gazetteer matches over ``ids`` (B, n).
 
         Returns type bitmasks of entries that begin at / end at / run through each token, and a key
         describing the longest entry covering each token (its first type, the token's place in it,
         its length), and keys (first type, length) of the longest entry starting / ending at each
-        token; -1 where nothing matches.
+        token; -1 where nothing matches. With ``bits_only`` the three keys are not computed (all -1).
         """
         b, n = ids.shape
         longest = np.full((b, n), -1, np.int64)
@@ -148,9 +157,15 @@ class Lexicon:
                 table, masks = self._by_len[m]
                 if not len(table):
                     continue
-                pos = np.searchsorted(table, h)
+                cand = np.flatnonzero(self._filter[self._slot(h, m)])
+                if not len(cand):
+                    continue
+                hc = h.reshape(-1)[cand]
+                pos = np.searchsorted(table, hc)
                 pos[pos == len(table)] = 0
-                found = np.where(table[pos] == h, masks[pos], 0)
+                found = np.zeros(h.size, np.int32)
+                found[cand] = np.where(table[pos] == hc, masks[pos], 0)
+                found = found.reshape(h.shape)
                 if not found.any():
                     continue
                 width = n - m + 1
@@ -158,6 +173,8 @@ class Lexicon:
                 end[:, m - 1:] |= found
                 for k in range(1, m - 1):
                     inside[:, k:k + width] |= found
+                if bits_only:
+                    continue
                 # lowest set bit = first type in TYPES order; longer matches overwrite shorter ones
                 first_type = np.log2(found & -found, where=found > 0, out=np.zeros(found.shape)).astype(np.int64)
                 hit = found > 0
@@ -170,6 +187,20 @@ class Lexicon:
                     view = longest[:, k:k + width]
                     np.copyto(view, key, where=hit)
         return begin, end, inside, longest, starts_here, ends_here
+
+
+def _place(keys: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """1-based index of each key in the sorted ``table``, 0 where it is not there."""
+    if not len(table):
+        return np.zeros(keys.shape, np.int64)
+    pos = np.searchsorted(table, keys)
+    pos[pos == len(table)] = 0
+    return np.where(table[pos] == keys, pos + 1, 0)
+
+
+#: Templates whose keys are character bigrams (``a * V + b``) or trigrams, in :meth:`Featurizer.keys`.
+BIGRAM_TEMPLATES = tuple(f"b{k}" for k in range(-_WINDOW, _WINDOW)) + ("skip",)
+TRIGRAM_TEMPLATES = tuple(f"t{k}" for k in range(-2, 1))
 
 
 class Featurizer:
@@ -221,8 +252,17 @@ class Featurizer:
         names += ["rep2", "rep3", "u0_cls_next"]
         return names
 
-    def keys(self, ids: np.ndarray) -> np.ndarray:
-        """Feature keys (B, n, T) for an id matrix (B, n) of addresses with the same token count."""
+    def keys(self, ids: np.ndarray, lengths: np.ndarray | None = None, match: tuple | None = None,
+             ngrams: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+        """Feature keys (B, n, T) for an id matrix (B, n); rows are padded with PAD past ``lengths``
+        (default: all rows are n tokens long). ``match`` is ``self.lexicon.match(ids)`` if the caller
+        has it already. Keys at padded positions are meaningless.
+
+        With ``ngrams = (bigram keys, trigram keys)`` (sorted) the bigram / skip-gram / trigram
+        templates give the 1-based place of their key in those lists (0: not listed) instead of
+        the key itself: one search per kind of n-gram serves all its shifted templates (see
+        :meth:`.LinearCRF.compact`).
+        """
         b, n = ids.shape
         V = self.V
         P = np.zeros((b, n + 2 * _WINDOW), np.int64)
@@ -230,9 +270,18 @@ class Featurizer:
         w = {k: P[:, _WINDOW + k:_WINDOW + k + n] for k in range(-_WINDOW, _WINDOW + 1)}
         cols: list[np.ndarray] = [np.zeros((b, n), np.int64)]
         cols += [w[k] for k in range(-_WINDOW, _WINDOW + 1)]
-        cols += [w[k] * V + w[k + 1] for k in range(-_WINDOW, _WINDOW)]
-        cols += [(w[k] * V + w[k + 1]) * V + w[k + 2] for k in range(-2, 1)]
-        cols.append(w[-1] * V + w[1])
+        if ngrams is None:
+            cols += [w[k] * V + w[k + 1] for k in range(-_WINDOW, _WINDOW)]
+            cols += [(w[k] * V + w[k + 1]) * V + w[k + 2] for k in range(-2, 1)]
+            cols.append(w[-1] * V + w[1])
+        else:
+            bi, tri = ngrams
+            place = lambda keys, table: _place(keys, table)  # noqa: E731
+            two = place(P[:, :-1] * V + P[:, 1:], bi)  # bigram starting at each padded position
+            cols += [two[:, _WINDOW + k:_WINDOW + k + n] for k in range(-_WINDOW, _WINDOW)]
+            three = place((P[:, :-2] * V + P[:, 1:-1]) * V + P[:, 2:], tri)
+            cols += [three[:, _WINDOW + k:_WINDOW + k + n] for k in range(-2, 1)]
+            cols.append(place(w[-1] * V + w[1], bi))
         cls = self.class_of[P]
         c5 = np.zeros((b, n), np.int64)
         for k in range(-2, 3):
@@ -240,9 +289,10 @@ class Featurizer:
         cols.append(c5)
         pos = np.broadcast_to(np.arange(n), (b, n))
         cols.append(np.minimum(pos, 10))
-        cols.append(np.minimum(n - 1 - pos, 10))
+        last = n - 1 if lengths is None else (np.asarray(lengths) - 1)[:, None]
+        cols.append(np.clip(last - pos, 0, 10))
 
-        begin, end, inside, longest, starts_here, ends_here = self.lexicon.match(ids)
+        begin, end, inside, longest, starts_here, ends_here = match or self.lexicon.match(ids)
         any_lex = begin | end | inside
         for t in range(len(TYPES)):
             bit = 1 << t

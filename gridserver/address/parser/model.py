@@ -28,7 +28,7 @@ from gridserver.errors import InvalidInput
 
 FORMAT = "gridserver-address-crf/2"
 NN_FORMAT = "gridserver-address-bilstm-crf/1"
-_DENSE_LIMIT = 1 << 18  # templates whose keys are all below this get a direct lookup table
+_DENSE_LIMIT = 1 << 20  # templates whose keys are all below this get a direct lookup table
 _NEG = np.float32(-1e9)
 
 
@@ -46,6 +46,7 @@ class LinearCRF:
         self.trans = np.where(allowed, self.transitions, _NEG).astype(np.float32)
         self.start = np.where(start, 0, _NEG).astype(np.float32)
         self._lookups = self._build_lookups()
+        self._groups, self._single = self._group_small_templates()
         self._b_cols = np.array([i for i, lab in enumerate(LABELS) if not lab.startswith("I-")])
         self._i_cols = np.array([i for i, lab in enumerate(LABELS) if lab.startswith("I-")])
         self._i_from_b = self._i_cols - 1  # B-X sits right before I-X in LABELS
@@ -86,6 +87,46 @@ class LinearCRF:
                 lookups.append(("sparse", (keys, rows)))
         return lookups
 
+    def compact(self, template_names: list[str]) -> tuple["LinearCRF", tuple[np.ndarray, np.ndarray]]:
+        """The same CRF with n-gram keys replaced by their 1-based place in the sorted list of all
+        bigram (trigram) keys it has weights for, and those two lists: pass them to
+        :meth:`.Featurizer.keys` as ``ngrams``. Every template then has a direct lookup table."""
+        from gridserver.address.parser.features import BIGRAM_TEMPLATES, TRIGRAM_TEMPLATES
+
+        key = self.feat_key.copy()
+        lists = []
+        for family in (BIGRAM_TEMPLATES, TRIGRAM_TEMPLATES):
+            sel = np.isin(self.feat_template, [template_names.index(t) for t in family])
+            table = np.unique(self.feat_key[sel])
+            key[sel] = np.searchsorted(table, self.feat_key[sel]) + 1
+            lists.append(table)
+        return LinearCRF(self.n_templates, self.feat_template, key, self.weights, self.transitions), tuple(lists)
+
+    def _group_small_templates(self, max_size: int = 16, max_rows: int = 4096):
+        """Templates with few keys (positions, distance buckets, gazetteer codes ...) are summed in
+        groups: one table row per combination of their keys holds the sum of their weight rows, so a
+        group costs one lookup instead of one per template. Returns ``(groups, other templates)``."""
+        groups, single, cur, rows = [], [], [], 1
+        for t, (kind, data) in enumerate(self._lookups):
+            if kind != "dense" or len(data) > max_size:
+                single.append(t)
+                continue
+            if rows * len(data) > max_rows:
+                groups.append(cur)
+                cur, rows = [], 1
+            cur.append(t)
+            rows *= len(data)
+        if cur:
+            groups.append(cur)
+        out = []
+        for g in groups:
+            sizes = [len(self._lookups[t][1]) for t in g]
+            C = np.zeros((1, len(LABELS)), np.float32)
+            for t, size in zip(g, sizes):  # row index = mixed-radix number of the members' key indices
+                C = (C[:, None, :] + self.W[self._lookups[t][1]][None, :, :]).reshape(-1, len(LABELS))
+            out.append((g, sizes, np.ascontiguousarray(C)))
+        return out, single
+
     def _rows(self, t: int, keys: np.ndarray) -> np.ndarray:
         kind, data = self._lookups[t]
         if kind == "dense":
@@ -105,7 +146,14 @@ class LinearCRF:
         keys = keys.reshape(b * n, T)
         E = np.zeros((b * n, len(LABELS)), np.float32)
         W = self.W
-        for t in range(T):
+        for g, sizes, C in self._groups:
+            idx = np.zeros(b * n, np.int64)
+            for t, size in zip(g, sizes):
+                k = keys[:, t]
+                idx *= size
+                idx += np.where(k >= size - 1, -1, k) + 1
+            E += C[idx]
+        for t in self._single:
             rows = self._rows(t, keys[:, t])
             hit = np.flatnonzero(rows)
             # Most gazetteer / n-gram keys are absent or unknown: add only the rows that exist.
@@ -236,12 +284,19 @@ class AddressModel:
         arrays = {"lex_hashes": lex.hashes.astype("<u8"), "lex_lengths": lex.lengths.astype("<i1"),
                   "lex_masks": lex.masks.astype("<i4"), "bigram_keys": nn.bigram_keys.astype("<i8"),
                   "trigram_keys": nn.trigram_keys.astype("<i8")}
+        if nn.dictionary is not None:
+            d = nn.dictionary
+            arrays.update({"dict_hashes": d.hashes.astype("<u8"), "dict_lengths": d.lengths.astype("<i1"),
+                           "dict_masks": d.masks.astype("<i1")})
         for k, m in enumerate(self.members):
             for name, a in m.items():
                 # float16 halves the file; inference computes in float32 from these values
                 arrays[f"m{k}_{name}"] = np.asarray(a).astype("<f2")
         header = {"format": NN_FORMAT, "labels": list(LABELS), "types": list(TYPES), "vocab": self.featurizer.vocab_list,
                   "members": len(self.members), "meta": self.meta}
+        if nn.crf is not None:
+            arrays.update(nn.crf_file.arrays("crf_"))
+            header.update(crf_weight=nn.crf_weight, templates=self.featurizer.template_names)
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
@@ -275,7 +330,17 @@ class AddressModel:
         for k in range(header["members"]):
             pre = f"m{k}_"
             members.append({n[len(pre):]: a for n, a in arrays.items() if n.startswith(pre)})
-        tagger = NeuralTagger(feat.V, arrays["bigram_keys"], lexicon, members, arrays["trigram_keys"])
+        dictionary = None
+        if "dict_hashes" in arrays:
+            dictionary = Lexicon(arrays["dict_hashes"].astype(np.uint64), arrays["dict_lengths"].astype(np.int8),
+                                 arrays["dict_masks"].astype(np.int32))
+        crf = None
+        if "crf_feat_key" in arrays:
+            if feat.template_names != header.get("templates"):
+                raise InvalidInput(f"{path}: CRF feature templates differ from this code's; retrain the model")
+            crf = LinearCRF.from_arrays(len(feat.template_names), arrays, "crf_")
+        tagger = NeuralTagger(feat.V, arrays["bigram_keys"], lexicon, members, arrays["trigram_keys"], dictionary,
+                              crf, header.get("crf_weight", 0.0), feat)
         return cls(feat, None, header.get("meta"), neural=tagger, members=members)
 
     @classmethod

@@ -1,17 +1,21 @@
 """The neural address tagger at run time: char BiLSTM + CRF, inference in plain numpy.
 
 Inputs per token: its character embedding, the embeddings of the character bigrams to its left and
-right, and 3 x 21 gazetteer bits (an entity of type X begins / ends / runs through here).
-Optional per member (off in the committed model, they did not help on dev): 6 repetition bits (the
-n-grams around a token occur earlier / later in the same address) and direct n-gram label scores. A
-bidirectional LSTM reads them, a linear layer gives label scores, and a BIO-constrained Viterbi
-picks the best label sequence. Several independently trained members can be stacked in one file;
-their emissions and transitions are averaged (the averaged path score is the mean of the members'
-path scores, so Viterbi on the averages finds the best path of the ensemble).
+right, 3 x 21 gazetteer bits (an entity of type X begins / ends / runs through here; gazetteer =
+the training set's entities) and, when the model has a dictionary, 3 x 5 dictionary bits (a word of
+jieba's general word list, by class: place / organisation / person / noun / other). Optional per
+member (off in the committed model, they did not help on dev): 6 repetition bits and direct n-gram
+label scores. A stack of bidirectional LSTM layers reads them, a linear layer gives label scores;
+the scores of a separately trained linear-chain CRF over hand-made feature templates (see
+:mod:`.features`) can be added with a weight; a BIO-constrained Viterbi picks the best label
+sequence. Several members can be stacked in one file; their emissions and transitions are averaged
+(the averaged path score is the mean of the members' path scores, so Viterbi on the averages finds
+the best path of the ensemble).
 
-Weights are trained with PyTorch (:mod:`.train_nn`), but nothing here needs torch: addresses are
-sorted by length and cut into padded batches, the input projection of the characters is a table
-lookup, and each LSTM step is one batched matmul per direction.
+Weights are trained with PyTorch (:mod:`.train_nn`), but nothing here needs torch. Speed comes from
+not doing work twice: the input projection of characters and bigrams is a table lookup, addresses
+are sorted longest first so each LSTM / Viterbi step touches only the rows still inside their
+address (a prefix of the batch), and every step works in small preallocated buffers.
 """
 
 from __future__ import annotations
@@ -22,8 +26,11 @@ from gridserver.address.parser.features import LABELS, TYPES, Featurizer, Lexico
 
 N_LEX = 3 * len(TYPES)
 N_REP = 6
+#: Word classes of the general dictionary (jieba's word list): place, organisation, person, noun, other.
+DICT_CLASSES = ("ns", "nt", "nr", "n", "other")
+N_DICT = 3 * len(DICT_CLASSES)
 _NEG = np.float32(-1e4)
-_BATCH = 128
+_BATCH = 512
 
 
 def bio_masks() -> tuple[np.ndarray, np.ndarray]:
@@ -49,13 +56,33 @@ def lexicon_bits(lexicon: Lexicon, ids: np.ndarray) -> np.ndarray:
     return out
 
 
-def lexicon_patterns(lexicon: Lexicon, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def dict_bits(lexicon: Lexicon, ids: np.ndarray) -> np.ndarray:
+    """Dictionary-word features (B, n, 15): a word of class k begins / ends / runs through here."""
+    begin, end, inside = lexicon.match(ids, bits_only=True)[:3]
+    shifts = np.arange(len(DICT_CLASSES), dtype=np.int32)
+    out = np.empty(ids.shape + (N_DICT,), np.float32)
+    for k, m in enumerate((begin, end, inside)):
+        out[..., k * len(DICT_CLASSES):(k + 1) * len(DICT_CLASSES)] = (m[..., None] >> shifts) & 1
+    return out
+
+
+def dict_patterns(lexicon: Lexicon, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct dictionary-word bit patterns: ``(pattern index (B, n), bits (P, 15))``."""
+    begin, end, inside = lexicon.match(ids, bits_only=True)[:3]
+    n_c = len(DICT_CLASSES)
+    key = begin.astype(np.int64) | end.astype(np.int64) << n_c | inside.astype(np.int64) << (2 * n_c)
+    uniq, inv = np.unique(key, return_inverse=True)
+    bits = ((uniq[:, None] >> np.arange(N_DICT, dtype=np.int64)) & 1).astype(np.float32)
+    return inv.reshape(ids.shape), bits
+
+
+def lexicon_patterns(lexicon: Lexicon, ids: np.ndarray, match: tuple | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The distinct gazetteer bit patterns of a batch: ``(pattern index (B, n), bits (P, 63))``.
 
     A batch has far fewer distinct patterns than tokens, so the LSTM input projection of the
     gazetteer bits is computed once per pattern and then looked up.
     """
-    begin, end, inside = lexicon.match(ids)[:3]
+    begin, end, inside = (match or lexicon.match(ids))[:3]
     n_t = len(TYPES)
     key = begin.astype(np.int64) | end.astype(np.int64) << n_t | inside.astype(np.int64) << (2 * n_t)
     uniq, inv = np.unique(key, return_inverse=True)
@@ -113,7 +140,7 @@ def trigram_ids(ids: np.ndarray, trigram_keys: np.ndarray, V: int) -> np.ndarray
 class Member:
     """One trained BiLSTM-CRF: embeddings, LSTM weights (PyTorch gate order i, f, g, o), output layer."""
 
-    def __init__(self, a: dict[str, np.ndarray]):
+    def __init__(self, a: dict[str, np.ndarray], bigram_keys: np.ndarray, V: int):
         f32 = lambda k: np.ascontiguousarray(a[k], dtype=np.float32)  # noqa: E731
         self.emb_c, self.emb_b = f32("emb_c"), f32("emb_b")
         self.H = a["w_hh_f"].shape[1]
@@ -127,19 +154,51 @@ class Member:
         half[:2 * self.H] = half[3 * self.H:] = 0.5
         W = W * np.tile(half, 2)
         bias = bias * np.tile(half, 2)
-        # The character part of the input projection is a table lookup (V, 8H); the bias rides along.
-        self.proj_c = self.emb_c @ W[:dc] + bias
+        # The input projection of characters and bigrams is a table lookup: the left bigram (prev,
+        # cur) knows its character, so one table (NB + 1 + V, 8H) holds char + left bigram (rows
+        # past NB: a character whose left bigram is unknown), a second (NB + 1, 8H) the right
+        # bigram; the bias rides along. A lookup costs far less than the matmul it replaces
+        # (~35 MB per table for 11k bigrams and H = 96). Each direction gets its own contiguous half.
+        proj_c = self.emb_c @ W[:dc] + bias
         db = self.emb_b.shape[1]
-        self.W_bi = np.ascontiguousarray(W[dc:dc + 2 * db])  # left bigram, right bigram
+        proj_bl = self.emb_b @ W[dc:dc + db]
+        proj_br = self.emb_b @ W[dc + db:dc + 2 * db]
+        if len(bigram_keys) + 1 != len(self.emb_b):
+            raise ValueError(f"{len(self.emb_b)} bigram embeddings for {len(bigram_keys)} bigram keys (+1 unknown)")
+        cur = np.asarray(bigram_keys, np.int64) % V
+        left = np.concatenate([proj_bl[:1], proj_bl[1:] + proj_c[cur], proj_c + proj_bl[0]])
+        self.tables = [(np.ascontiguousarray(left[:, d * 4 * self.H:(d + 1) * 4 * self.H]),
+                        np.ascontiguousarray(proj_br[:, d * 4 * self.H:(d + 1) * 4 * self.H])) for d in (0, 1)]
+        self.n_bigrams = len(bigram_keys)
         self.W_lex = np.ascontiguousarray(W[dc + 2 * db:dc + 2 * db + N_LEX])  # gazetteer bits
+        k = dc + 2 * db + N_LEX
+        # dictionary-word bits (members trained with a general word list): rows after the gazetteer's
+        self.W_dict = None
+        if bool(a.get("has_dict", np.zeros(1))[0]):
+            self.W_dict = np.ascontiguousarray(W[k:k + N_DICT])
+            k += N_DICT
         # repetition bits (members trained without them have no such rows): a (64, 8H) table
         self.proj_rep = None
-        if W.shape[0] == dc + 2 * db + N_LEX + N_REP:
+        if W.shape[0] == k + N_REP:
             codes = np.arange(1 << N_REP)
             bits = ((codes[:, None] >> np.arange(N_REP)) & 1).astype(np.float32)
-            self.proj_rep = bits @ W[dc + 2 * db + N_LEX:]
+            self.proj_rep = bits @ W[k:]
         self.w_hh_f = (f32("w_hh_f") * half[:, None]).T.copy()
         self.w_hh_b = (f32("w_hh_b") * half[:, None]).T.copy()
+        # stacked layers 2, 3, ... (arrays "w_ih_f2" ...): input = the previous layer's (n, B, 2H)
+        self.upper = []
+        n = 2
+        while f"w_ih_f{n}" in a:
+            Wn = np.concatenate([f32(f"w_ih_f{n}"), f32(f"w_ih_b{n}")], axis=0).T * np.tile(half, 2)
+            bn = np.concatenate([f32(f"b_ih_f{n}") + f32(f"b_hh_f{n}"), f32(f"b_ih_b{n}") + f32(f"b_hh_b{n}")])
+            bn = bn * np.tile(half, 2)
+            # per direction one matrix for [input, h, 1] -> gates: one matmul per step
+            self.upper.append(tuple(
+                np.ascontiguousarray(np.vstack([Wn[:, d * 4 * self.H:(d + 1) * 4 * self.H],
+                                                (f32(f"w_hh_{x}{n}") * half[:, None]).T,
+                                                bn[None, d * 4 * self.H:(d + 1) * 4 * self.H]]))
+                for d, x in ((0, "f"), (1, "b"))))
+            n += 1
         self.out_w, self.out_b = f32("out_w").T.copy(), f32("out_b")
         # direct n-gram label scores (members trained without them have none): a CRF-like sparse
         # part that memorises frequent local patterns next to the LSTM's generalisation
@@ -148,95 +207,171 @@ class Member:
             self.direct = (f32("d_bl"), f32("d_br"), f32("d_tri"))
         self.trans, self.start, self.end = f32("trans"), f32("start"), f32("end")
 
-    def emissions(self, ids, bl, br, lex, rep, tri, lengths) -> np.ndarray:
-        """Label scores (B, n, L) for a padded batch; positions past ``lengths`` are garbage.
+    def emissions(self, ids, bl, br, lex, rep, tri, lengths, dic=None) -> np.ndarray:
+        """Label scores (B, n, L) for a padded batch whose ``lengths`` are in descending order;
+        positions past ``lengths`` are garbage.
 
         ``lex`` is ``(pattern index (B, n), pattern bits (P, 63))`` from :func:`lexicon_patterns`,
-        ``rep`` the codes of :func:`repeat_codes`.
+        ``dic`` the same for the dictionary, ``rep`` the codes of :func:`repeat_codes`.
         """
         b, n = ids.shape
         H = self.H
         m = b * n
         lex_inv, lex_bits = lex
-        # time-major (n, B, 8H): each step then reads one contiguous slab
-        X = np.concatenate([self.emb_b[bl.T.reshape(m)], self.emb_b[br.T.reshape(m)]], axis=1)
-        G = X @ self.W_bi
-        G += self.proj_c[ids.T.reshape(m)]
+        # the first layer's input gates are gathered step by step (time-major indices): small
+        # buffers that stay in cache instead of one (n, B, 8H) array written and read back
+        left = np.where(bl > 0, bl, self.n_bigrams + 1 + ids).T.copy()
+        sources = [(0, left), (1, br.T.copy())]
         if self.proj_rep is None:
-            G += (lex_bits @ self.W_lex)[lex_inv.T.reshape(m)]
-        else:  # one table per distinct (gazetteer pattern, repetition code) pair, then one lookup
+            batch_tables = [(lex_bits @ self.W_lex, lex_inv.T.copy())]
+        else:  # one row per distinct (gazetteer pattern, repetition code) pair
             uniq, inv = np.unique(lex_inv.T.reshape(m) << N_REP | rep.T.reshape(m), return_inverse=True)
-            G += ((lex_bits @ self.W_lex)[uniq >> N_REP] + self.proj_rep[uniq & ((1 << N_REP) - 1)])[inv]
-        G = G.reshape(n, b, 8 * H)
-        Gf, Gb = G[:, :, :4 * H], G[:, :, 4 * H:]
-        out = np.empty((n, b, 2 * H), np.float32)
-        h = np.zeros((b, H), np.float32)
-        c = np.zeros((b, H), np.float32)
-        for t in range(n):
-            h, c = self._step(Gf[t], h, c, self.w_hh_f)
-            out[t, :, :H] = h
-        h = np.zeros((b, H), np.float32)
-        c = np.zeros((b, H), np.float32)
-        ragged = bool((lengths != n).any())
-        for t in range(n - 1, -1, -1):
-            h2, c2 = self._step(Gb[t], h, c, self.w_hh_b)
-            if ragged:  # the backward pass of a shorter address starts at its own last token
-                live = (lengths > t)[:, None]
-                h2 = np.where(live, h2, 0)
-                c2 = np.where(live, c2, 0)
-            h, c = h2, c2
-            out[t, :, H:] = h
+            tab = (lex_bits @ self.W_lex)[uniq >> N_REP] + self.proj_rep[uniq & ((1 << N_REP) - 1)]
+            batch_tables = [(tab, inv.reshape(n, b))]
+        if self.W_dict is not None:
+            dic_inv, dic_bits = dic
+            batch_tables.append((dic_bits @ self.W_dict, dic_inv.T.copy()))
+        halves = [[(np.ascontiguousarray(tab[:, d * 4 * H:(d + 1) * 4 * H]), idx) for tab, idx in batch_tables]
+                  for d in (0, 1)]
+        tmp = np.empty((b, 4 * H), np.float32)
+
+        def first_layer(z, t, d, a):
+            part = tmp[:a]
+            for k, idx in sources:
+                np.take(self.tables[d][k], idx[t, :a], axis=0, out=part)
+                z += part
+            for tab, idx in halves[d]:
+                np.take(tab, idx[t, :a], axis=0, out=part)
+                z += part
+
+        active = active_rows(lengths, n)
+        out = self._bilstm(n, b, active, self.w_hh_f, self.w_hh_b, first_layer)
+        for w_f, w_b in self.upper:  # an upper layer reads the layer below step by step too
+            out = self._bilstm(n, b, active, w_f, w_b, below=out)
         E = out.reshape(m, 2 * H) @ self.out_w + self.out_b
         if self.direct is not None:
             d_bl, d_br, d_tri = self.direct
             E += d_bl[bl.T.reshape(m)] + d_br[br.T.reshape(m)] + d_tri[tri.T.reshape(m)]
         return E.reshape(n, b, -1).transpose(1, 0, 2)
 
-    @staticmethod
-    def _step(g, h, c, w_hh):
-        """One LSTM step on pre-halved gates (see ``__init__``): returns the new ``(h, c)``."""
-        z = h @ w_hh
-        z += g
-        np.tanh(z, out=z)
-        H = h.shape[1]
-        u = z * 0.5
-        u += 0.5  # i, f, o = sigmoid of the original pre-activations
-        c = u[:, H:2 * H] * c + u[:, :H] * z[:, 2 * H:3 * H]
-        return u[:, 3 * H:] * np.tanh(c), c
+    def _bilstm(self, n, b, active, w_f, w_b, add_input=None, below=None) -> np.ndarray:
+        """Both directions of one LSTM layer: outputs (n, B, 2H), zero past each row's length.
+
+        Rows are sorted by length, longest first, so at step ``t`` the rows still inside their
+        address are the first ``active[t]``: each step works on that prefix only. Going backwards, a
+        row joins at its own last token with the zero state it still has.
+
+        First layer: ``w_f`` / ``w_b`` are the recurrent weights (H, 4H) and ``add_input(z, t, d, a)``
+        adds the input gates of step ``t``, direction ``d`` (0 forward, 1 backward) for the first
+        ``a`` rows to ``z``. Upper layers: ``below`` is the layer below's output and ``w_f`` / ``w_b``
+        map ``[below, h, 1]`` to the gates in one matmul. Gates are pre-halved (see ``__init__``).
+        Every step works in the same few buffers: fresh arrays per step would cost page faults.
+        """
+        H = self.H
+        d_in = below.shape[2] if below is not None else 0
+        out = np.zeros((n, b, 2 * H), np.float32)
+        x_buf = np.zeros((b, d_in + H + (1 if d_in else 0)), np.float32)  # [below, h, 1] or h
+        if d_in:
+            x_buf[:, -1] = 1
+        z_buf = np.empty((b, 4 * H), np.float32)
+        u_buf = np.empty((b, 3 * H), np.float32)  # i, f, o gates, as sigmoids
+        tmp_buf = np.empty((b, H), np.float32)
+        c_buf = np.empty((b, H), np.float32)
+        for direction, w, steps in ((0, w_f, range(n)), (1, w_b, range(n - 1, -1, -1))):
+            x_buf[:, d_in:d_in + H] = 0
+            c_buf[:] = 0
+            for t in steps:
+                a = int(active[t])
+                x, z, u, tmp, c = x_buf[:a], z_buf[:a], u_buf[:a], tmp_buf[:a], c_buf[:a]
+                if d_in:
+                    x[:, :d_in] = below[t, :a]
+                np.matmul(x, w, out=z)
+                if add_input is not None:
+                    add_input(z, t, direction, a)
+                np.tanh(z, out=z)
+                np.multiply(z[:, :2 * H], 0.5, out=u[:, :2 * H])
+                np.multiply(z[:, 3 * H:], 0.5, out=u[:, 2 * H:])
+                u += 0.5
+                c *= u[:, H:2 * H]  # c = f * c + i * g
+                np.multiply(u[:, :H], z[:, 2 * H:3 * H], out=tmp)
+                c += tmp
+                np.tanh(c, out=tmp)
+                h = x[:, d_in:d_in + H]
+                np.multiply(u[:, 2 * H:], tmp, out=h)  # h = o * tanh(c)
+                out[t, :a, H * direction:H * (direction + 1)] = h
+        return out
+
+
+def active_rows(lengths: np.ndarray, n: int) -> np.ndarray:
+    """For lengths in descending order: how many rows are still inside their address at each step."""
+    return (np.asarray(lengths)[:, None] > np.arange(n)).sum(axis=0)
+
+
+def _descending(lengths: np.ndarray) -> np.ndarray | None:
+    """None if ``lengths`` are in descending order, else the (stable) order that sorts them so."""
+    lengths = np.asarray(lengths)
+    if len(lengths) < 2 or (lengths[:-1] >= lengths[1:]).all():
+        return None
+    return np.argsort(-lengths, kind="stable")
 
 
 class NeuralTagger:
     """An ensemble of :class:`Member` taggers sharing the vocabulary, bigrams and gazetteer."""
 
     def __init__(self, V: int, bigram_keys: np.ndarray, lexicon: Lexicon, members: list[dict],
-                 trigram_keys: np.ndarray | None = None):
+                 trigram_keys: np.ndarray | None = None, dictionary: Lexicon | None = None,
+                 crf=None, crf_weight: float = 0.0, featurizer=None):
         self.V = V
+        self.dictionary = dictionary
+        # a linear-chain CRF over the hand-made feature templates (a different kind of model: its
+        # scores, weighted, are added to the members' average; ``featurizer`` computes its keys)
+        self.crf, self.crf_weight, self.featurizer = (crf, float(crf_weight), featurizer) if crf_weight else \
+            (None, 0.0, None)
+        self.crf_file = self.crf  # as saved; ``self.crf`` is its faster compact form
+        if self.crf is not None:
+            self.crf, self.ngrams = self.crf.compact(featurizer.template_names)
         self.bigram_keys = np.asarray(bigram_keys, np.int64)
         self.trigram_keys = np.asarray(trigram_keys if trigram_keys is not None else [], np.int64)
         self.lexicon = lexicon
-        self.members = [Member(m) for m in members]
+        self.members = [Member(m, self.bigram_keys, V) for m in members]
         allowed, start = bio_masks()
         k = len(self.members)
         self.trans = np.where(allowed, sum(m.trans for m in self.members) / k, _NEG).astype(np.float32)
         self.start = np.where(start, sum(m.start for m in self.members) / k, _NEG).astype(np.float32)
         self.end = (sum(m.end for m in self.members) / k).astype(np.float32)
+        if self.crf is not None:
+            self.trans = (self.trans + self.crf_weight * self.crf.trans).astype(np.float32)
+            self.start = (self.start + self.crf_weight * self.crf.start).astype(np.float32)
         self._b_cols = np.array([i for i, lab in enumerate(LABELS) if not lab.startswith("I-")])
         self._i_cols = np.array([i for i, lab in enumerate(LABELS) if lab.startswith("I-")])
         self._i_from_b = self._i_cols - 1  # B-X sits right before I-X in LABELS
 
-    def inputs(self, ids: np.ndarray):
+    def inputs(self, ids: np.ndarray, match: tuple | None = None):
         bl, br = bigram_ids(ids, self.bigram_keys, self.V)
         # repetition codes only if some member reads them
         rep = repeat_codes(ids, self.V) if any(m.proj_rep is not None for m in self.members) else None
-        return bl, br, lexicon_patterns(self.lexicon, ids), rep, trigram_ids(ids, self.trigram_keys, self.V)
+        dic = dict_patterns(self.dictionary, ids) if self.dictionary is not None else None
+        return (bl, br, lexicon_patterns(self.lexicon, ids, match), rep, trigram_ids(ids, self.trigram_keys, self.V),
+                dic)
 
     def emissions(self, ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        bl, br, lex, rep, tri = self.inputs(ids)
-        E = self.members[0].emissions(ids, bl, br, lex, rep, tri, lengths)
+        """Label scores (B, n, L): the members' average, plus the weighted CRF scores if there is a CRF."""
+        order = _descending(lengths)
+        if order is not None:
+            E = self.emissions(ids[order], lengths[order])
+            E[order] = E.copy()
+            return E
+        match = self.lexicon.match(ids)  # the gazetteer serves the members and the CRF
+        bl, br, lex, rep, tri, dic = self.inputs(ids, match)
+        E = self.members[0].emissions(ids, bl, br, lex, rep, tri, lengths, dic)
         for m in self.members[1:]:
-            E += m.emissions(ids, bl, br, lex, rep, tri, lengths)
+            E += m.emissions(ids, bl, br, lex, rep, tri, lengths, dic)
         if len(self.members) > 1:
             E /= len(self.members)
+        if self.crf is not None:
+            C = self.crf.emissions(self.featurizer.keys(ids, lengths, match, self.ngrams))
+            C *= self.crf_weight
+            E += C
         return E
 
     def viterbi(self, E: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -245,41 +380,45 @@ class NeuralTagger:
         Uses the BIO structure: O and B-X may follow anything (a max over all labels), I-X only
         B-X or I-X (a max of two). The forward pass keeps the scores per step; the backward pass
         recomputes the one argmax it needs, which is cheaper than back-pointers for every label.
-        Scores of an address stop changing after its last token, so its path ends there.
+        With rows sorted longest first, step ``t`` only touches the rows still inside their
+        address (a prefix), so a row's scores stop changing after its last token.
         """
+        order = _descending(lengths)
+        if order is not None:
+            path = self.viterbi(E[order], lengths[order])
+            path[order] = path.copy()
+            return path
         b, n, L = E.shape
         b_cols, i_cols, i_from_b = self._b_cols, self._i_cols, self._i_from_b
         trans = self.trans
-        trans_b = trans[:, b_cols]
+        trans_b = np.ascontiguousarray(trans[:, b_cols].T)  # (to, from): the max runs along the last axis
         ti = trans[i_cols, i_cols]
         tb = trans[i_from_b, i_cols]
+        active = active_rows(lengths, n)
         scores = np.empty((n, b, L), np.float32)
         score = E[:, 0] + self.start
         scores[0] = score
-        ragged = bool((lengths != n).any())
+        new = np.empty_like(score)
         for t in range(1, n):
-            new = np.empty_like(score)
-            new[:, b_cols] = (score[:, :, None] + trans_b).max(axis=1)
-            new[:, i_cols] = np.maximum(score[:, i_cols] + ti, score[:, i_from_b] + tb)
-            new += E[:, t]
-            if ragged:
-                new = np.where((lengths > t)[:, None], new, score)
-            score = new
-            scores[t] = score
-        path = np.empty((b, n), np.int64)
-        final = (scores[n - 1] + self.end).argmax(axis=1)
-        path[:, n - 1] = final
-        cur = final
+            a = int(active[t])
+            s, nw = score[:a], new[:a]
+            nw[:, b_cols] = (s[:, None, :] + trans_b).max(axis=2)
+            nw[:, i_cols] = np.maximum(s[:, i_cols] + ti, s[:, i_from_b] + tb)
+            nw += E[:a, t]
+            s[:] = nw
+            scores[t, :a] = s
+        path = np.zeros((b, n), np.int64)
+        cur = (score + self.end).argmax(axis=1)  # each row's score stopped at its own last token
+        path[np.arange(b), np.asarray(lengths) - 1] = cur
         for t in range(n - 1, 0, -1):
-            cur = (scores[t - 1] + trans[:, cur].T).argmax(axis=1)
-            if ragged:  # still past this address's end: its last label is the final argmax
-                cur = np.where(lengths > t, cur, final)
-            path[:, t - 1] = cur
+            a = int(active[t])
+            cur[:a] = (scores[t - 1, :a] + trans[:, cur[:a]].T).argmax(axis=1)
+            path[:a, t - 1] = cur[:a]
         return path
 
     def tag_ids(self, seqs: list[list[int]]) -> list[list[int]]:
         """Label index sequences for token-id sequences (any lengths, none empty)."""
-        order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+        order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))  # longest first (see Member._bilstm)
         out: list[list[int]] = [[] for _ in seqs]
         for s in range(0, len(order), _BATCH):
             chunk = order[s:s + _BATCH]

@@ -211,8 +211,6 @@ def train(corpus_dir: Path, out: Path | None, params: dict | None = None,
     params = dict(params or {})
     if params.pop("tagger", "bilstm-crf") == "crf":
         return train_crf(corpus_dir, out, params, progress)
-    for k in ("c1", "c2", "max_iterations"):
-        params.pop(k, None)
     return train_neural(corpus_dir, out, params, progress)
 
 
@@ -220,8 +218,10 @@ def train_neural(corpus_dir: Path, out: Path | None, params: dict | None = None,
                  progress: Callable[[str, float], None] | None = None) -> tuple[AddressModel, TrainReport]:
     """Train the BiLSTM-CRF members (one per seed) and save them as one ensemble model.
 
-    Each member keeps the weights of its epoch (or running weight average) with the best dev F1
-    (dev.txt is only used for that choice; without a dev file the last average is kept).
+    With ``crf_weight`` > 0 a crfsuite CRF (options ``c1``/``c2``/``max_iterations``) is trained
+    first and its scores, times that weight, are added to the members' (see :class:`.NeuralTagger`).
+    Each member keeps the weights of its epoch (or running weight average) with the best dev F1 of
+    the whole model (dev.txt is only used for that choice; without a dev file the last average is kept).
 
     Reproducibility: seeds, batch order and character dropout are fixed and torch runs with 2
     threads. Small runs give identical bytes (tests/address/test_parser.py checks it), but a full
@@ -235,10 +235,12 @@ def train_neural(corpus_dir: Path, out: Path | None, params: dict | None = None,
     from gridserver.address.parser.neural import NeuralTagger
 
     T.require_torch()
-    p = {**T.DEFAULT_NN, **(params or {})}
+    p = {**T.DEFAULT_NN, **DEFAULT_PARAMS, **(params or {})}
     say = progress or (lambda stage, frac: None)
     t0 = time.perf_counter()
     train_ex, dev_ex, items, base = _read_training_data(Path(corpus_dir), say)
+    crf = fit_crf(items, base.vocab_list, p, say, 0.01, 0.3) if p.get("crf_weight") else None
+    start = 0.3 if crf is not None else 0.01
     vocab = base.vocab_list
     encode, V = base.encode, base.V
     seqs = [encode(it.tokens) for it in items]
@@ -246,28 +248,31 @@ def train_neural(corpus_dir: Path, out: Path | None, params: dict | None = None,
     labels = [[label_index[lab] for lab in it.labels] for it in items]
     bigram_keys = T.bigram_vocab(seqs, V, p["min_bigram"])
     trigram_keys = T.trigram_vocab(seqs, V, p["min_bigram"]) if p.get("direct") else np.zeros(0, np.int64)
+    dictionary = T.dictionary_lexicon(encode) if p.get("dict") else None
     enc: list = [None] * len(items)
     for fold in range(FOLDS):
         lex = _lexicon([it for k, it in enumerate(items) if k % FOLDS != fold], encode)
         idx = [k for k in range(len(items)) if k % FOLDS == fold and seqs[k]]
         for k, e in zip(idx, T.encode([seqs[k] for k in idx], [labels[k] for k in idx], lex, bigram_keys, V,
-                                              trigram_keys)):
+                                      trigram_keys, dictionary)):
             enc[k] = e
-        say("特征 features", 0.01 + 0.04 * (fold + 1) / FOLDS)
+        say("特征 features", start + 0.04 * (fold + 1) / FOLDS)
     enc = [e for e in enc if e is not None]
     full_lex = _lexicon(items, encode)
     featurizer = Featurizer(vocab, full_lex)
     meta = {"params": p, "trained_on": "train.txt", "n_train": len(items)}
 
     def model_of(members: list[dict]) -> AddressModel:
-        tagger = NeuralTagger(V, bigram_keys, full_lex, members, trigram_keys)
+        tagger = NeuralTagger(V, bigram_keys, full_lex, members, trigram_keys, dictionary, crf,
+                              p.get("crf_weight", 0.0), featurizer)
         return AddressModel(featurizer, None, meta, neural=tagger, members=members)
 
     evaluate = (lambda arrays: score(model_of([arrays]), dev_ex)["f1"]) if dev_ex else None
     members, epochs = [], []
     seeds = list(p["seeds"])
     for k, seed in enumerate(seeds):
-        lo, hi = 0.05 + 0.93 * k / len(seeds), 0.05 + 0.93 * (k + 1) / len(seeds)
+        lo = start + 0.04 + (0.94 - start) * k / len(seeds)
+        hi = start + 0.04 + (0.94 - start) * (k + 1) / len(seeds)
         arrays, _, best_epoch = T.fit_member(enc, V, len(bigram_keys), p, seed, evaluate, say, lo, hi,
                                              NT=len(trigram_keys))
         # stored as float16: round now so the dev score below is the saved model's score
@@ -286,8 +291,6 @@ def train_crf(corpus_dir: Path, out: Path | None, params: dict | None = None,
     ``progress(stage, fraction)`` is called as training advances. Deterministic: the same corpus and
     params give the same model bytes.
     """
-    import pycrfsuite
-
     params = {**DEFAULT_PARAMS, **(params or {})}
     say = progress or (lambda stage, frac: None)
     t0 = time.perf_counter()
@@ -295,21 +298,25 @@ def train_crf(corpus_dir: Path, out: Path | None, params: dict | None = None,
     vocab = base.vocab_list
     encode = base.encode
 
+    crf = fit_crf(items, vocab, params, say, 0.0, 0.97)
+    featurizer = Featurizer(vocab, _lexicon(items, encode))
+    model = AddressModel(featurizer, crf, meta={"params": params, "trained_on": "train.txt", "n_train": len(items)})
+    return model, _finish(model, items, dev_ex, len(crf.feat_key), params, out, say, t0)
+
+
+def fit_crf(items: Sequence[Tokenised], vocab: list[str], params: dict, say, lo: float, hi: float) -> LinearCRF:
+    """The crfsuite CRF on the aligned train items (gazetteer features from the other folds)."""
+    import pycrfsuite
+
+    base = Featurizer(vocab, Lexicon.build([]))
     keys1: list[np.ndarray] = [None] * len(items)  # type: ignore[list-item]
     for fold in range(FOLDS):
-        lex = _lexicon([it for k, it in enumerate(items) if k % FOLDS != fold], encode)
-        feat = Featurizer(vocab, lex)
+        feat = Featurizer(vocab, _lexicon([it for k, it in enumerate(items) if k % FOLDS != fold], base.encode))
         idx = [k for k in range(len(items)) if k % FOLDS == fold]
         for k, keys in zip(idx, _keys_by_example(feat, [items[k] for k in idx])):
             keys1[k] = keys
-        say("特征 features", 0.01 + 0.04 * (fold + 1) / FOLDS)
-    n1 = len(base.template_names)
-    full_lex = _lexicon(items, encode)
-    featurizer = Featurizer(vocab, full_lex)
-
+        say("CRF 特征 features", lo + (hi - lo) * 0.05 * (fold + 1) / FOLDS)
     info = _fit(pycrfsuite, [(keys1[k], items[k].labels) for k in range(len(items))], params,
-                params["max_iterations"], say, "训练 training (L-BFGS)", 0.05, 0.97)
-    crf = LinearCRF.from_crfsuite(n1, info)
-    model = AddressModel(featurizer, crf, meta={"params": params, "trained_on": "train.txt", "n_train": len(items)})
-    return model, _finish(model, items, dev_ex, len(crf.feat_key), params, out, say, t0)
+                params["max_iterations"], say, "CRF 训练 training (L-BFGS)", lo + (hi - lo) * 0.05, hi)
+    return LinearCRF.from_crfsuite(len(base.template_names), info)
 
