@@ -125,6 +125,17 @@ class LinearCRF:
             for t, size in zip(g, sizes):  # row index = mixed-radix number of the members' key indices
                 C = (C[:, None, :] + self.W[self._lookups[t][1]][None, :, :]).reshape(-1, len(LABELS))
             out.append((g, sizes, np.ascontiguousarray(C)))
+        # all grouped templates' row indices at once: index = keys (made 1-based, 0 = absent or out
+        # of table) @ mixed-radix strides, as one float64 matmul (exact for these small integers)
+        cols = [t for g, _, _ in out for t in g]
+        limits = np.array([len(self._lookups[t][1]) - 1 for t in cols], np.int64)
+        strides = np.zeros((len(cols), len(out)), np.float64)
+        k = 0
+        for j, (g, sizes, _) in enumerate(out):
+            for i in range(len(g)):
+                strides[k, j] = float(np.prod(sizes[i + 1:], dtype=np.int64))
+                k += 1
+        self._group_cols, self._group_limits, self._group_strides = np.array(cols, np.int64), limits, strides
         return out, single
 
     def _rows(self, t: int, keys: np.ndarray) -> np.ndarray:
@@ -146,13 +157,12 @@ class LinearCRF:
         keys = keys.reshape(b * n, T)
         E = np.zeros((b * n, len(LABELS)), np.float32)
         W = self.W
-        for g, sizes, C in self._groups:
-            idx = np.zeros(b * n, np.int64)
-            for t, size in zip(g, sizes):
-                k = keys[:, t]
-                idx *= size
-                idx += np.where(k >= size - 1, -1, k) + 1
-            E += C[idx]
+        if self._groups:
+            K = keys[:, self._group_cols] + 1
+            K[K > self._group_limits] = 0
+            idx = (K.astype(np.float64) @ self._group_strides).astype(np.int64)
+            for j, (_, _, C) in enumerate(self._groups):
+                E += C[idx[:, j]]
         for t in self._single:
             rows = self._rows(t, keys[:, t])
             hit = np.flatnonzero(rows)
