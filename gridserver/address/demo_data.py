@@ -3,7 +3,8 @@
 * :func:`generate_base` walks the real OSM road lines (``yuexiu_roads_osm_wgs84.geojson``; a small
   grid of made-up roads when the file is absent), puts house numbers along each named road — odd
   numbers on the left, even on the right, offset from the centre line — and, behind some houses,
-  compounds of buildings (栋/座) with units (单元) and rooms (室). A few roads get an old name (alias).
+  compounds of buildings (栋/座) with units (单元), rooms (室) and, in some buildings, whole floors
+  (层) addressed on their own. A few roads get an old name (alias).
   A small share of addresses is *held out*: not loaded into the base, but present in the
   departmental tables, so "new" rows exist with a known truth.
 * :func:`write_department_tables` writes three departmental tables the way real ones differ from the
@@ -24,6 +25,7 @@ import csv
 import json
 import math
 import random
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -205,6 +207,12 @@ def _compound(rng, out, road, house_no, hx, hy, nx, ny, lonlat) -> None:
         n_units = rng.choice((0, 1, 2, 2, 3))
         floors = rng.randint(2, 6)
         per_floor = rng.randint(2, 3)
+        # about a third of the buildings have shops or offices addressed by whole floor (B座2层);
+        # decided by a hash so the random sequence of everything else stays as it was
+        if zlib.crc32(f"{road}|{house_no}|{bname}".encode()) % 3 == 0:
+            for fl in range(1, min(floors, 3) + 1):
+                out.append(NewAddress(road, house_no, bname, "", str(fl), lon=blon, lat=blat,
+                                      geom_source="inherited"))
         units = [str(u) for u in range(1, n_units + 1)] or [""]
         for u in units:
             if u:
@@ -287,6 +295,8 @@ def render(rng: random.Random, a: NewAddress, *, roads: set[str], old_names: dic
             quirks.append("no-unit")
         else:
             s += num(a.unit) + "单元"
+    if a.floor:
+        s += num(a.floor) + rng.choice(("层", "层", "楼"))
     if a.room:
         r = rng.random()
         room = _fullwidth(a.room) if fullw else a.room
@@ -342,7 +352,8 @@ def department_rows(base: DemoBase, source: str, n_rows: int, seed: int, *, styl
 
 
 def _level(a: NewAddress) -> str:
-    for lv, v in (("room", a.room), ("unit", a.unit), ("building", a.building), ("house", a.house_no)):
+    for lv, v in (("room", a.room), ("floor", a.floor), ("unit", a.unit), ("building", a.building),
+                  ("house", a.house_no)):
         if v:
             return lv
     return "road"
@@ -353,10 +364,10 @@ DEPARTMENTS = {
     "公安户籍": dict(kind="csv", encoding="gb18030", coords=None, levels=("room", "house"),
                   style=dict(numerals=0.15, fullwidth=0.05, typo=0.03, alias=0.3, drop_unit=0.05,
                              traditional=0.03, garbage=0.02, new=0.03, full_upper=0.5)),
-    "住建房屋": dict(kind="xlsx", encoding=None, coords="wgs84", levels=("room", "unit", "building", "house"),
+    "住建房屋": dict(kind="xlsx", encoding=None, coords="wgs84", levels=("room", "floor", "unit", "building", "house"),
                   style=dict(numerals=0.05, fullwidth=0.1, typo=0.02, alias=0.2, drop_unit=0.05,
                              garbage=0.01, new=0.03, full_upper=0.2)),
-    "市场监管": dict(kind="csv", encoding="utf-8", coords="gcj02", levels=("house", "room"),
+    "市场监管": dict(kind="csv", encoding="utf-8", coords="gcj02", levels=("house", "floor", "room"),
                   style=dict(numerals=0.1, fullwidth=0.05, typo=0.04, alias=0.3, drop_unit=0.05,
                              traditional=0.02, garbage=0.03, new=0.04, full_upper=0.3)),
 }

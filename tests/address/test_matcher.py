@@ -115,3 +115,14 @@ def test_demo_build_ingests_three_tables_through_matcher_and_review(engine, addr
         assert s["precision"] >= 0.98 and s["recall"] >= 0.95
     assert report["auto_review"]["approved"] > 0
     assert report["queue_left"] > 0  # some decisions are left to people
+
+
+def test_floor_level_addresses_are_in_the_base_and_matched(engine, address_base):
+    """Some demo buildings are addressed by whole floor (B座3层): such rows exist and match their floor."""
+    with engine.connect() as conn:
+        r = conn.execute(text("SELECT id, road, house_no, building, floor FROM std_addresses WHERE level = 'floor' "
+                              "AND source = '测试标准地址库' AND house_no ~ '^[0-9]+$' ORDER BY code LIMIT 1")).first()
+    assert r is not None, "the demo base has no floor-level addresses"
+    for q in (f"越秀区{r.road}{r.house_no}号{r.building}栋{r.floor}层", f"{r.road}{r.house_no}号{r.building}座{r.floor}楼"):
+        m = _one(engine, q)
+        assert (m.status, m.address_id) == ("matched", r.id), q
