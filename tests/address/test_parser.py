@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+import numpy as np
 import pytest
 
 from gridserver.address.parser import (
@@ -194,6 +195,19 @@ def test_training_is_deterministic_and_loadable(tmp_path):
     _check_well_formed(text, comps)
 
 
+def test_crf_only_tagger_trains_and_loads(tmp_path):
+    """``--tagger crf``: the linear-chain CRF alone (crfsuite), saved in its own format and loadable."""
+    from gridserver.address.parser.model import AddressModel
+    from gridserver.address.parser.train import train
+
+    model, report = train(_small_corpus(tmp_path), tmp_path / "crf.gz", {"tagger": "crf", "max_iterations": 30})
+    loaded = AddressModel.load(tmp_path / "crf.gz")
+    assert loaded.crf is not None and loaded.neural is None and 0 < report.dev["f1"] <= 1
+    text = "浙江省杭州市西湖区文三路123号"
+    assert parse(text, loaded) == parse(text, model)
+    _check_well_formed(text, parse(text, loaded))
+
+
 @pytest.mark.parametrize("extra", [{"rep": True, "direct": True, "layers": 1, "dict": False},
                                    {"layers": 2, "dict": True}],
                          ids=["repeats+direct", "two-layers+dictionary"])
@@ -243,3 +257,24 @@ def test_bad_model_file_rejected(tmp_path):
     bad.write_bytes(b"not a model")
     with pytest.raises(InvalidInput, match="not an address model"):
         AddressModel.load(bad)
+
+
+def test_crf_scores_fast_path_equals_plain(dev):
+    """The committed model's CRF part: compact n-gram keys + grouped templates on padded, length-sorted
+    batches give the same scores as plain keys on unpadded addresses, one length at a time."""
+    from gridserver.address.parser import load_model
+    from gridserver.address.parser.features import tokenize
+
+    model = load_model()
+    tagger, feat = model.neural, model.featurizer
+    assert tagger.crf is not None and tagger.crf_weight > 0
+    seqs = sorted((feat.encode(tokenize(e.text)[0]) for e in dev[:300]), key=len, reverse=True)
+    lengths = np.array([len(s) for s in seqs])
+    ids = np.zeros((len(seqs), lengths.max()), np.int64)
+    for r, s in enumerate(seqs):
+        ids[r, :len(s)] = s
+    fast = tagger.crf.emissions(feat.keys(ids, lengths, None, tagger.ngrams))
+    for r, s in enumerate(seqs[:60]):
+        one = np.array([s], np.int64)
+        plain = tagger.crf_file.emissions(feat.keys(one))[0]
+        np.testing.assert_allclose(fast[r, :len(s)], plain, rtol=1e-5, atol=1e-4)
