@@ -224,6 +224,7 @@ class Featurizer:
                     member[self.vocab[ch]] = True
             groups.append(member)
         self.groups = groups
+        self.group_matrix = np.stack(groups, axis=1) if groups else np.zeros((self.V, 0), bool)  # (V, groups)
         self.template_names = self._template_names()
 
     @staticmethod
@@ -294,10 +295,11 @@ class Featurizer:
 
         begin, end, inside, longest, starts_here, ends_here = match or self.lexicon.match(ids)
         any_lex = begin | end | inside
-        for t in range(len(TYPES)):
-            bit = 1 << t
-            code = ((begin & bit) > 0) * 1 + ((end & bit) > 0) * 2 + ((inside & bit) > 0) * 4
-            cols.append(np.where(code > 0, code, -1).astype(np.int64))
+        shifts = np.arange(len(TYPES), dtype=np.int32)
+        code = ((begin[..., None] >> shifts) & 1) + ((end[..., None] >> shifts) & 1) * 2 + \
+            ((inside[..., None] >> shifts) & 1) * 4  # (B, n, types): 1 begins, 2 ends, 4 inside
+        code = np.where(code > 0, code, -1).astype(np.int64)
+        cols += [code[:, :, t] for t in range(len(TYPES))]
         # How many types the gazetteer offers here: 0 means "unknown territory".
         lexcount = np.zeros((b, n), np.int64)
         x = any_lex.copy()
@@ -311,23 +313,20 @@ class Featurizer:
         cols.append(np.concatenate([none, ends_here[:, :-1]], axis=1))
         cols.append(np.concatenate([starts_here[:, 1:], none], axis=1))
 
-        idx = np.broadcast_to(np.arange(n), (b, n))
+        # distance buckets to the next / previous member of each keyword group, all groups at once
+        idx = np.arange(n)[None, :, None]
         big = n + 100
-        for member in self.groups:
-            hit = member[ids]
-            at = np.where(hit, idx, big)
-            nxt = np.minimum.accumulate(at[:, ::-1], axis=1)[:, ::-1]
-            # strictly after i: shift by one
-            nxt = np.concatenate([nxt[:, 1:], np.full((b, 1), big)], axis=1)
-            d = nxt - idx
-            cols.append(np.where(nxt >= big, _NONE_BUCKET, _BUCKET[np.minimum(d, len(_BUCKET) - 1)]))
-        for member in self.groups:
-            hit = member[ids]
-            at = np.where(hit, idx, -big)
-            prv = np.maximum.accumulate(at, axis=1)
-            prv = np.concatenate([np.full((b, 1), -big), prv[:, :-1]], axis=1)
-            d = idx - prv
-            cols.append(np.where(prv < 0, _NONE_BUCKET, _BUCKET[np.minimum(d, len(_BUCKET) - 1)]))
+        hit = self.group_matrix[ids]  # (B, n, groups)
+        nxt = np.full((b, n, hit.shape[2]), big, np.int64)  # strictly after i
+        nxt[:, :-1] = np.minimum.accumulate(np.where(hit, idx, big)[:, ::-1], axis=1)[:, ::-1][:, 1:]
+        d = np.minimum(nxt - idx, len(_BUCKET) - 1)
+        nxt_b = np.where(nxt >= big, _NONE_BUCKET, _BUCKET[d])
+        prv = np.full((b, n, hit.shape[2]), -big, np.int64)  # strictly before i
+        prv[:, 1:] = np.maximum.accumulate(np.where(hit, idx, -big), axis=1)[:, :-1]
+        d = np.minimum(idx - prv, len(_BUCKET) - 1)
+        prv_b = np.where(prv < 0, _NONE_BUCKET, _BUCKET[d])
+        cols += [nxt_b[:, :, g] for g in range(hit.shape[2])]
+        cols += [prv_b[:, :, g] for g in range(hit.shape[2])]
 
         cols.append(self._repeats(w[0] * V + w[1], n))
         cols.append(self._repeats((w[0] * V + w[1]) * V + w[2], n))

@@ -399,10 +399,14 @@ class NeuralTagger:
         score = E[:, 0] + self.start
         scores[0] = score
         new = np.empty_like(score)
+        cand = np.empty((b, len(b_cols), L), np.float32)  # reused: no fresh (B, 22, L) array per step
+        new_b = np.empty((b, len(b_cols)), np.float32)
         for t in range(1, n):
             a = int(active[t])
             s, nw = score[:a], new[:a]
-            nw[:, b_cols] = (s[:, None, :] + trans_b).max(axis=2)
+            np.add(s[:, None, :], trans_b, out=cand[:a])
+            np.max(cand[:a], axis=2, out=new_b[:a])
+            nw[:, b_cols] = new_b[:a]
             nw[:, i_cols] = np.maximum(s[:, i_cols] + ti, s[:, i_from_b] + tb)
             nw += E[:a, t]
             s[:] = nw
