@@ -138,12 +138,17 @@ def trigram_ids(ids: np.ndarray, trigram_keys: np.ndarray, V: int) -> np.ndarray
 
 
 class Member:
-    """One trained BiLSTM-CRF: embeddings, LSTM weights (PyTorch gate order i, f, g, o), output layer."""
+    """One trained BiLSTM-CRF: embeddings, LSTM weights (stored in PyTorch's gate order i, f, g, o), output layer."""
 
     def __init__(self, a: dict[str, np.ndarray], bigram_keys: np.ndarray, V: int):
-        f32 = lambda k: np.ascontiguousarray(a[k], dtype=np.float32)  # noqa: E731
+        H = a["w_hh_f"].shape[1]
+        # gate rows reordered from PyTorch's (i, f, g, o) to (i, f, o, g): the three sigmoid gates
+        # then sit side by side and each step squashes them in one slice
+        perm = np.r_[0:2 * H, 3 * H:4 * H, 2 * H:3 * H]
+        gated = {k for k in a if k[:4] in ("w_ih", "w_hh", "b_ih", "b_hh")}
+        f32 = lambda k: np.ascontiguousarray(a[k][perm] if k in gated else a[k], dtype=np.float32)  # noqa: E731
         self.emb_c, self.emb_b = f32("emb_c"), f32("emb_b")
-        self.H = a["w_hh_f"].shape[1]
+        self.H = H
         dc = self.emb_c.shape[1]
         # Input weights of both directions side by side: (in, 8H).
         W = np.concatenate([f32("w_ih_f"), f32("w_ih_b")], axis=0).T
@@ -151,7 +156,7 @@ class Member:
         # sigmoid(x) = 0.5 + 0.5 * tanh(x / 2): halving the i, f, o gate columns up front lets one
         # tanh over all four gates do the work of three sigmoids and a tanh in each step.
         half = np.ones(4 * self.H, np.float32)
-        half[:2 * self.H] = half[3 * self.H:] = 0.5
+        half[:3 * self.H] = 0.5  # i, f, o
         W = W * np.tile(half, 2)
         bias = bias * np.tile(half, 2)
         # The input projection of characters and bigrams is a table lookup: the left bigram (prev,
@@ -289,11 +294,10 @@ class Member:
                 if add_input is not None:
                     add_input(z, t, direction, a)
                 np.tanh(z, out=z)
-                np.multiply(z[:, :2 * H], 0.5, out=u[:, :2 * H])
-                np.multiply(z[:, 3 * H:], 0.5, out=u[:, 2 * H:])
-                u += 0.5
+                np.multiply(z[:, :3 * H], 0.5, out=u)
+                u += 0.5  # i, f, o = sigmoid of the original pre-activations; g = z[:, 3H:]
                 c *= u[:, H:2 * H]  # c = f * c + i * g
-                np.multiply(u[:, :H], z[:, 2 * H:3 * H], out=tmp)
+                np.multiply(u[:, :H], z[:, 3 * H:], out=tmp)
                 c += tmp
                 np.tanh(c, out=tmp)
                 h = x[:, d_in:d_in + H]
