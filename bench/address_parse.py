@@ -21,7 +21,7 @@ REQUIRED = 5_000  # addresses per second, one core, batch mode
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--model", default=None, help="model file (default: the committed one)")
     args = ap.parse_args()
 
