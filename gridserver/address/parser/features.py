@@ -189,7 +189,7 @@ class Lexicon:
         return begin, end, inside, longest, starts_here, ends_here
 
 
-def _place(keys: np.ndarray, table: np.ndarray) -> np.ndarray:
+def place(keys: np.ndarray, table: np.ndarray) -> np.ndarray:
     """1-based index of each key in the sorted ``table``, 0 where it is not there."""
     if not len(table):
         return np.zeros(keys.shape, np.int64)
@@ -277,7 +277,6 @@ class Featurizer:
             cols.append(w[-1] * V + w[1])
         else:
             bi, tri = ngrams
-            place = lambda keys, table: _place(keys, table)  # noqa: E731
             two = place(P[:, :-1] * V + P[:, 1:], bi)  # bigram starting at each padded position
             cols += [two[:, _WINDOW + k:_WINDOW + k + n] for k in range(-_WINDOW, _WINDOW)]
             three = place((P[:, :-2] * V + P[:, 1:-1]) * V + P[:, 2:], tri)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gridserver.address.parser.features import LABELS, TYPES, Featurizer, Lexicon
+from gridserver.address.parser.features import LABELS, TYPES, Featurizer, Lexicon, place
 
 N_LEX = 3 * len(TYPES)
 N_REP = 6
@@ -30,7 +30,7 @@ N_REP = 6
 DICT_CLASSES = ("ns", "nt", "nr", "n", "other")
 N_DICT = 3 * len(DICT_CLASSES)
 _NEG = np.float32(-1e4)
-_BATCH = 512
+_BATCH = 512  # addresses per padded batch (256-1024 measured about the same; 128 slower)
 
 
 def bio_masks() -> tuple[np.ndarray, np.ndarray]:
@@ -46,48 +46,39 @@ def bio_masks() -> tuple[np.ndarray, np.ndarray]:
     return allowed, start
 
 
-def lexicon_bits(lexicon: Lexicon, ids: np.ndarray) -> np.ndarray:
-    """Gazetteer features (B, n, 63) float32: begin / end / inside bits for each of the 21 types."""
-    begin, end, inside = lexicon.match(ids)[:3]
-    shifts = np.arange(len(TYPES), dtype=np.int32)
-    out = np.empty(ids.shape + (N_LEX,), np.float32)
+def lexicon_bits(lexicon: Lexicon, ids: np.ndarray, n_classes: int = len(TYPES)) -> np.ndarray:
+    """Gazetteer features (B, n, 3 x classes) float32: an entry of class k begins / ends / runs
+    through here (classes: the 21 types for the training gazetteer, DICT_CLASSES for the dictionary)."""
+    begin, end, inside = lexicon.match(ids, bits_only=True)[:3]
+    shifts = np.arange(n_classes, dtype=np.int32)
+    out = np.empty(ids.shape + (3 * n_classes,), np.float32)
     for k, m in enumerate((begin, end, inside)):
-        out[..., k * len(TYPES):(k + 1) * len(TYPES)] = (m[..., None] >> shifts) & 1
+        out[..., k * n_classes:(k + 1) * n_classes] = (m[..., None] >> shifts) & 1
     return out
 
 
 def dict_bits(lexicon: Lexicon, ids: np.ndarray) -> np.ndarray:
     """Dictionary-word features (B, n, 15): a word of class k begins / ends / runs through here."""
-    begin, end, inside = lexicon.match(ids, bits_only=True)[:3]
-    shifts = np.arange(len(DICT_CLASSES), dtype=np.int32)
-    out = np.empty(ids.shape + (N_DICT,), np.float32)
-    for k, m in enumerate((begin, end, inside)):
-        out[..., k * len(DICT_CLASSES):(k + 1) * len(DICT_CLASSES)] = (m[..., None] >> shifts) & 1
-    return out
+    return lexicon_bits(lexicon, ids, len(DICT_CLASSES))
 
 
-def dict_patterns(lexicon: Lexicon, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct dictionary-word bit patterns: ``(pattern index (B, n), bits (P, 15))``."""
-    begin, end, inside = lexicon.match(ids, bits_only=True)[:3]
-    n_c = len(DICT_CLASSES)
-    key = begin.astype(np.int64) | end.astype(np.int64) << n_c | inside.astype(np.int64) << (2 * n_c)
-    uniq, inv = np.unique(key, return_inverse=True)
-    bits = ((uniq[:, None] >> np.arange(N_DICT, dtype=np.int64)) & 1).astype(np.float32)
-    return inv.reshape(ids.shape), bits
-
-
-def lexicon_patterns(lexicon: Lexicon, ids: np.ndarray, match: tuple | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The distinct gazetteer bit patterns of a batch: ``(pattern index (B, n), bits (P, 63))``.
+def lexicon_patterns(lexicon: Lexicon, ids: np.ndarray, match: tuple | None = None,
+                     n_classes: int = len(TYPES)) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct gazetteer bit patterns of a batch: ``(pattern index (B, n), bits (P, 3 x classes))``.
 
     A batch has far fewer distinct patterns than tokens, so the LSTM input projection of the
     gazetteer bits is computed once per pattern and then looked up.
     """
-    begin, end, inside = (match or lexicon.match(ids))[:3]
-    n_t = len(TYPES)
-    key = begin.astype(np.int64) | end.astype(np.int64) << n_t | inside.astype(np.int64) << (2 * n_t)
+    begin, end, inside = (match or lexicon.match(ids, bits_only=True))[:3]
+    key = begin.astype(np.int64) | end.astype(np.int64) << n_classes | inside.astype(np.int64) << (2 * n_classes)
     uniq, inv = np.unique(key, return_inverse=True)
-    bits = ((uniq[:, None] >> np.arange(N_LEX, dtype=np.int64)) & 1).astype(np.float32)
+    bits = ((uniq[:, None] >> np.arange(3 * n_classes, dtype=np.int64)) & 1).astype(np.float32)
     return inv.reshape(ids.shape), bits
+
+
+def dict_patterns(lexicon: Lexicon, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct dictionary-word bit patterns: ``(pattern index (B, n), bits (P, 15))``."""
+    return lexicon_patterns(lexicon, ids, None, len(DICT_CLASSES))
 
 
 def repeat_codes(ids: np.ndarray, V: int) -> np.ndarray:
@@ -114,13 +105,7 @@ def bigram_ids(ids: np.ndarray, bigram_keys: np.ndarray, V: int) -> tuple[np.nda
     b, n = ids.shape
     P = np.zeros((b, n + 2), np.int64)
     P[:, 1:n + 1] = ids
-    keys = P[:, :-1] * V + P[:, 1:]  # (B, n+1): key i is the bigram (token i-1, token i)
-    if not len(bigram_keys):
-        z = np.zeros((b, n), np.int64)
-        return z, z
-    pos = np.searchsorted(bigram_keys, keys)
-    pos[pos == len(bigram_keys)] = 0
-    idx = np.where(bigram_keys[pos] == keys, pos + 1, 0)
+    idx = place(P[:, :-1] * V + P[:, 1:], bigram_keys)  # (B, n+1): key i is the bigram (token i-1, token i)
     return idx[:, :n], idx[:, 1:]
 
 
@@ -129,12 +114,7 @@ def trigram_ids(ids: np.ndarray, trigram_keys: np.ndarray, V: int) -> np.ndarray
     b, n = ids.shape
     P = np.zeros((b, n + 2), np.int64)
     P[:, 1:n + 1] = ids
-    keys = (P[:, :n] * V + P[:, 1:n + 1]) * V + P[:, 2:]
-    if not len(trigram_keys):
-        return np.zeros((b, n), np.int64)
-    pos = np.searchsorted(trigram_keys, keys)
-    pos[pos == len(trigram_keys)] = 0
-    return np.where(trigram_keys[pos] == keys, pos + 1, 0)
+    return place((P[:, :n] * V + P[:, 1:n + 1]) * V + P[:, 2:], trigram_keys)
 
 
 class Member:

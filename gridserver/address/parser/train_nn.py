@@ -225,6 +225,14 @@ def _batch(torch, items: Sequence[Encoded], unk_p: float = 0.0, rng=None):
     return T(ids), T(bl), T(br), T(lex), T(rep), T(tri), T(y), T(mask), lengths
 
 
+#: torch state-dict names of stacked LSTM layers 2..8 → the names :class:`.neural.Member` reads
+_UPPER_LAYERS = {f"lstm.{w}_l{n - 1}{r}": f"{k}{n}" for n in range(2, 9)
+                 for k, w, r in (("w_ih_f", "weight_ih", ""), ("w_hh_f", "weight_hh", ""), ("b_ih_f", "bias_ih", ""),
+                                 ("b_hh_f", "bias_hh", ""), ("w_ih_b", "weight_ih", "_reverse"),
+                                 ("w_hh_b", "weight_hh", "_reverse"), ("b_ih_b", "bias_ih", "_reverse"),
+                                 ("b_hh_b", "bias_hh", "_reverse"))}
+
+
 def export(net) -> dict[str, np.ndarray]:
     """The trained weights as numpy arrays in the layout :class:`.neural.Member` reads."""
     sd = {k: v.detach().cpu().numpy().astype(np.float32) for k, v in net.state_dict().items()}
@@ -233,11 +241,7 @@ def export(net) -> dict[str, np.ndarray]:
             "b_ih_f": sd["lstm.bias_ih_l0"], "b_hh_f": sd["lstm.bias_hh_l0"],
             "w_ih_b": sd["lstm.weight_ih_l0_reverse"], "w_hh_b": sd["lstm.weight_hh_l0_reverse"],
             "b_ih_b": sd["lstm.bias_ih_l0_reverse"], "b_hh_b": sd["lstm.bias_hh_l0_reverse"],
-            **{f"{k}{n}": sd[f"lstm.{w}_l{n - 1}{r}"] for n in range(2, 9) if f"lstm.weight_ih_l{n - 1}" in sd
-               for k, w, r in (("w_ih_f", "weight_ih", ""), ("w_hh_f", "weight_hh", ""), ("b_ih_f", "bias_ih", ""),
-                               ("b_hh_f", "bias_hh", ""), ("w_ih_b", "weight_ih", "_reverse"),
-                               ("w_hh_b", "weight_hh", "_reverse"), ("b_ih_b", "bias_ih", "_reverse"),
-                               ("b_hh_b", "bias_hh", "_reverse"))},
+            **{ours: sd[theirs] for theirs, ours in _UPPER_LAYERS.items() if theirs in sd},
             "out_w": sd["out.weight"], "out_b": sd["out.bias"],
             "trans": sd["trans"], "start": sd["start"], "end": sd["end"],
             **({"d_bl": sd["d_bl.weight"], "d_br": sd["d_br.weight"], "d_tri": sd["d_tri.weight"]}
@@ -335,12 +339,7 @@ def torch_tags(net_arrays: dict, V: int, NB: int, p: dict, items: Sequence[Encod
          "lstm.weight_ih_l0_reverse": "w_ih_b", "lstm.weight_hh_l0_reverse": "w_hh_b",
          "lstm.bias_ih_l0_reverse": "b_ih_b", "lstm.bias_hh_l0_reverse": "b_hh_b", "out.weight": "out_w",
          "out.bias": "out_b", "trans": "trans", "start": "start", "end": "end",
-         "d_bl.weight": "d_bl", "d_br.weight": "d_br", "d_tri.weight": "d_tri",
-         **{f"lstm.{w}_l{n - 1}{r}": f"{k}{n}" for n in range(2, 9)
-            for k, w, r in (("w_ih_f", "weight_ih", ""), ("w_hh_f", "weight_hh", ""), ("b_ih_f", "bias_ih", ""),
-                            ("b_hh_f", "bias_hh", ""), ("w_ih_b", "weight_ih", "_reverse"),
-                            ("w_hh_b", "weight_hh", "_reverse"), ("b_ih_b", "bias_ih", "_reverse"),
-                            ("b_hh_b", "bias_hh", "_reverse"))}}
+         "d_bl.weight": "d_bl", "d_br.weight": "d_br", "d_tri.weight": "d_tri", **_UPPER_LAYERS}
     for k, v in m.items():
         if k in sd:
             sd[k] = torch.tensor(np.asarray(net_arrays[v], np.float32))
