@@ -22,6 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
+from gridserver.address.parser import kernels
 from gridserver.address.parser.features import LABELS, TYPES, Featurizer, Lexicon, tokenize
 from gridserver.address.parser.neural import NeuralTagger, bio_masks
 from gridserver.errors import InvalidInput
@@ -136,6 +137,10 @@ class LinearCRF:
                 strides[k, j] = float(np.prod(sizes[i + 1:], dtype=np.int64))
                 k += 1
         self._group_cols, self._group_limits, self._group_strides = np.array(cols, np.int64), limits, strides
+        # every row any lookup can return, in one table: the groups' tables, then W (row 0 of W = absent)
+        self._table = np.ascontiguousarray(np.vstack([C for _, _, C in out] + [self.W]), dtype=np.float32)
+        self._group_offsets = np.cumsum([0] + [len(C) for _, _, C in out])[:-1].astype(np.int64)
+        self._w_offset = int(sum(len(C) for _, _, C in out))
         return out, single
 
     def _rows(self, t: int, keys: np.ndarray) -> np.ndarray:
@@ -155,22 +160,17 @@ class LinearCRF:
         """Per-token label scores (B, n, L) for feature keys (B, n, T)."""
         b, n, T = keys.shape
         keys = keys.reshape(b * n, T)
-        E = np.zeros((b * n, len(LABELS)), np.float32)
-        W = self.W
+        # one row index per lookup (grouped templates, then the others), summed in one compiled pass
+        idx = np.empty((b * n, len(self._groups) + len(self._single)), np.int64)
         if self._groups:
             K = keys[:, self._group_cols] + 1
             K[K > self._group_limits] = 0
-            idx = (K.astype(np.float64) @ self._group_strides).astype(np.int64)
-            for j, (_, _, C) in enumerate(self._groups):
-                E += C[idx[:, j]]
-        for t in self._single:
-            rows = self._rows(t, keys[:, t])
-            hit = np.flatnonzero(rows)
-            # Most gazetteer / n-gram keys are absent or unknown: add only the rows that exist.
-            if len(hit) * 2 < len(rows):
-                E[hit] += W[rows[hit]]
-            else:
-                E += W[rows]
+            g = len(self._groups)
+            idx[:, :g] = (K.astype(np.float64) @ self._group_strides).astype(np.int64) + self._group_offsets
+        for c, t in enumerate(self._single, start=len(self._groups)):
+            idx[:, c] = self._rows(t, keys[:, t]) + self._w_offset
+        E = np.zeros((b * n, len(LABELS)), np.float32)
+        kernels.sum_rows(E, self._table, idx)
         return E.reshape(b, n, -1)
 
     def viterbi(self, E: np.ndarray) -> np.ndarray:

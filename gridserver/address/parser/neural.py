@@ -14,14 +14,16 @@ the best path of the ensemble).
 
 Weights are trained with PyTorch (:mod:`.train_nn`), but nothing here needs torch. Speed comes from
 not doing work twice: the input projection of characters and bigrams is a table lookup, addresses
-are sorted longest first so each LSTM / Viterbi step touches only the rows still inside their
-address (a prefix of the batch), and every step works in small preallocated buffers.
+are sorted longest first so each LSTM step touches only the rows still inside their address (a
+prefix of the batch), every step works in small preallocated buffers, and the innermost loops
+(Viterbi, summing looked-up rows) are compiled with numba (:mod:`.kernels`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from gridserver.address.parser import kernels
 from gridserver.address.parser.features import LABELS, TYPES, Featurizer, Lexicon, place
 
 N_LEX = 3 * len(TYPES)
@@ -216,18 +218,17 @@ class Member:
         if self.W_dict is not None:
             dic_inv, dic_bits = dic
             batch_tables.append((dic_bits @ self.W_dict, dic_inv.T.copy()))
-        halves = [[(np.ascontiguousarray(tab[:, d * 4 * H:(d + 1) * 4 * H]), idx) for tab, idx in batch_tables]
-                  for d in (0, 1)]
-        tmp = np.empty((b, 4 * H), np.float32)
+        if len(batch_tables) > 2:
+            raise ValueError("a member reads at most two per-batch tables (gazetteer, dictionary)")
+        # per direction four (table, time-major index) pairs, padded with a zero table
+        zero = (np.zeros((1, 8 * H), np.float32), np.zeros((n, b), np.int64))
+        inputs = [[(self.tables[d][k], idx) for k, idx in sources] +
+                  [(np.ascontiguousarray(tab[:, d * 4 * H:(d + 1) * 4 * H]), idx)
+                   for tab, idx in batch_tables + [zero] * (2 - len(batch_tables))] for d in (0, 1)]
 
         def first_layer(z, t, d, a):
-            part = tmp[:a]
-            for k, idx in sources:
-                np.take(self.tables[d][k], idx[t, :a], axis=0, out=part)
-                z += part
-            for tab, idx in halves[d]:
-                np.take(tab, idx[t, :a], axis=0, out=part)
-                z += part
+            (t0, i0), (t1, i1), (t2, i2), (t3, i3) = inputs[d]
+            kernels.add_gathered(z, t0, i0[t, :a], t1, i1[t, :a], t2, i2[t, :a], t3, i3[t, :a])
 
         active = active_rows(lengths, n)
         out = self._bilstm(n, b, active, self.w_hh_f, self.w_hh_b, first_layer)
@@ -326,6 +327,7 @@ class NeuralTagger:
         if self.crf is not None:
             self.trans = (self.trans + self.crf_weight * self.crf.trans).astype(np.float32)
             self.start = (self.start + self.crf_weight * self.crf.start).astype(np.float32)
+        kernels.warm_up()  # compile (or load from numba's cache) now rather than inside the first request
         self._b_cols = np.array([i for i, lab in enumerate(LABELS) if not lab.startswith("I-")])
         self._i_cols = np.array([i for i, lab in enumerate(LABELS) if lab.startswith("I-")])
         self._i_from_b = self._i_cols - 1  # B-X sits right before I-X in LABELS
@@ -367,9 +369,16 @@ class NeuralTagger:
         With rows sorted longest first, step ``t`` only touches the rows still inside their
         address (a prefix), so a row's scores stop changing after its last token.
         """
+        return kernels.viterbi(np.ascontiguousarray(E, dtype=np.float32), np.asarray(lengths, np.int64),
+                               np.ascontiguousarray(self.trans.T), self.trans, self.start, self.end, self._b_cols,
+                               self._i_cols,
+                               self._i_from_b)
+
+    def viterbi_numpy(self, E: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """:meth:`viterbi` in plain numpy (the reference the compiled kernel is tested against)."""
         order = _descending(lengths)
         if order is not None:
-            path = self.viterbi(E[order], lengths[order])
+            path = self.viterbi_numpy(E[order], lengths[order])
             path[order] = path.copy()
             return path
         b, n, L = E.shape
