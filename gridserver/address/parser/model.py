@@ -1,4 +1,4 @@
-"""The trained address tagger and its model files; inference is pure numpy.
+"""The trained address tagger and its model files; inference is numpy (plus numba kernels).
 
 Two taggers share the tokenizer, vocabulary and gazetteer of :mod:`.features`:
 

@@ -1,4 +1,4 @@
-"""The neural address tagger at run time: char BiLSTM + CRF, inference in plain numpy.
+"""The neural address tagger at run time: char BiLSTM + CRF, inference in numpy (plus numba kernels).
 
 Inputs per token: its character embedding, the embeddings of the character bigrams to its left and
 right, 3 x 21 gazetteer bits (an entity of type X begins / ends / runs through here; gazetteer =
