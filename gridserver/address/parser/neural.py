@@ -300,6 +300,14 @@ def _descending(lengths: np.ndarray) -> np.ndarray | None:
     return np.argsort(-lengths, kind="stable")
 
 
+def _longest_first(fn, x: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """``fn(x, lengths)`` computed with the rows sorted longest first, returned in the callers' order."""
+    order = _descending(lengths)
+    out = fn(x[order], np.asarray(lengths)[order])
+    out[order] = out.copy()
+    return out
+
+
 class NeuralTagger:
     """An ensemble of :class:`Member` taggers sharing the vocabulary, bigrams and gazetteer."""
 
@@ -342,11 +350,8 @@ class NeuralTagger:
 
     def emissions(self, ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         """Label scores (B, n, L): the members' average, plus the weighted CRF scores if there is a CRF."""
-        order = _descending(lengths)
-        if order is not None:
-            E = self.emissions(ids[order], lengths[order])
-            E[order] = E.copy()
-            return E
+        if _descending(lengths) is not None:
+            return _longest_first(self.emissions, ids, lengths)
         match = self.lexicon.match(ids)  # the gazetteer serves the members and the CRF
         bl, br, lex, rep, tri, dic = self.inputs(ids, match)
         E = self.members[0].emissions(ids, bl, br, lex, rep, tri, lengths, dic)
@@ -366,21 +371,20 @@ class NeuralTagger:
         Uses the BIO structure: O and B-X may follow anything (a max over all labels), I-X only
         B-X or I-X (a max of two). The forward pass keeps the scores per step; the backward pass
         recomputes the one argmax it needs, which is cheaper than back-pointers for every label.
+        Compiled (:func:`.kernels.viterbi`); rows may come in any order.
+        """
+        return kernels.viterbi(np.ascontiguousarray(E, dtype=np.float32), np.asarray(lengths, np.int64),
+                               np.ascontiguousarray(self.trans.T), self.trans, self.start, self.end,
+                               self._b_cols, self._i_cols, self._i_from_b)
+
+    def viterbi_numpy(self, E: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """:meth:`viterbi` in plain numpy (the reference the compiled kernel is tested against).
+
         With rows sorted longest first, step ``t`` only touches the rows still inside their
         address (a prefix), so a row's scores stop changing after its last token.
         """
-        return kernels.viterbi(np.ascontiguousarray(E, dtype=np.float32), np.asarray(lengths, np.int64),
-                               np.ascontiguousarray(self.trans.T), self.trans, self.start, self.end, self._b_cols,
-                               self._i_cols,
-                               self._i_from_b)
-
-    def viterbi_numpy(self, E: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        """:meth:`viterbi` in plain numpy (the reference the compiled kernel is tested against)."""
-        order = _descending(lengths)
-        if order is not None:
-            path = self.viterbi_numpy(E[order], lengths[order])
-            path[order] = path.copy()
-            return path
+        if _descending(lengths) is not None:
+            return _longest_first(self.viterbi_numpy, E, lengths)
         b, n, L = E.shape
         b_cols, i_cols, i_from_b = self._b_cols, self._i_cols, self._i_from_b
         trans = self.trans
