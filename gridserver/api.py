@@ -20,6 +20,16 @@ ROUTERS = [
     "gridserver.address.routes_parse",
     "gridserver.address.routes",
     "gridserver.maps.routes",
+    # domains being built (a missing module is skipped):
+    "gridserver.jobs.routes",
+    "gridserver.blockdata.routes",
+    "gridserver.incidents.routes_workflow",
+    "gridserver.incidents.open311",
+    "gridserver.incidents.routes_stats",
+    "gridserver.analytics.routes",
+    "gridserver.analytics.ogc",
+    "gridserver.areas.routes_division",
+    "gridserver.maps.views",
 ]
 
 

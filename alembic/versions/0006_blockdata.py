@@ -1,0 +1,20 @@
+"""Block data: buildings, houses, households, people, businesses, links, access log, datasets (issue 9).
+
+Revision ID: 0006
+Revises: 0005
+Create Date: 2026-11-25
+"""
+from alembic import op  # noqa: F401
+
+revision = "0006"
+down_revision = "0005"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass
