@@ -35,7 +35,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     jwt_secret: str | None = None
-    jwt_expire_minutes: int = 12 * 60
+    jwt_expire_minutes: int = Field(default=30, description="access token lifetime; refresh tokens renew it")
+    jwt_refresh_days: int = Field(default=7, description="refresh token lifetime (rotating, revocable)")
+    demo_mode: bool = Field(default=False, description="set by `gridserver demo`: demo accounts may log in")
     pool_size: int = 8
 
     @property
