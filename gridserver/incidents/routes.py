@@ -14,9 +14,10 @@ from sqlalchemy.orm import Session
 from gridserver.auth.deps import current_user
 from gridserver.auth.users import User
 from gridserver.db.engine import get_session
+from gridserver.db.idempotency import Idempotency, idempotency
 from gridserver.geo.crs import KNOWN
 from gridserver.incidents import service
-from gridserver.incidents.categories import CATEGORIES
+from gridserver.incidents import taxonomy
 from gridserver.incidents.schemas import IncidentIn, IncidentOut, IncidentPage
 
 router = APIRouter(prefix="/api/v1/incidents", tags=["事件 incidents"])
@@ -24,22 +25,27 @@ router = APIRouter(prefix="/api/v1/incidents", tags=["事件 incidents"])
 CRS_HELP = f"坐标系 CRS of bbox: {', '.join(KNOWN)} or EPSG:nnnn"
 
 
-@router.get("/categories", summary="事件分类 the incident categories (public)")
-def categories():
-    return [{"code": k, **v} for k, v in CATEGORIES.items()]
+@router.get("/categories", summary="事件分类 the incident categories and items (public)")
+def categories(session: Session = Depends(get_session, scope="function")):
+    """The active taxonomy: categories with label, default department, deadline, workflow and items."""
+    return taxonomy.active(session).tree()
 
 
 @router.post("", response_model=IncidentOut, status_code=201, summary="上报事件 report an incident")
 def create(body: IncidentIn, response: Response, session: Session = Depends(get_session, scope="function"),
-           user: User = Depends(current_user)):
+           user: User = Depends(current_user), idem: Idempotency = Depends(idempotency)):
     """Locate the point to its grid and store the report.
 
     422 for a bad category/coordinates/CRS, 404 when the point is outside every grid (nothing is
-    stored), 403 when the caller's role or scope does not allow reporting there.
+    stored), 403 when the caller's role or scope does not allow reporting there. With an
+    ``Idempotency-Key`` header a retry returns the original answer (``gridserver.db.idempotency``).
     """
+    if (replay := idem.replay(session, user)) is not None:
+        return replay
     out = service.create_incident(session, body, user)
-    session.commit()  # before the response: a client may GET the Location right away
     response.headers["Location"] = f"{service.LIST_PATH}/{out['id']}"
+    idem.save(session, out, 201, {"Location": response.headers["Location"]})
+    session.commit()  # before the response: a client may GET the Location right away
     return out
 
 
@@ -54,6 +60,9 @@ def list_(
     since: datetime | None = Query(None, description="上报时间起 created at or after (ISO 8601; naive = UTC+8)"),
     until: datetime | None = Query(None, description="上报时间止 created before (ISO 8601; naive = UTC+8)"),
     reporter: str | None = Query(None, description="上报人 reporter username"),
+    overdue: bool | None = Query(None, description="超时 only (true) or no (false) overdue open incidents"),
+    department: str | None = Query(None, description="责任部门 department code"),
+    manual: bool | None = Query(None, description="人工派遣队列 waiting for manual dispatch"),
     limit: int = Query(service.DEFAULT_LIMIT, ge=1, le=service.MAX_LIMIT, description="每页条数 page size"),
     offset: int = Query(0, ge=0, description="偏移 skip this many (random access)"),
     cursor: str | None = Query(None, description="游标 from the 'next' URL of the previous page"),
@@ -62,7 +71,8 @@ def list_(
 ):
     """Newest first. ``total`` counts all matches; ``next`` is the URL of the following page (cursor-based)."""
     filters = service.IncidentFilters(bbox=bbox, crs=crs, grid=grid, status=status, category=category,
-                                      since=since, until=until, reporter=reporter, limit=limit,
+                                      since=since, until=until, reporter=reporter, overdue=overdue,
+                                      department=department, manual=manual, limit=limit,
                                       offset=offset, cursor=cursor)
     return service.list_incidents(session, filters, user)
 

@@ -20,6 +20,9 @@ class IncidentIn(BaseModel):
     description: str = Field("", max_length=2000, description="事件描述 what happened (≤2000 characters)")
     address: str | None = Field(None, max_length=500,
                                 description="地址 address text; without lon/lat it is geocoded from the address base")
+    contact: dict | None = Field(None, description="联系方式 reporter contact (name/phone), never shown publicly")
+    webhook_url: str | None = Field(None, max_length=500, pattern=r"^https?://",
+                                    description="状态变更通知 URL POSTed on every status change of this report")
 
     @model_validator(mode="after")
     def _need_a_place(self):
@@ -55,6 +58,31 @@ class IncidentOut(BaseModel):
     district_name: str | None = None
     created_at: datetime
     reporter: str | None = Field(description="上报人用户名 username of the reporter")
+    item_code: str | None = Field(None, description="事项 taxonomy item (leaf) code, when filed with one")
+    item_label: str | None = None
+    workflow: str = "general"
+    channel: str = "staff"
+    department: str | None = Field(None, description="责任部门 responsible department code (routing)")
+    department_name: str | None = None
+    route_level: str | None = Field(None, description="派遣层级 grid/community/street/district")
+    route_area_code: str | None = None
+    route_rule: dict | None = Field(None, description="派遣依据 the routing rule that made the decision")
+    manual_reason: str | None = Field(None, description="人工派遣原因 why it waits for manual dispatch")
+    near_boundary: dict | None = Field(None, description="靠近边界 neighbouring areas within a few metres")
+    due_at: datetime | None = Field(None, description="当前环节时限 due time of the current step")
+    deadline_at: datetime | None = Field(None, description="办结时限 overall handling deadline")
+    overdue: bool | None = None
+    escalation_level: int = 0
+    supervised: bool = False
+    supervision_note: str | None = None
+    merged_into: int | None = None
+    tracking_code: str | None = Field(None, description="查询码 public tracking code")
+    rating: str | None = None
+    rating_comment: str | None = None
+    reopen_count: int = 0
+    updated_at: datetime | None = None
+    closed_at: datetime | None = None
+    duplicates: list[dict] | None = Field(None, description="疑似重复 duplicate candidates (at intake)")
 
 
 class IncidentPage(BaseModel):

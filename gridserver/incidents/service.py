@@ -10,7 +10,8 @@ Who may read (get/list) — every read needs a token:
   * admin/analyst without scope: everything; any other staff role: incidents whose grid lies in
     their scope; citizen: only their own reports.
 
-The full workflow (dispatch, status transitions, SLA) is a later issue; status stays 'reported'.
+Intake also routes the report (``routing``), sets its due times (``deadlines``) and writes the first
+event; the later steps are in ``workflow``.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from gridserver.auth.deps import CITYWIDE_ROLES, describe_scope, user_in_scope
 from gridserver.auth.users import User
 from gridserver.errors import Forbidden, InvalidInput, NotFound
 from gridserver.geo.crs import normalize_crs, to_wgs84
-from gridserver.incidents.categories import CATEGORIES, category_label
+from gridserver.incidents import routing, taxonomy
+from gridserver.incidents.deadlines import add_deadline, load_overrides
 
 REPORTER_ROLES = ("admin", "district_operator", "street_operator", "community_operator", "grid_worker",
                   "citizen")
@@ -48,7 +50,12 @@ _SELECT = """
            i.address_text AS address, i.geocoded, i.geocode_confidence, i.address_code,
            i.grid_code, g.name AS grid_name, i.community_code, c.name AS community_name,
            i.street_code, s.name AS street_name, i.district_code, d.name AS district_name,
-           i.created_at, u.username AS reporter, i.reporter_id
+           i.created_at, u.username AS reporter, i.reporter_id,
+           i.item_code, i.workflow, i.channel, i.department, i.department_name, i.route_level,
+           i.route_area_code, i.route_rule, i.manual_reason, i.near_boundary, i.due_at, i.deadline_at,
+           i.escalation_level, i.supervised, i.supervision_note, i.merged_into, i.tracking_code,
+           i.rating, i.rating_comment, i.reopen_count, i.updated_at, i.closed_at,
+           (i.due_at < now() AND i.status NOT IN ('closed', 'rated', 'merged')) AS overdue
     FROM incidents i
     LEFT JOIN admin_areas g ON g.code = i.grid_code AND g.valid_to IS NULL
     LEFT JOIN admin_areas c ON c.code = i.community_code AND c.valid_to IS NULL
@@ -62,11 +69,35 @@ def _field(data, name, default=None):
     return data.get(name, default) if isinstance(data, dict) else getattr(data, name, default)
 
 
-def check_category(code: str) -> None:
-    """InvalidInput (422) listing the valid codes when ``code`` is not a known category."""
-    if code not in CATEGORIES:
-        valid = ", ".join(f"{k} ({v['label']})" for k, v in CATEGORIES.items())
-        raise InvalidInput(f"未知事件分类 unknown category {code!r}; valid categories: {valid}")
+def check_category(code: str, session=None) -> None:
+    """InvalidInput (422) listing the valid codes when ``code`` is not a category or item of the
+    active taxonomy (the shipped default when no session is given)."""
+    tax = taxonomy.active(session) if session is not None else _default_tax()
+    tax.node(code)
+
+
+_DEFAULT_TAX = []
+
+
+def _default_tax():
+    if not _DEFAULT_TAX:
+        _DEFAULT_TAX.append(taxonomy.default_taxonomy())
+    return _DEFAULT_TAX[0]
+
+
+def category_label(code: str, tax=None) -> str:
+    n = (tax or _default_tax()).nodes.get(code)
+    return n.name if n else code
+
+
+#: Characters of tracking codes: no 0/O/1/I/L, easy to read out on the phone.
+_TRACK_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
+
+
+def new_tracking_code() -> str:
+    import secrets
+
+    return "YX" + "".join(secrets.choice(_TRACK_ALPHABET) for _ in range(8))
 
 
 def check_can_report(user: User, grid_code: str | None = None, grid_name: str | None = None) -> None:
@@ -82,15 +113,22 @@ def check_can_report(user: User, grid_code: str | None = None, grid_name: str | 
                         f"of user {user.username!r}")
 
 
-def create_incident(session, data, user: User, *, source: str = "api") -> dict:
+def create_incident(session, data, user: User, *, source: str = "api", channel: str | None = None,
+                    outside: str = "error", now=None) -> dict:
     """Locate and store a new incident reported by ``user``; return it as IncidentOut fields.
 
     ``data`` is an IncidentIn or a dict with lon, lat, crs (default wgs84), category, description,
     address. Raises InvalidInput/UnknownCRS (422), OutsideArea (404, nothing stored) or Forbidden (403).
+    ``outside="manual"`` stores a report that cannot be placed (outside every grid, an address that
+    does not geocode) in the manual dispatch queue instead. The report is routed (department, level,
+    rule), gets its dispatch due time, overall deadline, a tracking code and a first event.
     Does not commit.
     """
+    from gridserver.errors import OutsideArea
+
     category = _field(data, "category")
-    check_category(category)
+    tax = taxonomy.active(session)
+    node = tax.node(category)
     check_can_report(user)
     x, y = _field(data, "lon"), _field(data, "lat")
     address = _field(data, "address")
@@ -99,37 +137,100 @@ def create_incident(session, data, user: User, *, source: str = "api") -> dict:
         raise InvalidInput(f"description is {len(description)} characters, at most 2000 are allowed")
     crs = _field(data, "crs", "wgs84") or "wgs84"
     geocoded, confidence, address_code = False, None, None
+    unplaced = None
     if x is None and y is None and address and address.strip():
         # no point: place the report at the standard address its text matches (NotFound → 404)
         from gridserver.address.geocode import geocode_for_incident
 
-        x, y, confidence, address_code = geocode_for_incident(session, address)
-        crs, geocoded = "wgs84", True
-    if x is None or y is None:
+        try:
+            x, y, confidence, address_code = geocode_for_incident(session, address)
+            crs, geocoded = "wgs84", True
+        except NotFound as exc:
+            if outside != "manual":
+                raise
+            unplaced = f"地址无法定位 the address could not be placed: {exc.detail}"
+    if unplaced is None and (x is None or y is None):
         raise InvalidInput("give lon and lat (both), or an address 需要经纬度或地址")
-    loc = locate_point(session, float(x), float(y), crs)
-    check_can_report(user, loc.code("grid"), loc.areas.get("grid", {}).get("name"))
+    areas: dict = {}
+    lon = lat = None
+    input_crs = crs
+    if unplaced is None:
+        try:
+            loc = locate_point(session, float(x), float(y), crs)
+            areas = {lv: loc.code(lv) for lv in ("grid", "community", "street", "district")}
+            check_can_report(user, loc.code("grid"), loc.areas.get("grid", {}).get("name"))
+        except OutsideArea as exc:
+            if outside != "manual":
+                raise
+            from gridserver.areas.locate import to_storage
+
+            unplaced = exc.detail
+            lon, lat, _ = to_storage(float(x), float(y), crs)
+            loc = None
+        if loc is not None:
+            lon, lat, input_crs = loc.lon, loc.lat, loc.input_crs
+    if lon is None:  # nowhere to put it: keep it at the district's centre, flagged for manual dispatch
+        lon, lat = _fallback_point(session)
+    r = routing.route(tax, node, areas)
+    if unplaced:
+        r.manual_reason = f"{r.manual_reason}: {unplaced}" if r.manual_reason else unplaced
+    near = routing.near_boundary(session, lon, lat, [areas.get("grid"), areas.get("community")]) \
+        if areas.get("grid") else None
+    from datetime import timedelta, timezone
+
+    now = now or datetime.now(timezone.utc)
+    deadline_at = add_deadline(now, node.deadline, load_overrides(session))
+    due_at = now + timedelta(minutes=float(tax.settings.get("dispatch_minutes", 30)))
+    channel = channel or {"citizen": "citizen"}.get(user.role, "staff")
+    contact = _field(data, "contact")
     new_id = session.execute(
-        text("""INSERT INTO incidents (category, description, geom, input_x, input_y, input_crs, address_text,
+        text("""INSERT INTO incidents (category, item_code, taxonomy_version, workflow, channel, description, geom,
+                                       input_x, input_y, input_crs, address_text,
                                        geocoded, geocode_confidence, address_code,
-                                       grid_code, community_code, street_code, district_code, reporter_id, source)
-                VALUES (:category, :description, ST_SetSRID(ST_MakePoint(:lon, :lat), 4326), :x, :y, :crs,
+                                       grid_code, community_code, street_code, district_code, reporter_id, source,
+                                       department, department_name, route_level, route_area_code, route_rule,
+                                       manual_reason, near_boundary, due_at, deadline_at, tracking_code,
+                                       webhook_url, contact, created_at, updated_at)
+                VALUES (:category, :item, :tv, :workflow, :channel, :description,
+                        ST_SetSRID(ST_MakePoint(:lon, :lat), 4326), :x, :y, :crs,
                         :address, :geocoded, :confidence, :address_code,
-                        :grid, :community, :street, :district, :reporter, :source)
+                        :grid, :community, :street, :district, :reporter, :source,
+                        :department, :department_name, :route_level, :route_area_code, CAST(:route_rule AS jsonb),
+                        :manual_reason, CAST(:near AS jsonb), :due_at, :deadline_at, :tracking, :webhook,
+                        CAST(:contact AS jsonb), :now, :now)
                 RETURNING id"""),
-        {"category": category, "description": description, "lon": loc.lon, "lat": loc.lat,
-         "x": float(x), "y": float(y), "crs": loc.input_crs, "address": address,
-         "geocoded": geocoded, "confidence": confidence, "address_code": address_code,
-         "grid": loc.code("grid"), "community": loc.code("community"), "street": loc.code("street"),
-         "district": loc.code("district"), "reporter": user.id, "source": source},
+        {"category": node.parent or node.code, "item": node.code if node.is_item else None, "tv": tax.version,
+         "workflow": node.workflow, "channel": channel, "description": description, "lon": lon, "lat": lat,
+         "x": None if x is None else float(x), "y": None if y is None else float(y), "crs": input_crs,
+         "address": address, "geocoded": geocoded, "confidence": confidence, "address_code": address_code,
+         **{k: areas.get(lv) for k, lv in (("grid", "grid"), ("community", "community"), ("street", "street"),
+                                           ("district", "district"))},
+         "reporter": user.id, "source": source, **r.as_columns(), "route_rule": json.dumps(r.rule),
+         "near": json.dumps(near) if near else None, "due_at": due_at, "deadline_at": deadline_at,
+         "tracking": new_tracking_code(), "webhook": _field(data, "webhook_url"),
+         "contact": json.dumps(contact) if contact else None, "now": now},
     ).scalar_one()
+    session.execute(text(
+        """INSERT INTO incident_events (incident_id, at, actor_id, actor, action, to_status, note, data)
+           VALUES (:id, :now, :uid, :actor, 'report', 'reported', :note, CAST(:data AS jsonb))"""),
+        {"id": new_id, "now": now, "uid": user.id, "actor": user.username, "note": description[:200],
+         "data": json.dumps({"channel": channel, "route": r.rule, "department": r.department,
+                             "manual_reason": r.manual_reason, "near_boundary": bool(near)})})
     return get_incident(session, new_id)
+
+
+def _fallback_point(session) -> tuple[float, float]:
+    row = session.execute(text("""SELECT ST_X(c), ST_Y(c) FROM (SELECT ST_PointOnSurface(geom) AS c FROM admin_areas
+                                  WHERE valid_to IS NULL ORDER BY length(code), code LIMIT 1) q""")).first()
+    return (float(row[0]), float(row[1])) if row else (0.0, 0.0)
 
 
 def _out(row) -> dict:
     out = dict(row._mapping)
     out.pop("reporter_id", None)
     out["category_label"] = category_label(out["category"])
+    if out.get("item_code"):
+        out["item_label"] = category_label(out["item_code"])
     return out
 
 
@@ -178,6 +279,10 @@ class IncidentFilters:
     since: datetime | None = None  # created_at >= since
     until: datetime | None = None  # created_at < until
     reporter: str | None = None  # username
+    overdue: bool | None = None  # past the current step's due time, still open
+    department: str | None = None  # responsible department code
+    manual: bool | None = None  # waiting in the manual dispatch queue
+    tracking_code: str | None = None
     limit: int = DEFAULT_LIMIT
     offset: int = 0
     cursor: str | None = None
@@ -248,8 +353,21 @@ def _where(f: IncidentFilters, user: User | None) -> tuple[list[str], dict, dict
         params["status"] = query["status"] = f.status
     if f.category is not None:
         check_category(f.category)
-        conds.append("i.category = :category")
+        conds.append("(i.category = :category OR i.item_code = :category)")
         params["category"] = query["category"] = f.category
+    if f.overdue is not None:
+        conds.append(("" if f.overdue else "NOT ") +
+                     "(i.due_at IS NOT NULL AND i.due_at < now() AND i.status NOT IN ('closed', 'rated', 'merged'))")
+        query["overdue"] = str(f.overdue).lower()
+    if f.department is not None:
+        conds.append("i.department = :department")
+        params["department"] = query["department"] = f.department
+    if f.manual is not None:
+        conds.append(("" if f.manual else "NOT ") + "(i.manual_reason IS NOT NULL AND i.department IS NULL)")
+        query["manual"] = str(f.manual).lower()
+    if f.tracking_code is not None:
+        conds.append("i.tracking_code = :tracking_code")
+        params["tracking_code"] = query["tracking_code"] = f.tracking_code
     since = _aware(f.since) if f.since else None
     until = _aware(f.until) if f.until else None
     if since and until and since >= until:

@@ -1,0 +1,102 @@
+"""Deadlines on the official working-day calendar (工作日), with local overrides.
+
+China's calendar moves workdays around public holidays (调休: a Saturday can be a workday, a Monday
+a holiday). The ``chinese-calendar`` package keeps the State Council's published calendar; a city can
+override single days (``calendar_overrides``: a local holiday, a typhoon day, a year the package
+does not know yet). Years the package does not cover fall back to Monday–Friday.
+
+Rules:
+* ``Nh`` deadlines are clock hours (urgent items run around the clock).
+* ``Nwd`` deadlines end at the same time of day on the N-th working day after the start; a report
+  made on a rest day starts counting at 09:00 of the next working day. Fractions round up.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import text
+
+from gridserver.errors import InvalidInput
+
+LOCAL_TZ = ZoneInfo("Asia/Shanghai")
+WORKDAY_START = 9  # 09:00
+_overrides: dict[str, tuple[float, dict[date, bool]]] = {}
+_TTL = 30.0
+
+
+def is_workday(day: date, overrides: dict[date, bool] | None = None) -> bool:
+    """True when ``day`` is a working day: local override, else the official calendar, else Mon–Fri."""
+    if overrides and day in overrides:
+        return overrides[day]
+    try:
+        import chinese_calendar
+
+        return bool(chinese_calendar.is_workday(day))
+    except (NotImplementedError, ImportError):
+        return day.weekday() < 5
+
+
+def load_overrides(conn, *, fresh: bool = False) -> dict[date, bool]:
+    """Local calendar overrides (cached for a few seconds per database)."""
+    key = str(getattr(getattr(conn, "engine", None), "url", "")) or str(id(conn))
+    hit = _overrides.get(key)
+    if hit and not fresh and time.monotonic() - hit[0] < _TTL:
+        return hit[1]
+    rows = conn.execute(text("SELECT day, workday FROM calendar_overrides")).all()
+    out = {r.day: r.workday for r in rows}
+    _overrides[key] = (time.monotonic(), out)
+    return out
+
+
+def set_override(conn, day: date, workday: bool, note: str = "") -> None:
+    """Mark ``day`` as a working day or a rest day locally (upsert). Does not commit."""
+    conn.execute(text("""INSERT INTO calendar_overrides (day, workday, note) VALUES (:d, :w, :n)
+                         ON CONFLICT (day) DO UPDATE SET workday = EXCLUDED.workday, note = EXCLUDED.note"""),
+                 {"d": day, "w": workday, "n": note})
+    _overrides.clear()
+
+
+def add_deadline(start: datetime, deadline: str, overrides: dict[date, bool] | None = None) -> datetime:
+    """``start`` + a taxonomy deadline ('3wd' or '4h'); aware datetime in China Standard Time."""
+    from gridserver.incidents.taxonomy import parse_deadline
+
+    amount, unit = parse_deadline(deadline, "deadline")
+    start = start.astimezone(LOCAL_TZ) if start.tzinfo else start.replace(tzinfo=LOCAL_TZ)
+    if unit == "h":
+        return start + timedelta(hours=amount)
+    return add_working_days(start, math.ceil(amount), overrides)
+
+
+def add_working_days(start: datetime, n: int, overrides: dict[date, bool] | None = None) -> datetime:
+    """The same time of day on the n-th working day after ``start`` (see the module rules)."""
+    if n < 0:
+        raise InvalidInput(f"working days must be >= 0, got {n}")
+    start = start.astimezone(LOCAL_TZ) if start.tzinfo else start.replace(tzinfo=LOCAL_TZ)
+    if not is_workday(start.date(), overrides):
+        day = start.date() + timedelta(days=1)
+        for _ in range(60):
+            if is_workday(day, overrides):
+                break
+            day += timedelta(days=1)
+        start = datetime(day.year, day.month, day.day, WORKDAY_START, tzinfo=LOCAL_TZ)
+    day, counted = start.date(), 0
+    for _ in range(n * 10 + 60):
+        if counted >= n:
+            break
+        day += timedelta(days=1)
+        if is_workday(day, overrides):
+            counted += 1
+    return datetime.combine(day, start.timetz())
+
+
+def working_days_between(a: date, b: date, overrides: dict[date, bool] | None = None) -> int:
+    """Working days in (a, b]."""
+    n, day = 0, a
+    while day < b:
+        day += timedelta(days=1)
+        n += is_workday(day, overrides)
+    return n
