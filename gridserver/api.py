@@ -8,6 +8,7 @@ from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
 
 from gridserver import __version__
+from gridserver.db.engine import enable_api_limits
 from gridserver.errors import install_handlers
 
 #: Each module exposes ``router``; order matters only for overlapping paths.
@@ -40,6 +41,7 @@ def create_app() -> FastAPI:
         description="网格化城市治理空间服务：行政区划与网格、点位落格、事件、标准地址库、矢量瓦片与地图。",
     )
     install_handlers(app)
+    enable_api_limits()  # statement_timeout on this process's database connections
     for name in ROUTERS:
         try:
             module = importlib.import_module(name)

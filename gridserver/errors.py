@@ -52,10 +52,64 @@ class Forbidden(GridserverError):
     status, code = 403, "forbidden"
 
 
+class DatabaseUnavailable(GridserverError):
+    """The database cannot be reached (down, restarting, pool exhausted): 503 with Retry-After."""
+
+    status, code = 503, "database_unavailable"
+
+
+def _database_error(exc: Exception) -> GridserverError | None:
+    """The domain error for a driver/pool exception, or None when it is not a database fault.
+
+    Connection failures and server shutdowns (SQLSTATE classes 08, 53, 57, 58 are all psycopg
+    ``OperationalError``) → 503; a cancelled statement (``statement_timeout``) → 503 saying so; a
+    data exception (class 22, e.g. a number out of range that slipped past validation) → 422.
+    """
+    import psycopg
+    from sqlalchemy import exc as sa_exc
+
+    from gridserver.db.engine import PoolTimeout
+
+    orig = exc.orig if isinstance(exc, sa_exc.DBAPIError) and exc.orig is not None else exc
+    if isinstance(orig, psycopg.errors.QueryCanceled):
+        from gridserver.settings import get_settings
+
+        return DatabaseUnavailable(
+            f"数据库查询超时 the database cancelled the query after the statement timeout "
+            f"({get_settings().statement_timeout_ms / 1000:g} s): narrow the request (smaller area, "
+            f"fewer rows) or retry later", code="query_timeout")
+    if isinstance(orig, (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout, sa_exc.TimeoutError)) or (
+            isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated):
+        return DatabaseUnavailable("数据库暂不可用 the database is unavailable (down or restarting); "
+                                   "nothing was changed by this request: retry after a few seconds")
+    if isinstance(orig, psycopg.errors.DataError):
+        first = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+        return InvalidInput(f"数据无效 a value was rejected by the database: {first}")
+    return None
+
+
 def install_handlers(app: FastAPI) -> None:
+    import psycopg
+    from sqlalchemy import exc as sa_exc
+
+    from gridserver.db.engine import PoolTimeout
+
+    async def _database(request: Request, exc: Exception):
+        err = _database_error(exc)
+        if err is None:
+            raise exc
+        return await _domain(request, err)
+
+    for cls in (sa_exc.DBAPIError, sa_exc.TimeoutError, psycopg.Error, PoolTimeout):
+        app.add_exception_handler(cls, _database)
+
     @app.exception_handler(GridserverError)
     async def _domain(_: Request, exc: GridserverError):
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        if exc.status == 503:
+            from gridserver.settings import get_settings
+
+            headers = {"Retry-After": str(get_settings().retry_after)}
         return JSONResponse({"detail": exc.detail, "code": exc.code, **exc.extra}, exc.status, headers=headers)
 
     @app.exception_handler(RequestValidationError)

@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     jwt_refresh_days: int = Field(default=7, description="refresh token lifetime (rotating, revocable)")
     demo_mode: bool = Field(default=False, description="set by `gridserver demo`: demo accounts may log in")
     pool_size: int = 8
+    connect_timeout: int = Field(default=3, description="seconds to wait for a database connection")
+    statement_timeout_ms: int = Field(default=30_000, description="API connections: longest SQL statement in ms (0 = no limit)")
+    retry_after: int = Field(default=3, description="Retry-After seconds sent with 503 when the database is unavailable")
 
     @property
     def yuexiu_dir(self) -> Path:
