@@ -9,11 +9,13 @@ from __future__ import annotations
 import mimetypes
 from pathlib import Path
 
-from fastapi import APIRouter, Path as PathParam, Query, Request
+from fastapi import APIRouter, Depends, Path as PathParam, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
+from gridserver.auth.deps import optional_user
+from gridserver.auth.users import User
 from gridserver.db.engine import pool
-from gridserver.errors import NotFound
+from gridserver.errors import NotFound, Unauthorized
 from gridserver.maps import tiles
 
 router = APIRouter(tags=["地图 maps"])
@@ -30,11 +32,16 @@ BUILD_HINT = "cd web && npm install --no-audit --no-fund && npm run build   (或
 
 
 @router.get("/tiles/layers.json", summary="瓦片图层列表 tile layers (TileJSON-like)")
-def tile_layers(request: Request):
-    """Every tile layer with its URL template, zoom range, feature count and data bounds."""
+def tile_layers(request: Request, user: User | None = Depends(optional_user)):
+    """Every tile layer with its URL template, zoom range, feature count and data bounds.
+
+    Area and basemap layers are public. The incidents layer is listed for everyone (it needs a
+    token) but its count and bounds appear only with a token, restricted to what the caller may read.
+    """
+    viewer = tiles.Viewer.of(user) if user is not None else None
     with pool().connection() as conn:
-        doc = tiles.layers_document(conn, str(request.base_url))
-    return JSONResponse(doc, headers={"Cache-Control": "no-cache"})
+        doc = tiles.layers_document(conn, str(request.base_url), viewer)
+    return JSONResponse(doc, headers={"Cache-Control": "private, no-cache", "Vary": "Authorization"})
 
 
 @router.get(
@@ -45,13 +52,19 @@ def tile_layers(request: Request):
 )
 def vector_tile(
     request: Request,
-    layer: str = PathParam(..., description="图层 districts | streets | communities | grids | incidents"),
+    layer: str = PathParam(..., description="图层 districts | streets | communities | grids | roads | landuse | "
+                                             "buildings (public) | incidents (token)"),
     z: int = PathParam(..., description="缩放级别 zoom 0–24"),
     x: int = PathParam(..., description="列号 tile column"),
     y: int = PathParam(..., description="行号 tile row (XYZ, north = 0)"),
     status: str | None = Query(None, description="仅事件图层：按状态过滤，逗号分隔 e.g. reported,assigned"),
+    user: User | None = Depends(optional_user),
 ):
     """One Mapbox Vector Tile; 204 when nothing is in it, 304 when the client's ETag still matches.
+
+    ``incidents`` needs a bearer token (401 without) and holds only the incidents the caller may
+    read, clustered up to z14 (``incidents_cluster`` layer) and as points deeper; served with
+    ``Cache-Control: private``.
 
     A plain ``def``: FastAPI runs it in its thread pool. bench/tiles.py measured it at least as
     fast as an ``async def`` handler on a psycopg AsyncConnectionPool (0.51x vs 0.45x of direct
@@ -59,15 +72,27 @@ def vector_tile(
     """
     spec = tiles.get_layer(layer)
     tiles.check_tile(z, x, y)
-    statuses = tiles.parse_statuses(status) if spec.level is None else None
+    private = spec.name in tiles.PRIVATE_LAYERS
+    viewer = None
+    if private:
+        if user is None:
+            raise Unauthorized(f"图层 {spec.name} 需要登录 the {spec.name} tile layer needs a token: send "
+                               "'Authorization: Bearer <token>' (get one from POST /api/v1/auth/token)")
+        viewer = tiles.Viewer.of(user)
+    statuses = tiles.parse_statuses(status) if spec.kind == "incidents" else None
     with pool().connection() as conn:
-        data = tiles.render_tile(conn, spec, z, x, y, statuses)
-    return tile_response(data, spec.max_age, request.headers.get("if-none-match"))
+        data = tiles.render_tile(conn, spec, z, x, y, statuses, viewer)
+    return tile_response(data, spec.max_age, request.headers.get("if-none-match"), private=private)
 
 
-def tile_response(data: bytes, max_age: int, if_none_match: str | None = None) -> Response:
-    """The HTTP response for tile bytes: 200 with the MVT, 204 if empty, 304 if the ETag matches."""
-    headers = {"Cache-Control": f"public, max-age={max_age}"}
+def tile_response(data: bytes, max_age: int, if_none_match: str | None = None, private: bool = False) -> Response:
+    """The HTTP response for tile bytes: 200 with the MVT, 204 if empty, 304 if the ETag matches.
+
+    ``private``: per-caller content, cacheable by the browser only (never a shared cache).
+    """
+    headers = {"Cache-Control": f"{'private' if private else 'public'}, max-age={max_age}"}
+    if private:
+        headers["Vary"] = "Authorization"
     if not data:
         return Response(status_code=204, headers=headers)
     tag = tiles.etag(data)

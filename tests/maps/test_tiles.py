@@ -78,10 +78,10 @@ def test_tile_without_data_is_204(http, small_city):
 
 
 def test_unknown_layer_is_404(http, small_city):
-    r = http.get("/tiles/buildings/14/13346/7109.mvt")
+    r = http.get("/tiles/railways/14/13346/7109.mvt")
     assert r.status_code == 404
     body = r.json()
-    assert "buildings" in body["detail"] and "grids" in body["detail"]
+    assert "railways" in body["detail"] and "grids" in body["detail"]
 
 
 @pytest.mark.parametrize("path", ["/tiles/grids/14/16384/0.mvt", "/tiles/grids/3/0/8.mvt",
@@ -118,11 +118,11 @@ def incident(engine, small_city):
         conn.execute(text("DELETE FROM incidents WHERE id = :id"), {"id": iid})
 
 
-def test_incident_inserted_in_sql_shows_in_its_tile(http, incident):
+def test_incident_inserted_in_sql_shows_in_its_tile(http, incident, auth, admin_token):
     t = TMS.tile(113.2712, 23.1234, 16)
-    r = _get(http, "incidents", t)
+    r = http.get(f"/tiles/incidents/{t.z}/{t.x}/{t.y}.mvt", headers=auth(admin_token))
     assert r.status_code == 200, r.text
-    assert r.headers["cache-control"] == "public, max-age=15"
+    assert r.headers["cache-control"] == "private, max-age=15"
     feats = mapbox_vector_tile.decode(r.content)["incidents"]["features"]
     mine = [f for f in feats if f["properties"]["id"] == incident]
     assert len(mine) == 1
@@ -137,13 +137,15 @@ def test_incident_inserted_in_sql_shows_in_its_tile(http, incident):
     assert p["created_at"].endswith("Z") and p["created_at"][:2] == "20"
 
 
-def test_incident_status_filter(http, incident):
+def test_incident_status_filter(http, incident, auth, admin_token):
     t = TMS.tile(113.2712, 23.1234, 16)
     ids = lambda r: ({f["properties"]["id"] for f in mapbox_vector_tile.decode(r.content)["incidents"]["features"]}
                      if r.status_code == 200 else set())
-    assert incident in ids(_get(http, "incidents", t, status="reported"))
-    assert incident in ids(_get(http, "incidents", t, status="closed, reported"))
-    assert incident not in ids(_get(http, "incidents", t, status="closed"))
+    get = lambda status: http.get(f"/tiles/incidents/{t.z}/{t.x}/{t.y}.mvt", params={"status": status},
+                                  headers=auth(admin_token))
+    assert incident in ids(get("reported"))
+    assert incident in ids(get("closed, reported"))
+    assert incident not in ids(get("closed"))
 
 
 def test_layers_json_lists_layers_with_data_bounds(http, small_city):
@@ -151,7 +153,7 @@ def test_layers_json_lists_layers_with_data_bounds(http, small_city):
     assert r.status_code == 200
     doc = r.json()
     by_id = {l["id"]: l for l in doc["layers"]}
-    assert set(by_id) == {"districts", "streets", "communities", "grids", "incidents"}
+    assert {"districts", "streets", "communities", "grids", "incidents", "roads", "landuse"} <= set(by_id)
     grids = by_id["grids"]
     assert grids["count"] >= 16
     assert grids["tiles"][0].endswith("/tiles/grids/{z}/{x}/{y}.mvt")
