@@ -84,7 +84,13 @@ def db_status():
 
     s = get_settings()
     if s.database_url:
-        console.print(f"DATABASE_URL: {s.database_url}")
+        from sqlalchemy.engine import make_url
+
+        try:  # never print the password
+            shown = make_url(s.database_url).render_as_string(hide_password=True)
+        except Exception:  # not a URL SQLAlchemy reads: show no more than the scheme
+            shown = s.database_url.split("://", 1)[0] + "://***"
+        console.print(f"DATABASE_URL: {shown}", highlight=False)
         console.print(f"schema revision: {migrate.current()}")
         return
     running = embedded.is_running(s)
@@ -114,11 +120,34 @@ def serve(host: str = typer.Option(None, help="bind address (default 127.0.0.1)"
     from gridserver.db import migrate
     from gridserver.settings import get_settings
 
+    from gridserver.auth.startup import StartupRefused, check_secret, demo_accounts
+    from gridserver.logconfig import uvicorn_log_config
+
     s = get_settings()
+    try:
+        check_secret(s)
+    except StartupRefused as exc:
+        console.print(f"[red]{exc}[/red]", highlight=False)
+        raise typer.Exit(2) from None
     migrate.upgrade()
+    from gridserver.db.engine import get_engine
+
+    with get_engine().connect() as conn:
+        demo = demo_accounts(conn)
+    if demo and s.demo_mode:
+        from gridserver.auth.startup import DEMO_BANNER
+        from gridserver.demo.build import DEMO_PASSWORD
+
+        console.print(f"[bold red]{DEMO_BANNER.format(password=DEMO_PASSWORD)}[/bold red] {', '.join(demo)}",
+                      highlight=False)
+    elif demo:
+        console.print(f"[yellow]{len(demo)} demo accounts ({', '.join(demo)}) exist in this database; they are "
+                      "refused outside demo mode (`gridserver users passwd NAME` makes one a real account).[/yellow]",
+                      highlight=False)
     host, port = host or s.host, port or s.port
     console.print(f"gridserver at http://{host}:{port}/map  (API docs http://{host}:{port}/docs)")
-    uvicorn.run("gridserver.api:create_app", factory=True, host=host, port=port, log_level="info")
+    uvicorn.run("gridserver.api:create_app", factory=True, host=host, port=port, log_level="info",
+                log_config=uvicorn_log_config())
 
 
 # --- domains ----------------------------------------------------------------------------------

@@ -49,6 +49,29 @@ def upgrade() -> None:
         CREATE INDEX refresh_tokens_family ON refresh_tokens (family);
         """
     )
+    _flag_existing_demo_accounts()
+
+
+#: Accounts ``gridserver demo`` created before this revision, with the password it printed.
+_DEMO_USERNAMES = ("admin", "district", "street", "community", "gridworker", "handler", "analyst", "citizen")
+_DEMO_PASSWORD = b"gridserver-demo"
+
+
+def _flag_existing_demo_accounts() -> None:
+    """Mark earlier demo accounts that still have the published password as demo accounts."""
+    import bcrypt
+    from sqlalchemy import text
+
+    conn = op.get_bind()
+    rows = conn.execute(text("SELECT id, password_hash FROM users WHERE username = ANY(:u)"),
+                        {"u": list(_DEMO_USERNAMES)}).all()
+    for user_id, password_hash in rows:
+        try:
+            known = bcrypt.checkpw(_DEMO_PASSWORD, password_hash.encode("ascii"))
+        except ValueError:
+            known = False
+        if known:
+            conn.execute(text("UPDATE users SET demo = true WHERE id = :i"), {"i": user_id})
 
 
 def downgrade() -> None:

@@ -105,7 +105,7 @@ def disable(
     username: str = typer.Argument(..., help="用户名 username"),
     enable: bool = typer.Option(False, "--enable", help="重新启用 re-enable instead"),
 ):
-    """停用账号 disable an account (its tokens stop working at once); --enable undoes it."""
+    """停用账号 disable an account (its tokens stop working at once, for good); --enable lets it log in again."""
     from gridserver.db.engine import session_scope
 
     try:
@@ -114,3 +114,13 @@ def disable(
     except GridserverError as exc:
         raise _fail(exc) from None
     console.print(f"{user.username} {'enabled' if user.active else 'disabled'}")
+
+
+@app.command("unlock")
+def unlock(username: str = typer.Argument(..., help="用户名 username")):
+    """解除锁定 lift a lockout after too many failed logins."""
+    from gridserver.db.engine import session_scope
+
+    with session_scope() as session:
+        had = users.unlock(session, username)
+    console.print(f"{username} unlocked" if had else f"{username} was not locked")

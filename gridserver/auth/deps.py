@@ -10,10 +10,11 @@ from fastapi import Depends
 from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.orm import Session
 
-from gridserver.auth.security import decode_access_token
+from gridserver.auth.security import decode_access_claims
 from gridserver.auth.users import ROLES, User, get_user
 from gridserver.db.engine import get_session
 from gridserver.errors import Forbidden, Unauthorized
+from gridserver.settings import get_settings
 
 # auto_error=False: we raise our own Unauthorized so the body has the project's {"detail", "code"} shape.
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
@@ -23,10 +24,16 @@ CITYWIDE_ROLES = ("admin", "analyst")
 
 
 def _user_from_token(session: Session, token: str) -> User:
-    username = decode_access_token(token)
+    username, version = decode_access_claims(token)
     user = get_user(session, username)
     if user is None or not user.active:
         raise Unauthorized(f"账号不存在或已停用 account {username!r} does not exist or is disabled")
+    if user.token_version != version:
+        raise Unauthorized("令牌已撤销 token revoked (the password was changed or the account disabled): "
+                           "log in again")
+    if user.demo and not get_settings().demo_mode:
+        raise Unauthorized(f"演示账号仅在演示模式可用 {username!r} is a demo account; demo accounts work only "
+                           "while the server runs as `gridserver demo`")
     return user
 
 
@@ -69,6 +76,35 @@ def user_in_scope(user: User, area_code: str | None) -> bool:
     if user.scope_code is None:
         return user.role in CITYWIDE_ROLES
     return area_code is not None and area_code.startswith(user.scope_code)
+
+
+def scope_covers(user: User, scope_code: str | None) -> bool:
+    """True when every area in ``scope_code`` (None = the whole city) lies inside the user's scope."""
+    if scope_code is None:
+        return user.scope_code is None and user.role in CITYWIDE_ROLES
+    return user_in_scope(user, scope_code)
+
+
+#: Rank of each role for "may not create accounts above your own" (admin is the top).
+ROLE_RANK = {"admin": 3, "district_operator": 2, "street_operator": 2, "community_operator": 2,
+             "analyst": 2, "grid_worker": 1, "dept_handler": 1, "citizen": 0}
+
+
+def check_may_grant(actor: User, role: str, scope_code: str | None) -> None:
+    """Forbidden (403) unless ``actor`` may create or change an account with this role and scope.
+
+    An account may not get a role above the actor's, nor a scope broader than the actor's: a
+    scoped admin creates accounts only inside its own area (never a city-wide admin or analyst).
+    Citizens have no scope and may be created by any admin.
+    """
+    if ROLE_RANK.get(role, 99) > ROLE_RANK.get(actor.role, -1):
+        raise Forbidden(f"不能授予高于自己的角色 you ({actor.role}) may not create a {role} account")
+    if role == "citizen" and scope_code is None:
+        return
+    if not scope_covers(actor, scope_code):
+        target = scope_code or "全市 whole city"
+        raise Forbidden(f"不能授予超出自己管辖范围的权限 you may not grant scope {target}: it is outside your "
+                        f"scope {describe_scope(actor)}")
 
 
 def describe_scope(user: User) -> str:

@@ -1,12 +1,17 @@
-"""Passwords (bcrypt) and access tokens (JWT, HS256).
+"""Passwords (bcrypt), access tokens (JWT, HS256) and the signing-secret policy.
 
-Tokens carry only the username (``sub``) and expiry: role, scope and the active flag are read from
-the database on every request, so disabling an account or changing its role takes effect at once.
+Access tokens carry only the username (``sub``), the account's ``token_version`` (``ver``) and expiry:
+role, scope, the active flag and the version are read from the database on every request, so
+disabling an account, changing its role or its password takes effect at once (a password change or
+disable bumps the version, which invalidates every token issued before).
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+
+import hashlib
+import secrets
 
 import bcrypt
 import jwt
@@ -35,6 +40,31 @@ def hash_password(password: str) -> str:
     return bcrypt.hashpw(password.encode("utf-8"), bcrypt.gensalt()).decode("ascii")
 
 
+#: A real bcrypt hash (cost 12) of a random string nobody knows. Logins for unknown or disabled
+#: accounts are verified against it, so they take as long as a wrong password for a real account
+#: and the response time does not tell which usernames exist.
+DUMMY_HASH = bcrypt.hashpw(secrets.token_bytes(16).hex().encode(), bcrypt.gensalt()).decode("ascii")
+
+#: Signing secrets published somewhere (our compose file, tutorials); refused outside demo mode.
+KNOWN_SECRETS = frozenset({
+    "change-me-in-production", "changeme", "change-me", "secret", "jwt-secret", "gridserver",
+    "gridserver-demo", "password", "your-secret-key", "supersecret",
+})
+MIN_SECRET_LENGTH = 32
+
+
+def weak_secret_reason(secret: str | None) -> str | None:
+    """Why ``secret`` must not sign tokens in production (known or short), or None when it is fine."""
+    if not secret:
+        return None  # none given: a random one is generated and kept in the data dir
+    if secret.strip().lower() in KNOWN_SECRETS:
+        return "GRIDSERVER_JWT_SECRET is a published example value; anyone could forge tokens with it"
+    if len(secret) < MIN_SECRET_LENGTH:
+        return (f"GRIDSERVER_JWT_SECRET has {len(secret)} characters; at least {MIN_SECRET_LENGTH} are required "
+                "(e.g. `python -c 'import secrets; print(secrets.token_hex(32))'`)")
+    return None
+
+
 def verify_password(password: str, password_hash: str) -> bool:
     """True when ``password`` matches the stored bcrypt hash; never raises on malformed input."""
     try:
@@ -43,17 +73,23 @@ def verify_password(password: str, password_hash: str) -> bool:
         return False
 
 
-def create_access_token(username: str, *, expires_delta: timedelta | None = None) -> str:
-    """Sign a token for ``username`` valid for ``jwt_expire_minutes`` (or ``expires_delta``)."""
+def create_access_token(username: str, *, version: int = 0, expires_delta: timedelta | None = None) -> str:
+    """Sign a token for ``username`` at token version ``version``, valid for ``jwt_expire_minutes``
+    (or ``expires_delta``)."""
     s = get_settings()
     now = datetime.now(timezone.utc)
     exp = now + (expires_delta if expires_delta is not None else timedelta(minutes=s.jwt_expire_minutes))
-    payload = {"sub": username, "iat": int(now.timestamp()), "exp": int(exp.timestamp())}
+    payload = {"sub": username, "ver": int(version), "iat": int(now.timestamp()), "exp": int(exp.timestamp())}
     return jwt.encode(payload, s.secret(), algorithm=ALGORITHM)
 
 
 def decode_access_token(token: str) -> str:
     """Return the username in a valid token; Unauthorized (401) when expired, forged or malformed."""
+    return decode_access_claims(token)[0]
+
+
+def decode_access_claims(token: str) -> tuple[str, int]:
+    """(username, token version) of a valid token; Unauthorized (401) when expired, forged or malformed."""
     try:
         payload = jwt.decode(token, get_settings().secret(), algorithms=[ALGORITHM],
                              options={"require": ["sub", "exp"]})
@@ -64,4 +100,17 @@ def decode_access_token(token: str) -> str:
     sub = payload.get("sub")
     if not isinstance(sub, str) or not sub:
         raise Unauthorized("无效令牌 invalid token: no subject")
-    return sub
+    ver = payload.get("ver", 0)
+    if not isinstance(ver, int):
+        raise Unauthorized("无效令牌 invalid token: bad version")
+    return sub, ver
+
+
+def new_refresh_token() -> tuple[str, str]:
+    """A fresh opaque refresh token and the SHA-256 hex under which it is stored (never the token)."""
+    token = secrets.token_urlsafe(32)
+    return token, hash_refresh_token(token)
+
+
+def hash_refresh_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()

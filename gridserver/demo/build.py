@@ -71,7 +71,7 @@ def ensure_demo_users(engine, city) -> list[tuple[str, str, str | None]]:
     with engine.begin() as conn:
         for username, role, scope, full_name in wanted:
             if get_user(conn, username) is None:
-                create_user(conn, username, DEMO_PASSWORD, role, scope, full_name=full_name)
+                create_user(conn, username, DEMO_PASSWORD, role, scope, full_name=full_name, demo=True)
     return [(u, r, s) for u, r, s, _ in wanted]
 
 
@@ -140,6 +140,10 @@ def build_demo(seed: int = 0, incidents: int = 3000, addresses: bool = True) -> 
     summary["users"] = ensure_demo_users(engine, city)
     with console.status("生成事件 locating demo incidents…"):
         summary["incidents"] = load_incidents(engine, city, incidents, seed)
+    with console.status("底图 loading the basemap (roads, green areas)…"):
+        from gridserver.demo.basemap import load_basemap
+
+        summary["basemap"] = load_basemap(engine, city, shared / "data" / "yuexiu" if shared else None, seed)
     if shared:
         from gridserver.demo.checks import gcj02_outline_iou
 
@@ -181,7 +185,7 @@ def _print_summary(summary: dict, host: str, port: int) -> None:
     t.add_row("用时 time", f"{summary['seconds']} s")
     console.print(t)
     users = ", ".join(u for u, _, _ in summary["users"])
-    console.print(f"演示账号 demo accounts: {users} — password [bold]{DEMO_PASSWORD}[/] (change it outside a demo)")
+    console.print(f"演示账号 demo accounts: {users} — password [bold]{DEMO_PASSWORD}[/] (they log in only in demo mode: `gridserver demo --serve`)")
     base = f"http://{host}:{port}"
     console.print(f"\n  地图 map:        {base}/map\n  API 文档 docs:   {base}/docs\n"
                   f"  落格 locate:     {base}/api/v1/locate?lon=113.2665&lat=23.1291\n"
@@ -208,7 +212,17 @@ def demo_command(
         raise typer.Exit(2) from None
     _print_summary(summary, host, port)
     if serve:
+        import os
+
         import uvicorn
 
+        from gridserver.auth.startup import DEMO_BANNER
+        from gridserver.logconfig import uvicorn_log_config
+
+        os.environ["GRIDSERVER_DEMO_MODE"] = "1"  # demo accounts may log in only in this process
+        get_settings.cache_clear()
+        console.print(f"[bold red]{DEMO_BANNER.format(password=DEMO_PASSWORD)}[/bold red] "
+                      f"{', '.join(u for u, _, _ in summary['users'])}", highlight=False)
         console.print(f"serving at http://{host}:{port}/map — Ctrl-C to stop")
-        uvicorn.run("gridserver.api:create_app", factory=True, host=host, port=port, log_level="warning")
+        uvicorn.run("gridserver.api:create_app", factory=True, host=host, port=port, log_level="warning",
+                    log_config=uvicorn_log_config())
