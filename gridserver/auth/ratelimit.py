@@ -56,5 +56,6 @@ class SlidingWindow:
             self._events.clear()
 
 
-#: Failed logins per client address: 20 in 5 minutes, then 429 until the oldest falls out.
-LOGIN_FAILURES_PER_IP = SlidingWindow(limit=20, window=300)
+#: Failed logins per client address: 50 in 5 minutes (an office behind one NAT address has many
+#: users), then 429 until the oldest falls out — 600 guesses an hour at most, against 5 per account.
+LOGIN_FAILURES_PER_IP = SlidingWindow(limit=50, window=300)

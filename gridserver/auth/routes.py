@@ -78,7 +78,7 @@ def login(request: Request, form: OAuth2PasswordRequestForm = Depends(),
           session: Session = Depends(get_session, scope="function")):
     """Standard OAuth2 password flow (form fields ``username``, ``password``). 401 on bad credentials.
 
-    5 failed logins for a username lock it for 15 minutes (429 ``account_locked``); 20 failed logins
+    5 failed logins for a username lock it for 15 minutes (429 ``account_locked``); 50 failed logins
     from one address within 5 minutes → 429 ``too_many_attempts``. The answer also carries a refresh
     token (see ``POST /api/v1/auth/refresh``).
     """

@@ -1,0 +1,92 @@
+"""Access (issue 8): what ``gridserver serve`` refuses and what it writes to its logs.
+
+Runs the real command in a subprocess against the test database: a weak JWT secret stops it before
+it binds a port; the access log keeps paths but drops query strings; ``db status`` masks the
+database password; the compose file carries no secret.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+GRIDSERVER = [sys.executable, "-m", "gridserver.cli"]
+
+
+def _env(db_conninfo: str, **extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRIDSERVER_")}
+    env.update(DATABASE_URL=db_conninfo, **extra)
+    return env
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("secret,why", [("change-me-in-production", "published"),
+                                        ("short-but-not-known", "at least 32")])
+def test_serve_refuses_a_known_or_short_jwt_secret(db_conninfo, secret, why):
+    port = _free_port()
+    r = subprocess.run(GRIDSERVER + ["serve", "--port", str(port)], cwd=ROOT, capture_output=True, text=True,
+                       env=_env(db_conninfo, GRIDSERVER_JWT_SECRET=secret, COLUMNS="300"), timeout=60)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "refusing to start" in r.stdout and why in r.stdout
+    with socket.socket() as s:  # it never listened
+        assert s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_serve_starts_with_a_strong_secret_and_logs_no_query_strings(db_conninfo, small_city):
+    port = _free_port()
+    proc = subprocess.Popen(GRIDSERVER + ["serve", "--port", str(port)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True,
+                            env=_env(db_conninfo, GRIDSERVER_JWT_SECRET="x" * 8 + os.urandom(16).hex(),
+                                     COLUMNS="300"))
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(base + "/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, "serve did not start"
+            time.sleep(0.2)
+        httpx.get(base + "/api/v1/address/geocode", params={"q": "越秀区中山四路13号张三家"}, timeout=30)
+        httpx.get(base + "/api/v1/locate?lon=113.26&lat=23.13&crs=wgs84", timeout=30)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+    lines = [ln for ln in out.splitlines() if '"GET ' in ln]
+    assert any('"GET /api/v1/address/geocode HTTP/1.1"' in ln for ln in lines), out
+    assert any('"GET /api/v1/locate HTTP/1.1" 200' in ln for ln in lines), out
+    assert "张三" not in out and "%E5" not in out and "q=" not in out and "lon=" not in out
+
+
+def test_db_status_masks_the_password(db_conninfo):
+    with_password = re.sub(r"^postgresql://([^@/]+)@", r"postgresql://\1:S3cretPassw0rd@", db_conninfo)
+    assert "S3cretPassw0rd" in with_password
+    r = subprocess.run(GRIDSERVER + ["db", "status"], cwd=ROOT, capture_output=True, text=True,
+                       env=_env(with_password, COLUMNS="300"), timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "S3cretPassw0rd" not in r.stdout + r.stderr
+    assert "***@" in r.stdout and "schema revision" in r.stdout
+
+
+def test_compose_file_ships_no_secret():
+    compose = (ROOT / "docker" / "compose.yaml").read_text()
+    assert "change-me-in-production" not in compose
+    assert re.search(r"GRIDSERVER_JWT_SECRET: \$\{GRIDSERVER_JWT_SECRET:\?", compose)
+    assert re.search(r"POSTGRES_PASSWORD: \$\{POSTGRES_PASSWORD:\?", compose)
