@@ -25,6 +25,7 @@ class FeatureQuery:
     region_wkt: str | None = None  # EPSG:4326 (multi)polygon
     radius: tuple[float, float, float] | None = None  # lon, lat, metres
     time: tuple[datetime | None, datetime | None, bool] | None = None
+    time_end_exclusive: bool = False  # OGC intervals are closed; /query and exports use [from, to)
     props: dict[str, list[str]] = field(default_factory=dict)  # property → accepted values (OR)
     cql: tuple[str, dict] | None = None  # compiled CQL2 condition
     limit: int | None = 10
@@ -60,7 +61,7 @@ def where_sql(layer: Layer, q: FeatureQuery, user: User | None) -> tuple[str, di
         t1 = layer.time_end or layer.time_start
         # intersection of [t0, t1] with [start, end]; an open-ended feature (t1 NULL) is still valid
         if end is not None:
-            conds.append(f"{t0} <= :dt_end")
+            conds.append(f"{t0} {'<' if q.time_end_exclusive else '<='} :dt_end")
             params["dt_end"] = end
         if start is not None:
             conds.append(f"({t1} IS NULL OR {t1} >= :dt_start)" if layer.time_end else f"{t1} >= :dt_start")

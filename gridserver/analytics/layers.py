@@ -7,9 +7,11 @@ filtered on, and who may read it:
 * ``districts``/``streets``/``communities``/``grids`` are public (published boundaries);
 * ``incidents`` need a token: admin/analyst see all, staff their scope (grid-code prefix), citizens
   their own reports — the rule of ``incidents.service``;
-* ``buildings``/``businesses`` exist only when the block-data tables do (checked at request time) and
-  go through the block-data masking layer (``gridserver.blockdata.privacy``) when it is present;
-  without it only non-identifying columns are published.
+* ``buildings``/``businesses`` exist only when the block-data tables do (checked at request time);
+  rows are limited to the caller's scope in SQL and every row is shaped by the block-data masking
+  layer (``gridserver.blockdata.privacy.view_for`` + ``shape_building``/``shape_business``):
+  analysts get de-identified rows (address generalised to the building), citizens nothing.
+  People and households are never a collection.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import text
 
 from gridserver.auth.users import User
-from gridserver.errors import NotFound, Unauthorized
+from gridserver.errors import Forbidden, NotFound, Unauthorized
 
 CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
 
@@ -78,17 +80,21 @@ LAYERS: dict[str, Layer] = {
         time_start="t.created_at", point=True, id_type="integer",
     ),
     "buildings": Layer(
-        id="buildings", title="建筑", description="建筑物（已脱敏） buildings, de-identified",
-        table="buildings t", base_where="TRUE", id_sql="t.building_code",
-        props={"building_code": "t.building_code", "grid_code": "t.grid_code", "floors": "t.floors", "use": "t.use"},
-        queryables={"building_code": "string", "grid_code": "string", "floors": "integer", "use": "string"},
+        id="buildings", title="建筑", description="建筑物（按角色脱敏） buildings, shaped by the block-data privacy layer",
+        table="buildings t", base_where="t.geom IS NOT NULL", id_sql="t.building_code",
+        props={"building_code": "t.building_code", "address_code": "t.address_code", "name": "t.name",
+               "floors": "t.floors", "use": "t.use", "year_built": "t.year_built", "grid_code": "t.grid_code"},
+        queryables={"building_code": "string", "grid_code": "string", "floors": "integer", "use": "string",
+                    "year_built": "integer"},
         required_table="buildings",
     ),
     "businesses": Layer(
-        id="businesses", title="企业商户", description="企业与商户（已脱敏） businesses, de-identified",
-        table="businesses t", base_where="TRUE", id_sql="t.credit_code",
-        props={"category": "t.category", "grid_code": "t.grid_code", "building_code": "t.building_code"},
-        queryables={"category": "string", "grid_code": "string", "building_code": "string"},
+        id="businesses", title="企业商户", description="企业与商户（按角色脱敏） businesses, shaped by the block-data privacy layer",
+        table="businesses t", base_where="t.geom IS NOT NULL", id_sql="t.credit_code",
+        props={"credit_code": "t.credit_code", "name": "t.name", "category": "t.category",
+               "address_code": "t.address_code", "building_code": "t.building_code", "house_code": "t.house_code",
+               "grid_code": "t.grid_code"},
+        queryables={"category": "string", "grid_code": "string", "building_code": "string", "credit_code": "string"},
         point=True, required_table="businesses",
     ),
 }
@@ -131,6 +137,8 @@ def get_layer(conn, layer_id: str, user: User | None) -> Layer:
         raise NotFound(f"没有此图层 no collection/layer {layer_id!r}; available: {', '.join(layers)}")
     layer = layers[layer_id]
     if not may_read(user, layer):
+        if user is not None:
+            raise Forbidden(f"角色 {user.role} 不能读取图层 {layer_id} role {user.role!r} may not read {layer_id!r}")
         raise Unauthorized(f"图层 {layer_id} 需要登录 collection {layer_id!r} needs a bearer token "
                            "(POST /api/v1/auth/token); public collections: districts, streets, communities, grids")
     return layer
@@ -144,21 +152,22 @@ def visibility(layer: Layer, user: User | None) -> tuple[str, dict]:
     if layer.id == "incidents":
         if user.role == "citizen":
             return "t.reporter_id = :viewer_id", {"viewer_id": user.id}
+    elif user.role == "citizen":  # block data: citizens see none (privacy.view_for)
+        return "FALSE", {}
     if user.scope_code is None:
         return ("TRUE", {}) if user.role in ("admin", "analyst") else ("FALSE", {})
     return "t.grid_code LIKE :viewer_scope", {"viewer_scope": user.scope_code + "%"}
 
 
 def mask_properties(layer: Layer, user: User | None, props: dict) -> dict:
-    """Pass block-data rows through the block-data masking layer when it offers one."""
+    """Block-data rows go through the block-data masking layer (``privacy.shape_*`` for the caller's view)."""
     if layer.required_table is None:
         return props
     privacy = _privacy()
-    for name in ("mask_feature", "mask_row", "deidentify"):
-        fn = getattr(privacy, name, None) if privacy else None
-        if fn is not None:
-            try:
-                return fn(layer.id, props, user)
-            except TypeError:
-                continue
-    return props
+    if privacy is None:  # no masking layer in this build: publish only codes and public attributes
+        return {k: v for k, v in props.items() if k not in ("name", "address_code", "house_code", "credit_code")}
+    view = privacy.view_for(user, props.get("grid_code") or "")
+    if view == privacy.NONE:  # the SQL visibility already excludes these rows; never leak one
+        return {}
+    shape = privacy.shape_building if layer.id == "buildings" else privacy.shape_business
+    return shape(props, view)
