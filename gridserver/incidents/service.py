@@ -216,7 +216,14 @@ def create_incident(session, data, user: User, *, source: str = "api", channel: 
         {"id": new_id, "now": now, "uid": user.id, "actor": user.username, "note": description[:200],
          "data": json.dumps({"channel": channel, "route": r.rule, "department": r.department,
                              "manual_reason": r.manual_reason, "near_boundary": bool(near)})})
-    return get_incident(session, new_id)
+    out = get_incident(session, new_id)
+    if areas.get("grid"):
+        from gridserver.incidents.duplicates import find_candidates
+
+        out["duplicates"] = find_candidates(session, lon=lon, lat=lat, category=node.parent or node.code,
+                                            item_code=out["item_code"], description=description, at=now,
+                                            exclude=new_id) or None
+    return out
 
 
 def _fallback_point(session) -> tuple[float, float]:
