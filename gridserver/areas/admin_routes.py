@@ -14,10 +14,15 @@ from sqlalchemy.orm import Session
 from gridserver.areas.importer import normalize_level
 from gridserver.areas.topology import DEFAULT_TOLERANCE_M2, check_topology
 from gridserver.auth.deps import require_roles
+from gridserver.auth.users import ROLES
 from gridserver.db.engine import get_session
 from gridserver.errors import InvalidInput
+from gridserver.limits import LimitedBodyRoute, max_body
 
-router = APIRouter(prefix="/api/v1", tags=["行政区划 areas"])
+router = APIRouter(prefix="/api/v1", tags=["行政区划 areas"], route_class=LimitedBodyRoute)
+
+#: A city-wide topology check is seconds of PostGIS work: staff only (any role but citizen).
+topology_reader = require_roles(*(r for r in ROLES if r != "citizen"))
 
 MAX_LIMIT = 1000
 #: Uploads are written to a temp file because GDAL reads from paths; this caps what we accept.
@@ -32,8 +37,10 @@ def topology(
     tolerance: float = Query(DEFAULT_TOLERANCE_M2, ge=0, description="忽略小于此面积的碎片 m²"),
     geometry: bool = Query(False, description="返回问题区域几何 include each problem region as GeoJSON"),
     session: Session = Depends(get_session, scope="function"),
+    _user=Depends(topology_reader),
 ):
-    """Overlaps between siblings, gaps in a parent's coverage, children outside their parent, orphans."""
+    """Overlaps between siblings, gaps in a parent's coverage, children outside their parent, orphans.
+    Needs a staff token (it is heavy)."""
     issues = check_topology(session, parent_code=area, level=level, tolerance=tolerance, with_geometry=geometry)
     return {"issues": [i.as_dict() for i in issues], "count": len(issues)}
 
@@ -97,7 +104,8 @@ def list_areas(
     return {"items": [dict(r) for r in rows], "total": total, "limit": limit, "offset": offset}
 
 
-@router.post("/areas/import", summary="导入区划/网格 import an areas file (admin)")
+@router.post("/areas/import", summary="导入区划/网格 import an areas file (admin)",
+             openapi_extra=max_body(MAX_UPLOAD_BYTES))
 def upload_import(
     file: UploadFile = File(..., description="GeoJSON, zipped Shapefile, GeoPackage or GeoParquet"),
     level: str = Form(..., description="district|street|community|grid"),
@@ -121,8 +129,6 @@ def upload_import(
         path = Path(tmp) / name
         with path.open("wb") as out:
             shutil.copyfileobj(file.file, out, length=1024 * 1024)
-        if path.stat().st_size > MAX_UPLOAD_BYTES:
-            raise InvalidInput(f"upload is larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MB")
         report = import_areas(path, level, crs=crs or None, repair=repair, source=f"upload:{name} by {user.username}",
                               code_field=code_field or None, name_field=name_field or None,
                               parent_field=parent_field or None, dry_run=dry_run)

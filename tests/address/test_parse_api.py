@@ -43,8 +43,8 @@ def test_post_parse_batch(client):
             assert b["input"][c["start"]:c["end"]] == c["text"]
 
 
-def test_post_too_many(client):
-    r = client.post("/api/v1/address/parse", json=["杭州市"] * (MAX_BATCH + 1))
+def test_post_too_many(client, admin_token, auth):
+    r = client.post("/api/v1/address/parse", json=["杭州市"] * (MAX_BATCH + 1), headers=auth(admin_token))
     assert r.status_code == 422
     assert r.json()["code"] == "too_many" and str(MAX_BATCH) in r.json()["detail"]
 

@@ -157,7 +157,7 @@ def test_geojson_body_and_upload(http, small_city, stored):
     assert [{f: r[f] for f in FIELDS} for r in rows] == want
 
 
-def test_many_points_in_order(http, small_city, stored):
+def test_many_points_in_order(http, small_city, stored, admin_token, auth):
     rng = np.random.default_rng(5)
     n = 200_000
     lon = rng.uniform(113.24, 113.30, n)
@@ -169,7 +169,8 @@ def test_many_points_in_order(http, small_city, stored):
     buf = io.StringIO()
     np.savetxt(buf, np.column_stack([np.arange(n), lon, lat]), fmt=["%d", "%.17g", "%.17g"], delimiter=",",
                header="id,lon,lat", comments="")
-    resp = http.post("/api/v1/locate", content=buf.getvalue(), headers={"content-type": "text/csv"})
+    resp = http.post("/api/v1/locate", content=buf.getvalue(),  # > 10,000 points need a token
+                     headers={"content-type": "text/csv", **auth(admin_token)})
     rows = ndjson(resp)
     assert len(rows) == n
     assert [r["id"] for r in rows[:3]] == ["0", "1", "2"] and rows[-1]["id"] == str(n - 1)
@@ -223,9 +224,9 @@ def test_projected_crs(http, small_city, stored):
     assert [r["grid_code"] for r in rows] == ["440104001001001", "440104003002004"]
 
 
-def test_too_many_points(http, small_city, stored):
+def test_too_many_points(http, small_city, stored, admin_token, auth):
     text = "lon,lat\n" + "113.26,23.13\n" * 1_000_001
-    resp = http.post("/api/v1/locate", content=text, headers={"content-type": "text/csv"})
+    resp = http.post("/api/v1/locate", content=text, headers={"content-type": "text/csv", **auth(admin_token)})
     assert resp.status_code == 413
     assert "1,000,000" in resp.json()["detail"]
 

@@ -132,8 +132,10 @@ def test_filters_tolerance_and_geometry(broken_city, engine):
             check_topology(conn, level="district")
 
 
-def test_api_topology(http, broken_city):
-    r = http.get("/api/v1/topology", params={"area": D})
+def test_api_topology(http, broken_city, admin_token, auth):
+    assert http.get("/api/v1/topology", params={"area": D}).status_code == 401  # heavy: staff only
+    token = auth(admin_token)
+    r = http.get("/api/v1/topology", params={"area": D}, headers=token)
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["count"] == 4 == len(body["issues"])
@@ -141,9 +143,9 @@ def test_api_topology(http, broken_city):
     assert gap["area_m2"] == pytest.approx(m2(broken_city["gap"][1]), rel=0.01)
     assert broken_city["gap"][1].covers(shapely.Point(*gap["location"]))
     assert "覆盖空隙" in gap["label"]
-    r = http.get("/api/v1/topology", params={"area": "440197"})
+    r = http.get("/api/v1/topology", params={"area": "440197"}, headers=token)
     assert r.status_code == 404 and r.json()["code"] == "not_found"
-    r = http.get("/api/v1/topology", params={"area": D, "level": "province"})
+    r = http.get("/api/v1/topology", params={"area": D, "level": "province"}, headers=token)
     assert r.status_code == 422 and "unknown level" in r.json()["detail"]
 
 
