@@ -90,7 +90,7 @@ def upgrade() -> None:
         );
         CREATE INDEX buildings_geom ON buildings USING gist (geom);
         CREATE INDEX buildings_geom_3857 ON buildings USING gist (geom_3857);
-        CREATE INDEX buildings_grid ON buildings (grid_code);
+        CREATE INDEX buildings_grid ON buildings (grid_code text_pattern_ops, id);
         CREATE INDEX buildings_address ON buildings (address_code);
 
         CREATE TABLE houses (
@@ -104,7 +104,7 @@ def upgrade() -> None:
             {_COMMON}
         );
         CREATE INDEX houses_building ON houses (building_code);
-        CREATE INDEX houses_grid ON houses (grid_code);
+        CREATE INDEX houses_grid ON houses (grid_code text_pattern_ops, id);
         CREATE INDEX houses_address ON houses (address_code);
 
         CREATE TABLE households (
@@ -119,7 +119,7 @@ def upgrade() -> None:
         );
         CREATE INDEX households_building ON households (building_code);
         CREATE INDEX households_house ON households (house_code);
-        CREATE INDEX households_grid ON households (grid_code);
+        CREATE INDEX households_grid ON households (grid_code text_pattern_ops, id);
         CREATE INDEX households_address ON households (address_code);
 
         CREATE TABLE people (
@@ -142,7 +142,7 @@ def upgrade() -> None:
         CREATE INDEX people_household ON people (household_code);
         CREATE INDEX people_building ON people (building_code);
         CREATE INDEX people_house ON people (house_code);
-        CREATE INDEX people_grid ON people (grid_code, id);
+        CREATE INDEX people_grid ON people (grid_code text_pattern_ops, id);
         CREATE INDEX people_address ON people (address_code);
         CREATE INDEX people_phone ON people (phone_hash);
 
@@ -171,7 +171,7 @@ def upgrade() -> None:
             geom_3857     geometry(Point, 3857) GENERATED ALWAYS AS (ST_Transform(geom, 3857)) STORED,
             {_COMMON}
         );
-        CREATE INDEX businesses_grid ON businesses (grid_code);
+        CREATE INDEX businesses_grid ON businesses (grid_code text_pattern_ops, id);
         CREATE INDEX businesses_building ON businesses (building_code);
         CREATE INDEX businesses_address ON businesses (address_code);
         CREATE INDEX businesses_geom ON businesses USING gist (geom);
@@ -199,6 +199,7 @@ def upgrade() -> None:
             last_at    timestamptz,
             PRIMARY KEY (grid_code, metric)
         );
+        CREATE INDEX bd_rollup_prefix ON bd_rollup (grid_code text_pattern_ops);
 
         -- Every read of unmasked personal data. Append-only: UPDATE is refused, DELETE only after 6 months.
         CREATE TABLE bd_access_log (
