@@ -28,7 +28,7 @@ def _admin_url() -> str:
         base = s.database_url.replace("postgresql://", "postgresql+psycopg://", 1).replace(
             "postgres://", "postgresql+psycopg://", 1)
         return base.rsplit("/", 1)[0] + "/postgres"
-    embedded.start(s)
+    embedded.start_for_tests(s)  # stopped again at the end if this session started it
     return embedded.url(s, "postgres")
 
 
@@ -55,6 +55,8 @@ def db_url():
         os.environ["DATABASE_URL"] = old
     get_settings.cache_clear()
     embedded.drop_database(admin, name)
+    if not get_settings().database_url:
+        embedded.end_of_tests(get_settings())
 
 
 @pytest.fixture(scope="session")

@@ -209,3 +209,67 @@ def drop_database(admin_url: str, name: str) -> None:
     conninfo = admin_url.replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(conninfo, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# --- test sessions ------------------------------------------------------------------------------
+# `make test` needs the cluster but must not leave it running when it was the one to start it; a
+# cluster the user started (``gridserver db start``, ``make demo``) is left alone. Each session
+# registers its pid; the marker file says tests started the cluster; the last session out stops it.
+_TESTS_MARK = "started-by-tests"
+
+
+def _sessions_lock(home: Path):
+    import fcntl
+    from contextlib import contextmanager
+
+    @contextmanager
+    def lock():
+        home.mkdir(parents=True, exist_ok=True)
+        with open(home / "test-sessions.lock", "w") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield home / "test-sessions"
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    return lock()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def start_for_tests(settings: Settings | None = None) -> str:
+    """``start()`` for a test session: registers the session and remembers if tests started it."""
+    s = settings or get_settings()
+    home, _, _ = _paths(s)
+    with _sessions_lock(home) as sessions:
+        sessions.mkdir(exist_ok=True)
+        (sessions / str(os.getpid())).touch()
+        was_running = is_running(s)
+        url_ = start(s)
+        if not was_running:
+            (home / _TESTS_MARK).write_text(str(os.getpid()))
+    return url_
+
+
+def end_of_tests(settings: Settings | None = None) -> bool:
+    """Unregister the session; stop the cluster if tests started it and no other session runs.
+
+    Returns True when it was stopped."""
+    s = settings or get_settings()
+    home, _, _ = _paths(s)
+    with _sessions_lock(home) as sessions:
+        (sessions / str(os.getpid())).unlink(missing_ok=True)
+        others = [p for p in sessions.glob("*") if p.name.isdigit() and _alive(int(p.name))]
+        mark = home / _TESTS_MARK
+        if others or not mark.exists():
+            return False
+        mark.unlink()
+        return stop(s)
