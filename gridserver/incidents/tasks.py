@@ -1,0 +1,29 @@
+"""Periodic jobs of the incident loop, run by ``gridserver/jobs`` workers (see its docs).
+
+* ``incidents.escalate`` every minute: ``escalation.escalate_due`` (idempotent, SKIP LOCKED, so any
+  number of workers may run it);
+* ``incidents.notify`` every 30 s: deliver pending webhooks from the outbox.
+"""
+
+from __future__ import annotations
+
+from gridserver.jobs import periodic, task
+
+
+@periodic("incidents.escalate", every_seconds=60)
+@task("incidents.escalate")
+def escalate(ctx):
+    from gridserver.incidents.escalation import escalate_due
+
+    with ctx.engine.connect() as conn:
+        done = escalate_due(conn)
+    return {"escalated": len(done), "incidents": [d["incident_id"] for d in done][:100]}
+
+
+@periodic("incidents.notify", every_seconds=30)
+@task("incidents.notify")
+def notify(ctx):
+    from gridserver.incidents.notify import deliver_pending
+
+    with ctx.engine.connect() as conn:
+        return deliver_pending(conn)

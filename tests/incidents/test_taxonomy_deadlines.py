@@ -1,0 +1,117 @@
+"""Taxonomy as configuration (YAML/CSV, versioned, validated) and working-day deadlines."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import date, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from gridserver.incidents import taxonomy
+from gridserver.incidents.deadlines import add_deadline, add_working_days, is_workday
+
+CST = ZoneInfo("Asia/Shanghai")
+GRIDSERVER = [sys.executable, "-m", "gridserver.cli"]
+
+
+def test_default_taxonomy_is_big_enough_and_keeps_the_first_slice_codes():
+    tax = taxonomy.default_taxonomy()
+    assert len(tax.categories()) >= 12 and len(tax.items()) >= 80 and len(tax.departments) >= 40
+    for code in ("city_appearance", "street_facility", "public_facility", "road_traffic", "landscaping",
+                 "water_drainage", "construction", "fire_safety", "public_security", "environment", "market",
+                 "neighbourhood", "social_service", "other"):
+        assert tax.nodes[code].parent is None
+    for item in tax.items():
+        assert item.start_level in item.departments  # every leaf can be dispatched
+        assert tax.departments[item.departments[item.start_level]]["level"] == item.start_level
+    assert {i.workflow for i in tax.items()} == {"general", "simple"}
+
+
+def _cli(args, db_url, **kw):
+    env = {**os.environ, "DATABASE_URL": db_url}
+    return subprocess.run(GRIDSERVER + args, env=env, capture_output=True, text=True, timeout=120, **kw)
+
+
+def test_load_csv_taxonomy_makes_a_new_active_version(tmp_path, db_url, http, auth, make_user, small_city, engine):
+    csv = tmp_path / "tax.csv"
+    csv.write_text(
+        "category_code,category_name,code,name,level,deadline,workflow,grid,community,street,district\n"
+        "roads,道路,roads_01,坑洼,street,2wd,general,网格员,居委会,街道城管科,区住建局\n"
+        "roads,道路,roads_02,井盖,district,4h,general,网格员,居委会,街道城管科,区水务局\n", encoding="utf-8")
+    try:
+        r = _cli(["taxonomy", "load", str(csv)], db_url)
+        assert r.returncode == 0, r.stderr
+        assert "1 categories, 2 items" in r.stdout
+        cats = http.get("/api/v1/incidents/categories").json()
+        assert [c["code"] for c in cats] == ["roads"]
+        assert cats[0]["items"][1]["department"] == "区水务局" and cats[0]["items"][1]["deadline"] == "4h"
+        user = make_user("citizen")
+        body = http.post("/api/v1/incidents", headers=auth(user),
+                         json={"lon": 113.255, "lat": 23.146, "category": "roads_01", "description": "坑"}).json()
+        assert body["department"] == "街道城管科"
+        assert body["route_rule"]["taxonomy_version"] == http.get("/api/v1/taxonomy").json()["active"]
+        r = http.post("/api/v1/incidents", headers=auth(user),
+                      json={"lon": 113.255, "lat": 23.146, "category": "city_appearance"})
+        assert r.status_code == 422 and "roads" in r.json()["detail"]
+        versions = http.get("/api/v1/taxonomy").json()["versions"]
+        assert [v["active"] for v in versions].count(True) == 1 and versions[-1]["source"] == "tax.csv"
+    finally:
+        with engine.begin() as conn:
+            taxonomy.load_file(conn, taxonomy.DEFAULT_FILE, loaded_by="test-restore")
+    assert http.get("/api/v1/incidents/categories").json()[0]["code"] == "city_appearance"
+    after = http.get("/api/v1/taxonomy").json()["versions"]
+    assert len(after) == len(versions) + 1 and after[-1]["active"] and not after[-2]["active"]
+
+
+@pytest.mark.parametrize("content, fragment", [
+    ("departments: {a: {name: A, level: street}}\ncategories:\n  - {code: c, name: C, level: street, deadline: 1wd,"
+     " departments: {street: nope}}\n", "'nope' is not declared"),
+    ("departments: {a: {name: A, level: street}}\ncategories:\n  - {code: c, name: C, level: street, deadline: soon,"
+     " departments: {street: a}}\n", "deadline must look like"),
+    ("departments: {a: {name: A, level: street}}\ncategories:\n  - {code: c, name: C, level: street, deadline: 1wd,"
+     " departments: {street: a}, items: [{code: c, name: dup}]}\n", "duplicate code 'c'"),
+    ("departments: {a: {name: A, level: street}}\ncategories:\n  - {code: c, name: C, level: grid, deadline: 1wd,"
+     " departments: {street: a}}\n", "no department for its dispatch level 'grid'"),
+])
+def test_bad_taxonomy_file_exits_2_naming_the_entry(tmp_path, db_url, content, fragment):
+    f = tmp_path / "bad.yaml"
+    f.write_text(content, encoding="utf-8")
+    r = _cli(["taxonomy", "load", str(f)], db_url)
+    assert r.returncode == 2 and fragment in " ".join(r.stderr.split()), r.stderr
+
+
+def test_working_days_follow_the_official_holiday_calendar():
+    # 2026 National Day: 1–7 October off, Saturday 10 October is a make-up working day
+    assert not is_workday(date(2026, 10, 5)) and is_workday(date(2026, 10, 10))
+    assert add_working_days(datetime(2026, 9, 30, 10, 0, tzinfo=CST), 1) == datetime(2026, 10, 8, 10, 0, tzinfo=CST)
+    assert add_working_days(datetime(2026, 10, 9, 16, 0, tzinfo=CST), 1) == datetime(2026, 10, 10, 16, 0, tzinfo=CST)
+    # reported on a holiday: counting starts at 09:00 of the next working day
+    assert add_working_days(datetime(2026, 10, 3, 15, 0, tzinfo=CST), 1) == datetime(2026, 10, 9, 9, 0, tzinfo=CST)
+    assert add_deadline(datetime(2026, 10, 3, 15, 0, tzinfo=CST), "4h") == datetime(2026, 10, 3, 19, 0, tzinfo=CST)
+    assert add_deadline(datetime(2026, 9, 30, 10, 0, tzinfo=CST), "3wd") == datetime(2026, 10, 10, 10, 0, tzinfo=CST)
+
+
+def test_local_override_changes_deadlines(db_url, engine):
+    from gridserver.incidents.deadlines import load_overrides, set_override
+
+    with engine.begin() as conn:
+        set_override(conn, date(2026, 10, 8), False, "台风停工")
+    try:
+        with engine.connect() as conn:
+            ov = load_overrides(conn, fresh=True)
+        assert add_working_days(datetime(2026, 9, 30, 10, 0, tzinfo=CST), 1, ov) == datetime(2026, 10, 9, 10, 0, tzinfo=CST)
+        r = _cli(["taxonomy", "calendar", "2026-10-08", "--workday"], db_url)
+        assert r.returncode == 0, r.stderr
+        with engine.connect() as conn:
+            ov = load_overrides(conn, fresh=True)
+        assert ov[date(2026, 10, 8)] is True
+    finally:
+        with engine.begin() as conn:
+            from sqlalchemy import text
+
+            conn.execute(text("DELETE FROM calendar_overrides"))
+    assert Path(taxonomy.DEFAULT_FILE).is_file()
