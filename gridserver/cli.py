@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -108,6 +109,36 @@ def db_upgrade(revision: str = typer.Argument("head", help="target Alembic revis
 
     migrate.upgrade(revision=revision)
     console.print(f"schema at {migrate.current()}")
+
+
+@db_app.command("backup")
+def db_backup(file: Path = typer.Argument(..., help="archive to write (pg_dump custom format)")):
+    """Back up the database (embedded or DATABASE_URL) into one pg_dump -Fc archive."""
+    from gridserver.db import backup
+    from gridserver.db.engine import database_url
+
+    try:
+        size = backup.backup(database_url(), file)
+    except backup.BackupError as exc:
+        console.print(f"[red]backup failed:[/red] {exc}")
+        raise typer.Exit(2) from None
+    console.print(f"backup written: {file} ({size:,} bytes)")
+
+
+@db_app.command("restore")
+def db_restore(file: Path = typer.Argument(..., help="archive made by `gridserver db backup`")):
+    """Replace the database by a backup (checked and restored beside it first, then swapped in)."""
+    from gridserver.db import backup
+    from gridserver.db.engine import database_url
+
+    try:
+        res = backup.restore(database_url(), file)
+    except backup.BackupError as exc:
+        console.print(f"[red]restore failed:[/red] {exc}")
+        raise typer.Exit(2) from None
+    console.print(f"restored {file} into database {res.database!r} (schema revision {res.revision})")
+    if res.kept_as:
+        console.print(f"the database it replaced is kept as {res.kept_as!r} (drop it when no longer needed)")
 
 
 # --- serving ----------------------------------------------------------------------------------
