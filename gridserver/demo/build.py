@@ -140,6 +140,9 @@ def build_demo(seed: int = 0, incidents: int = 3000, addresses: bool = True) -> 
     summary["users"] = ensure_demo_users(engine, city)
     with console.status("生成事件 locating demo incidents…"):
         summary["incidents"] = load_incidents(engine, city, incidents, seed)
+        from gridserver.demo.surge import plant_surge  # a planted hot spot for /api/v1/hotspots
+
+        summary["surge"] = plant_surge(engine, city["grid"], seed=seed)
     with console.status("底图 loading the basemap (roads, green areas)…"):
         from gridserver.demo.basemap import load_basemap
 
@@ -168,6 +171,8 @@ def _print_summary(summary: dict, host: str, port: int) -> None:
     imp = summary["areas_import"]
     t.add_row("导入 import", f"inserted {imp['inserted']}, updated {imp['updated']}, unchanged {imp['unchanged']}")
     t.add_row("事件 incidents", str(summary["incidents"]))
+    if "surge" in summary:
+        t.add_row("热点 planted surge", f"{summary['surge']['incidents']} incidents in grids {', '.join(summary['surge']['grids'])}")
     if "gcj02_check" in summary:
         g = summary["gcj02_check"]
         t.add_row("GCJ-02 检查", f"IoU uncorrected {g['iou_uncorrected']}, corrected {g['iou_corrected']}")

@@ -45,6 +45,12 @@ def insert_incidents(engine, df: pd.DataFrame, source: str) -> list[int]:
 
 
 @pytest.fixture(scope="session")
+def insert_located(engine):
+    """insert_located(df, source) → ids: rows located with the batch grid index and inserted."""
+    return lambda df, source: insert_incidents(engine, df, source)
+
+
+@pytest.fixture(scope="session")
 def analytics_incidents(engine, small_city):
     """400 incidents in the small city, March–April 2026 (deterministic)."""
     rng = np.random.default_rng(12)
