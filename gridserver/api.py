@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import importlib
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.responses import RedirectResponse
 
 from gridserver import __version__
 from gridserver.db.engine import enable_api_limits
+from gridserver.db.paging import bound_paging
 from gridserver.errors import install_handlers
 
 #: Each module exposes ``router``; order matters only for overlapping paths.
@@ -39,6 +40,7 @@ def create_app() -> FastAPI:
         title="gridserver 网格化管理服务",
         version=__version__,
         description="网格化城市治理空间服务：行政区划与网格、点位落格、事件、标准地址库、矢量瓦片与地图。",
+        dependencies=[Depends(bound_paging)],  # offset/limit bounds for every route, in one place
     )
     install_handlers(app)
     enable_api_limits()  # statement_timeout on this process's database connections

@@ -84,6 +84,16 @@ def _answer(a: dict, q: str, confidence: float, method: str | None, precision: s
             "confidence": round(float(confidence), 3), "method": method, "precision": precision}
 
 
+def _has_metric_position(lon: float, lat: float) -> bool:
+    """True when the WGS84 point has finite EPSG:4547 coordinates (the CRS distances are measured in)."""
+    import math
+
+    from gridserver.geo.crs import metric_transformer
+
+    mx, my = metric_transformer().transform(lon, lat)
+    return math.isfinite(mx) and math.isfinite(my)
+
+
 def reverse(conn, lon: float, lat: float, crs: str | None = "wgs84", *, limit: int = 5,
             level: str | None = "house", max_distance_m: float = 500.0) -> dict:
     """Nearest live standard addresses to a point, nearest first, with distance in metres."""
@@ -93,6 +103,10 @@ def reverse(conn, lon: float, lat: float, crs: str | None = "wgs84", *, limit: i
     if level not in (None, "any", *levels):
         raise InvalidInput(f"level must be one of {', '.join(levels)} or any, got {level!r}")
     x, y, name = to_storage(lon, lat, crs)
+    if not _has_metric_position(x, y):
+        # Too far from the metric CRS's zone for a distance in metres (e.g. lon 15°): no standard
+        # address can lie within max_distance_m of it, and PostGIS would fail transforming it.
+        return {"lon": x, "lat": y, "input_crs": name, "items": []}
     rows = conn.execute(text(
         f"""WITH pt AS (SELECT ST_SetSRID(ST_MakePoint(:x, :y), 4326) AS g)
             SELECT s.id, s.code, s.level, s.full_text, s.status, ST_X(s.geom) AS lon, ST_Y(s.geom) AS lat,
