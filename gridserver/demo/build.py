@@ -116,9 +116,14 @@ def load_incidents(engine, city, n: int, seed: int) -> int:
     return rows
 
 
-def build_demo(seed: int = 0, incidents: int = 3000, addresses: bool = True) -> dict:
+def build_demo(seed: int = 0, incidents: int = 3000, addresses: bool = True, scale: str = "small") -> dict:
     """Build (or refresh) the whole demo city in the configured database; returns a summary."""
     from rich.progress import Progress
+
+    if scale not in ("full", "small", "tiny", "none"):
+        from gridserver.errors import InvalidInput
+
+        raise InvalidInput(f"--scale must be full, small, tiny or none, got {scale!r}")
 
     from gridserver.db import migrate
     from gridserver.db.engine import get_engine
@@ -159,6 +164,10 @@ def build_demo(seed: int = 0, incidents: int = 3000, addresses: bool = True) -> 
             summary["addresses"] = "address base module not installed"
         else:
             summary["addresses"] = build_demo_address_base(engine, seed, out_dir / "addresses", console=console)
+    if scale != "none":
+        from gridserver.demo.blockdata import build_demo_blockdata
+
+        summary["blockdata"] = build_demo_blockdata(engine, city, scale=scale, seed=seed, shared_dir=shared, console=console)
     summary["seconds"] = round(time.perf_counter() - t0, 1)
     return summary
 
@@ -186,6 +195,10 @@ def _print_summary(summary: dict, host: str, port: int) -> None:
         t.add_row("  审核 review", f"auto-approved {r['approved']}, left for people {a['queue_left']}")
     elif a:
         t.add_row("标准地址 addresses", str(a))
+    b = summary.get("blockdata")
+    if b:
+        t.add_row("实有数据 block data", f"{b['scale']}: {b['buildings']} 栋 buildings, {b['households']} 户, "
+                  f"{b['people']} 人, {b['businesses']} 法人 ({b['seconds']} s)")
     t.add_row("文件 files", summary["files"])
     t.add_row("用时 time", f"{summary['seconds']} s")
     console.print(t)
@@ -201,6 +214,7 @@ def demo_command(
     seed: int = typer.Option(0, help="随机种子 seed: same seed, same city"),
     incidents: int = typer.Option(3000, help="number of demo incidents"),
     addresses: bool = typer.Option(True, help="build the standard address base too"),
+    scale: str = typer.Option("small", "--scale", help="block data: full (Yuexiu size, ~1.17 M people), small, tiny or none"),
     serve: bool = typer.Option(False, "--serve", help="serve the city at http://HOST:PORT after building"),
     host: str = typer.Option(None, help="bind address (default 127.0.0.1)"),
     port: int = typer.Option(None, help="port (default 8000)"),
@@ -211,7 +225,7 @@ def demo_command(
     s = get_settings()
     host, port = host or s.host, port or s.port
     try:
-        summary = build_demo(seed=seed, incidents=incidents, addresses=addresses)
+        summary = build_demo(seed=seed, incidents=incidents, addresses=addresses, scale=scale)
     except GridserverError as exc:
         console.print(f"[red]demo failed:[/] {exc.detail}")
         raise typer.Exit(2) from None
