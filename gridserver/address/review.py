@@ -24,6 +24,18 @@ from gridserver.errors import Conflict, InvalidInput, NotFound
 
 _QUEUE_WHERE = "d.status IN ('review', 'new') AND d.reviewed_at IS NULL"
 
+#: The area a queued record belongs to, for scope checks — ONE definition used by both the queue
+#: filter (what a reviewer sees) and the decision check (what a reviewer may decide), most precise
+#: first: the pending address made for it, the grid its own point lies in, then the matcher's
+#: candidate; district codes last.
+_AREA_JOINS = """LEFT JOIN std_addresses a ON a.id = d.address_id
+                 LEFT JOIN std_addresses c ON c.id = d.candidate_id
+                 LEFT JOIN LATERAL (SELECT code FROM admin_areas WHERE level = 'grid' AND valid_to IS NULL
+                                    AND d.geom IS NOT NULL AND ST_Covers(geom, d.geom)
+                                    ORDER BY code LIMIT 1) g ON true"""
+_AREA_EXPR = ("coalesce(a.grid_code, a.community_code, a.street_code, g.code, c.grid_code, c.community_code, "
+              "c.street_code, a.district_code, c.district_code)")
+
 
 def list_queue(conn, *, limit: int = 50, offset: int = 0, source: str | None = None,
                scope_code: str | None = None) -> dict:
@@ -34,11 +46,10 @@ def list_queue(conn, *, limit: int = 50, offset: int = 0, source: str | None = N
         where += " AND d.source = :source"
         params["source"] = source
     if scope_code:
-        where += " AND coalesce(a.community_code, c.community_code, a.district_code, c.district_code) LIKE :scope"
+        where += f" AND {_AREA_EXPR} LIKE :scope"
         params["scope"] = scope_code + "%"
     base_sql = f"""FROM dept_records d
-                   LEFT JOIN std_addresses a ON a.id = d.address_id
-                   LEFT JOIN std_addresses c ON c.id = d.candidate_id
+                   {_AREA_JOINS}
                    WHERE {where}"""
     total = conn.execute(text(f"SELECT count(*) {base_sql}"), params).scalar()
     rows = conn.execute(text(
@@ -46,7 +57,7 @@ def list_queue(conn, *, limit: int = 50, offset: int = 0, source: str | None = N
                    d.reason, d.parsed, ST_X(d.geom) AS lon, ST_Y(d.geom) AS lat, d.created_at,
                    a.code AS pending_code, a.full_text AS pending_text, a.status AS pending_status,
                    c.code AS candidate_code, c.full_text AS candidate_text,
-                   coalesce(a.community_code, c.community_code, a.district_code, c.district_code) AS area_code
+                   {_AREA_EXPR} AS area_code
             {base_sql} ORDER BY d.id LIMIT :limit OFFSET :offset"""), params).all()
     items = []
     for r in rows:
@@ -70,15 +81,20 @@ def _record(conn, record_id: int) -> dict:
 
 def record_area_code(conn, record_id: int) -> str | None:
     """The most precise area code known for a queued record (for scope checks)."""
-    return conn.execute(text(
-        """SELECT coalesce(a.community_code, c.community_code, a.street_code, c.street_code,
-                          a.district_code, c.district_code, g.code)
-           FROM dept_records d
-           LEFT JOIN std_addresses a ON a.id = d.address_id
-           LEFT JOIN std_addresses c ON c.id = d.candidate_id
-           LEFT JOIN LATERAL (SELECT code FROM admin_areas WHERE level = 'grid' AND valid_to IS NULL
-                              AND d.geom IS NOT NULL AND ST_Covers(geom, d.geom) ORDER BY code LIMIT 1) g ON true
-           WHERE d.id = :i"""), {"i": record_id}).scalar()
+    return conn.execute(text(f"SELECT {_AREA_EXPR} FROM dept_records d {_AREA_JOINS} WHERE d.id = :i"),
+                        {"i": record_id}).scalar()
+
+
+def merge_target(conn, record_id: int, target_code: str | None) -> dict | None:
+    """The address ``merge`` would merge the record into (the given code, else the candidate), or None."""
+    if target_code:
+        r = conn.execute(text("SELECT code, grid_code, community_code, street_code, district_code FROM std_addresses "
+                              "WHERE code = :c"), {"c": target_code}).first()
+    else:
+        r = conn.execute(text("SELECT s.code, s.grid_code, s.community_code, s.street_code, s.district_code "
+                              "FROM dept_records d JOIN std_addresses s ON s.id = d.candidate_id WHERE d.id = :i"),
+                         {"i": record_id}).first()
+    return dict(r._mapping) if r is not None else None
 
 
 def _settle(conn, ids: list[int], status: str, method: str, address_id: int | None, actor: str, reason: str | None):

@@ -6,8 +6,8 @@ from fastapi import APIRouter, Body, Depends, Query
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
-from gridserver.address import base, geocode as geo, review
-from gridserver.auth.deps import require_roles, user_in_scope
+from gridserver.address import access, base, geocode as geo, review
+from gridserver.auth.deps import CITYWIDE_ROLES, optional_user, require_roles, user_in_scope
 from gridserver.db.engine import get_session
 from gridserver.errors import Forbidden
 
@@ -31,9 +31,13 @@ class RejectDecision(BaseModel):
 
 @router.get("/geocode", summary="地址 → 标准地址与坐标 geocode from the standard address base")
 def geocode_endpoint(q: str = Query(..., min_length=1, max_length=500, description="address text"),
-                     session: Session = Depends(get_session, scope="function")):
-    """Best standard address for the text: code, point (WGS84), grid and a confidence in [0, 1]."""
-    return geo.geocode(session.connection(), q)
+                     session: Session = Depends(get_session, scope="function"), user=Depends(optional_user)):
+    """Best standard address for the text: code, point (WGS84), grid and a confidence in [0, 1].
+
+    Without a staff token whose scope covers the address, the answer stops at the road
+    (``precision: road``, ``restricted`` says why)."""
+    conn = session.connection()
+    return access.geocode_for(conn, user, geo.geocode(conn, q))
 
 
 @router.get("/reverse", summary="坐标 → 最近的标准地址 reverse geocode")
@@ -43,13 +47,23 @@ def reverse_endpoint(lon: float = Query(..., description="x / longitude in `crs`
                      limit: int = Query(5, ge=1, le=100),
                      level: str = Query("house", description="road/house/building/unit/floor/room or any"),
                      max_distance_m: float = Query(500.0, gt=0, le=5000),
-                     session: Session = Depends(get_session, scope="function")):
-    """Nearest live standard addresses, nearest first, with distances in metres (EPSG:4547)."""
-    return geo.reverse(session.connection(), lon, lat, crs, limit=limit, level=level, max_distance_m=max_distance_m)
+                     session: Session = Depends(get_session, scope="function"), user=Depends(optional_user)):
+    """Nearest live standard addresses, nearest first, with distances in metres (EPSG:4547).
+
+    ``level=road`` is public; other levels need a staff token and list only addresses in its scope."""
+    access.check_reverse_level(user, level)
+    citywide = user is None or (user.scope_code is None and user.role in CITYWIDE_ROLES)
+    # A scoped caller's hits are filtered after the nearest-first search: look further to fill the page.
+    wanted = limit if citywide else min(100, limit * 5)
+    out = geo.reverse(session.connection(), lon, lat, crs, limit=wanted, level=level, max_distance_m=max_distance_m)
+    if user is not None:
+        out["items"] = access.reverse_for(user, out["items"], limit)
+    return out
 
 
 def _scope_user(user):
-    return None if user.scope_code is None else user.scope_code
+    """The scope the queue is filtered to; None = everything (city-wide reviewers only)."""
+    return None if _citywide(user) else (user.scope_code or "-")  # "-" matches no area code
 
 
 @router.get("/review", summary="待审核队列 review queue")
@@ -62,21 +76,42 @@ def review_queue(limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge
                              scope_code=_scope_user(user))
 
 
+def _citywide(user) -> bool:
+    return user.scope_code is None and user.role in CITYWIDE_ROLES
+
+
 def _check_scope(conn, user, record_id: int) -> None:
-    if user.scope_code is None and user.role == "admin":
+    """403 unless the record is in the reviewer's scope — by the same area the queue filters on."""
+    if _citywide(user):
         return
     area = review.record_area_code(conn, record_id)
-    if area is None and user.scope_code is not None:
+    if area is None:
         # Outside every known area: only a citywide reviewer may decide.
         raise Forbidden(f"record {record_id} lies in no known area; only a citywide reviewer may decide it")
-    if area is not None and not user_in_scope(user, area):
+    if not user_in_scope(user, area):
         raise Forbidden(f"record {record_id} is in area {area}, outside your scope {user.scope_code}")
 
 
-def _decide(session: Session, user, record_id: int, action, *args, **kwargs):
+def _check_target_scope(conn, user, record_id: int, target_code: str | None) -> None:
+    """403 unless the address a record is merged into is in the reviewer's scope too."""
+    if _citywide(user):
+        return
+    target = review.merge_target(conn, record_id, target_code)
+    if target is None:
+        return  # review.merge says what is missing
+    area = access.area_code(target)
+    if area is None or not user_in_scope(user, area):
+        raise Forbidden(f"merge target {target['code']} is in area {area or '(none)'}, outside your scope "
+                        f"{user.scope_code}")
+
+
+def _decide(session: Session, user, record_id: int, action, *args, target_code: str | None = None, **kwargs):
     """Run one review action for ``user`` on a record in its scope, committed before the answer."""
     conn = session.connection()
     _check_scope(conn, user, record_id)
+    if action is review.merge:
+        _check_target_scope(conn, user, record_id, target_code)
+        args = (target_code, *args)
     out = action(conn, record_id, *args, actor=user.username, **kwargs)
     session.commit()  # visible to the caller's next request as soon as it has the answer
     return out
@@ -93,7 +128,7 @@ def approve_endpoint(record_id: int, body: ReviewDecision = Body(default_factory
 def merge_endpoint(record_id: int, body: MergeDecision = Body(default_factory=MergeDecision),
                    user=Depends(reviewer), session: Session = Depends(get_session, scope="function")):
     """It is an existing address: matched to it, its text kept as an alias."""
-    return _decide(session, user, record_id, review.merge, body.target_code, reason=body.reason)
+    return _decide(session, user, record_id, review.merge, target_code=body.target_code, reason=body.reason)
 
 
 @router.post("/review/{record_id}/reject", summary="驳回 reject")
@@ -104,6 +139,10 @@ def reject_endpoint(record_id: int, body: RejectDecision, user=Depends(reviewer)
 
 
 @router.get("/{code}", summary="标准地址详情 one standard address")
-def address_endpoint(code: str, session: Session = Depends(get_session, scope="function")):
-    """A standard address by code with its aliases and full change history (retired ones too)."""
-    return base.get_address(session.connection(), code)
+def address_endpoint(code: str, session: Session = Depends(get_session, scope="function"),
+                     user=Depends(optional_user)):
+    """A standard address by code with its aliases and full change history (retired ones too).
+
+    Road codes are public (without history); below road level, and the history with its actor
+    names, need a staff token whose scope covers the address (401 without a token, 403 outside)."""
+    return access.address_for(user, base.get_address(session.connection(), code))

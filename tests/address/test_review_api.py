@@ -73,7 +73,7 @@ def test_approve_activates_the_pending_address_with_history(http, make_user, aut
     assert res.status_code == 200, res.text
     a = res.json()
     assert a["status"] == "active" and a["level"] == "room" and a["code"].startswith(queue["unit"].code)
-    full = http.get(f"/api/v1/address/{a['code']}").json()
+    full = http.get(f"/api/v1/address/{a['code']}", headers=auth(op)).json()
     approve = [h for h in full["history"] if h["action"] == "approve"]
     assert approve and approve[0]["actor"] == op["username"] and approve[0]["reason"] == "现场核实"
     again = http.post(f"/api/v1/address/review/{rid}/approve", json={}, headers=auth(op))
@@ -91,14 +91,14 @@ def test_merge_a_new_record_into_an_existing_address_keeps_both_texts(http, admi
     res = http.post(f"/api/v1/address/review/{rid}/merge", json={"target_code": target, "reason": "同一地址"},
                     headers=auth(admin_token))
     assert res.status_code == 200, res.text
-    merged = http.get(f"/api/v1/address/{target}").json()
+    merged = http.get(f"/api/v1/address/{target}", headers=auth(admin_token)).json()
     aliases = {a["text"] for a in merged["aliases"]}
     assert raw in aliases and pending_text in aliases
-    dup = http.get(f"/api/v1/address/{pending_code}").json()
+    dup = http.get(f"/api/v1/address/{pending_code}", headers=auth(admin_token)).json()
     assert dup["status"] == "retired" and dup["replaced_by_code"] == target
     assert dup["history"][-1]["action"] == "merge" and dup["history"][-1]["reason"] == "同一地址"
     # The alias now matches directly.
-    g = http.get("/api/v1/address/geocode", params={"q": raw}).json()
+    g = http.get("/api/v1/address/geocode", params={"q": raw}, headers=auth(admin_token)).json()
     assert g["code"] == target and g["method"] == "alias"
 
 
