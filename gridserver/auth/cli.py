@@ -124,3 +124,20 @@ def unlock(username: str = typer.Argument(..., help="用户名 username")):
     with session_scope() as session:
         had = users.unlock(session, username)
     console.print(f"{username} unlocked" if had else f"{username} was not locked")
+
+
+@app.command("apikey")
+def apikey(
+    name: str = typer.Argument(..., help="密钥名称 a name for the key (e.g. the client app)"),
+    user: str = typer.Option(..., "--user", "-u", help="账号 the account (and role) the key acts as"),
+):
+    """Open311 API 密钥 issue an Open311 api_key tied to an account; printed once, stored hashed."""
+    from gridserver.db.engine import session_scope
+    from gridserver.incidents.open311 import issue_key
+
+    try:
+        with session_scope() as session:
+            key = issue_key(session, name, user)
+    except GridserverError as exc:
+        raise _fail(exc) from None
+    console.print(key, highlight=False)
