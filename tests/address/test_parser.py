@@ -245,8 +245,12 @@ def test_numpy_lstm_matches_torch(tmp_path, extra):
     arrays = T.export(net)
     enc = T.encode(seqs, None, lex, keys, feat.V, tri, dictionary)
     want = T.torch_tags(arrays, feat.V, len(keys), p, enc, len(tri))
-    got = NeuralTagger(feat.V, keys, lex, [arrays], tri, dictionary).tag_ids(seqs)
+    tagger = NeuralTagger(feat.V, keys, lex, [arrays], tri, dictionary)
+    got = tagger.tag_ids(seqs)
     assert got == want
+    if tagger.native is not None:  # the compiled path served that (one member): the numpy path agrees too
+        tagger.native = None
+        assert tagger.tag_ids(seqs) == want
     assert len({tuple(x) for x in got}) > 10  # the paths really vary
 
 
@@ -257,6 +261,17 @@ def test_bad_model_file_rejected(tmp_path):
     bad.write_bytes(b"not a model")
     with pytest.raises(InvalidInput, match="not an address model"):
         AddressModel.load(bad)
+
+
+def test_model_does_not_need_numba_or_fastapi():
+    """A fresh process that parses holds neither numba/LLVM nor FastAPI (their ~180 MB and ~1 s are gone)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from gridserver.address.parser import parse; parse('广州市越秀区中山四路13号'); "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'numba', 'llvmlite', 'fastapi', 'torch'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
 
 
 def test_crf_scores_fast_path_equals_plain(dev):
@@ -280,29 +295,96 @@ def test_crf_scores_fast_path_equals_plain(dev):
         np.testing.assert_allclose(fast[r, :len(s)], plain, rtol=1e-5, atol=1e-4)
 
 
-def test_compiled_kernels_equal_numpy():
-    """The numba kernels (Viterbi, row sums) give what plain numpy gives, on random inputs with ties
-    broken the same way and rows of mixed lengths in any order."""
-    from gridserver.address.parser import kernels, load_model
+def _numpy_only():
+    """The committed model on its numpy path (the compiled kernels switched off)."""
+    from gridserver.address.parser import native
+    from gridserver.address.parser.model import AddressModel
+
+    saved = list(native._lib)
+    native._lib[:] = [None]  # as if no C compiler were available
+    try:
+        other = AddressModel.load(MODEL_PATH)
+    finally:
+        native._lib[:] = saved
+    assert other.neural.native is None
+    return other
+
+
+def test_compiled_viterbi_equals_numpy():
+    """The compiled Viterbi gives what plain numpy gives, on random inputs with exact ties and rows of
+    mixed lengths in any order."""
+    from gridserver.address.parser import load_model
 
     rng = np.random.default_rng(7)
     tagger = load_model().neural
+    assert tagger.native is not None, "the compiled kernels did not build (is a C compiler installed?)"
     L = tagger.trans.shape[0]
     lengths = rng.integers(1, 30, 200)
     E = rng.normal(0, 3, (200, lengths.max(), L)).astype(np.float32)
     E[:5] = np.round(E[:5])  # some exact ties
-    assert np.array_equal(np.where(np.arange(E.shape[1]) < lengths[:, None], tagger.viterbi(E, lengths), 0),
-                          np.where(np.arange(E.shape[1]) < lengths[:, None], tagger.viterbi_numpy(E, lengths), 0))
+    inside = np.arange(E.shape[1]) < lengths[:, None]
+    assert np.array_equal(np.where(inside, tagger.native.viterbi(E, lengths), 0),
+                          np.where(inside, tagger.viterbi_numpy(E, lengths), 0))
 
+
+def test_numpy_kernels():
+    from gridserver.address.parser import kernels
+
+    rng = np.random.default_rng(3)
     table = rng.normal(size=(50, 7)).astype(np.float32)
     idx = rng.integers(0, 50, (300, 4))
     out = rng.normal(size=(300, 7)).astype(np.float32)
     want = out + table[idx].sum(axis=1)
     kernels.sum_rows(out, table, idx)
     np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
-
     tabs = [rng.normal(size=(20 + k, 7)).astype(np.float32) for k in range(4)]
     ids = [rng.integers(0, 20, 300) for _ in range(4)]
     out = np.zeros((300, 7), np.float32)
     kernels.add_gathered(out, tabs[0], ids[0], tabs[1], ids[1], tabs[2], ids[2], tabs[3], ids[3])
     np.testing.assert_allclose(out, sum(t[i] for t, i in zip(tabs, ids)), rtol=1e-5, atol=1e-5)
+
+
+def test_compiled_steps_equal_numpy(dev):
+    """Each compiled step against its numpy reference on real addresses, padded, in any row order:
+    gazetteer and dictionary matches and the CRF's 83 feature keys exactly, scores to rounding."""
+    from gridserver.address.parser import load_model
+    from gridserver.address.parser.features import tokenize
+
+    model = load_model()
+    tagger, feat = model.neural, model.featurizer
+    nat = tagger.native
+    seqs = [feat.encode(tokenize(e.text)[0]) for e in dev[:400]]
+    lengths = np.array([len(s) for s in seqs])
+    ids = np.zeros((len(seqs), lengths.max()), np.int64)
+    for r, s in enumerate(seqs):
+        ids[r, :len(s)] = s
+    got = nat.match(nat.lex, ids)
+    want = tagger.lexicon.match(ids)
+    for g, w in zip(got, want):
+        assert np.array_equal(g, w)
+    for g, w in zip(nat.match(nat.dic, ids, full=False)[:3], tagger.dictionary.match(ids, bits_only=True)[:3]):
+        assert np.array_equal(g, w)
+    keys = nat.keys(ids, lengths, got)
+    assert np.array_equal(keys, feat.keys(ids, lengths, want, tagger.ngrams))
+    np.testing.assert_allclose(nat.crf_emissions(keys), tagger.crf.emissions(keys), rtol=1e-5, atol=1e-4)
+    inside = np.arange(ids.shape[1]) < lengths[:, None]
+    diff = np.abs(nat.emissions(ids, lengths) - tagger.emissions(ids, lengths))[inside]
+    assert diff.max() < 1e-3, diff.max()
+
+
+def test_compiled_tags_equal_numpy_on_all_dev(dev, dev_pred):
+    """The compiled path (which parse/parse_batch use) and the numpy path tag all of dev identically."""
+    numpy_model = _numpy_only()
+    assert parse_batch([e.text for e in dev], numpy_model) == dev_pred
+
+
+def test_parse_from_many_threads(dev):
+    """Scratch buffers are per thread: concurrent parse() calls give the serial answers."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    texts = [e.text for e in dev[:200]]
+    want = [parse(t) for t in texts]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(parse, texts))
+    assert got == want
+    assert parse_batch(texts[:7] + ["x" * 700] + texts[7:20])[:7] == want[:7]  # buffers grow and stay right

@@ -97,17 +97,25 @@ class Lexicon:
 
     def __init__(self, hashes: np.ndarray, lengths: np.ndarray, masks: np.ndarray):
         self.hashes, self.lengths, self.masks = hashes, lengths, masks
-        self._by_len: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        for m in range(2, MAX_LEX_LEN + 1):
-            sel = lengths == m
-            h, k = hashes[sel], masks[sel]
-            order = np.argsort(h, kind="stable")
-            self._by_len[m] = (h[order], k[order])
+        # entries sorted by (length, hash) in one array; the entries of length m are a slice of it
+        order = np.lexsort((hashes, lengths))
+        self.sorted_hashes = np.ascontiguousarray(hashes[order], dtype=np.uint64)
+        self.sorted_masks = np.ascontiguousarray(masks[order], dtype=np.int32)
+        self.offsets = np.searchsorted(np.asarray(lengths)[order], np.arange(MAX_LEX_LEN + 2)).astype(np.int64)
+        self._by_len: dict[int, tuple[np.ndarray, np.ndarray]] = {
+            m: (self.sorted_hashes[self.offsets[m]:self.offsets[m + 1]], self.sorted_masks[self.offsets[m]:self.offsets[m + 1]])
+            for m in range(2, MAX_LEX_LEN + 1)}
         # A bitmap over a few bits of each entry's hash: most n-grams of an address are in no entry,
         # and one lookup in it rules them out before the binary search (a Bloom filter, one hash).
+        # Stored packed, 8 slots per byte.
         self._bits = max(16, min(24, int(np.ceil(np.log2(max(len(hashes), 1) * 16)))))
-        self._filter = np.zeros(1 << self._bits, bool)
-        self._filter[self._slot(np.asarray(hashes, np.uint64), np.asarray(lengths, np.uint64))] = True
+        flags = np.zeros(1 << self._bits, bool)
+        flags[self._slot(np.asarray(hashes, np.uint64), np.asarray(lengths, np.uint64))] = True
+        self.filter = np.packbits(flags, bitorder="little")
+
+    def _hit(self, slots: np.ndarray) -> np.ndarray:
+        """Is the filter's bit set for each slot?"""
+        return (self.filter[slots >> np.uint64(3)] >> (slots & np.uint64(7)).astype(np.uint8)) & 1 == 1
 
     def _slot(self, h: np.ndarray, m) -> np.ndarray:
         with np.errstate(over="ignore"):
@@ -157,7 +165,7 @@ class Lexicon:
                 table, masks = self._by_len[m]
                 if not len(table):
                     continue
-                cand = np.flatnonzero(self._filter[self._slot(h, m)])
+                cand = np.flatnonzero(self._hit(self._slot(h, m)))
                 if not len(cand):
                     continue
                 hc = h.reshape(-1)[cand]

@@ -1,4 +1,4 @@
-"""The trained address tagger and its model files; inference is numpy (plus numba kernels).
+"""The trained address tagger and its model files; inference is numpy plus compiled C (:mod:`.native`).
 
 Two taggers share the tokenizer, vocabulary and gazetteer of :mod:`.features`:
 
@@ -25,7 +25,6 @@ import numpy as np
 from gridserver.address.parser import kernels
 from gridserver.address.parser.features import LABELS, TYPES, Featurizer, Lexicon, tokenize
 from gridserver.address.parser.neural import NeuralTagger, bio_masks
-from gridserver.errors import InvalidInput
 
 FORMAT = "gridserver-address-crf/2"
 NN_FORMAT = "gridserver-address-bilstm-crf/1"
@@ -33,11 +32,19 @@ _DENSE_LIMIT = 1 << 20  # templates whose keys are all below this get a direct l
 _NEG = np.float32(-1e9)
 
 
+def _invalid(detail: str):
+    """An InvalidInput error. Imported when needed: :mod:`gridserver.errors` pulls in FastAPI (~30 MB,
+    ~0.3 s), which a process that only parses addresses does not otherwise need."""
+    from gridserver.errors import InvalidInput
+
+    return InvalidInput(detail)
+
+
 class LinearCRF:
     """A linear-chain CRF: feature (template, key) → weight row, transitions, Viterbi decoding."""
 
     def __init__(self, n_templates: int, feat_template: np.ndarray, feat_key: np.ndarray,
-                 weights: np.ndarray, transitions: np.ndarray):
+                 weights: np.ndarray, transitions: np.ndarray, build: bool = True):
         self.n_templates = n_templates
         self.feat_template, self.feat_key = feat_template.astype(np.int64), feat_key.astype(np.int64)
         self.weights = weights.astype(np.float32)  # (F, L); row r belongs to feature r
@@ -46,8 +53,9 @@ class LinearCRF:
         allowed, start = bio_masks()
         self.trans = np.where(allowed, self.transitions, _NEG).astype(np.float32)
         self.start = np.where(start, 0, _NEG).astype(np.float32)
-        self._lookups = self._build_lookups()
-        self._groups, self._single = self._group_small_templates()
+        if build:  # (not for a CRF that is only read to be made :meth:`compact`)
+            self._lookups = self._build_lookups()
+            self._groups, self._single = self._group_small_templates()
         self._b_cols = np.array([i for i, lab in enumerate(LABELS) if not lab.startswith("I-")])
         self._i_cols = np.array([i for i, lab in enumerate(LABELS) if lab.startswith("I-")])
         self._i_from_b = self._i_cols - 1  # B-X sits right before I-X in LABELS
@@ -81,7 +89,7 @@ class LinearCRF:
             keys = np.array([k for k, _ in items], np.int64)
             rows = np.array([r for _, r in items], np.int64)
             if len(keys) and keys.max() < _DENSE_LIMIT:
-                table = np.zeros(int(keys.max()) + 2, np.int64)
+                table = np.zeros(int(keys.max()) + 2, np.int32 if len(self.feat_key) < 1 << 31 else np.int64)
                 table[keys + 1] = rows
                 lookups.append(("dense", table))
             else:
@@ -142,6 +150,11 @@ class LinearCRF:
         self._group_offsets = np.cumsum([0] + [len(C) for _, _, C in out])[:-1].astype(np.int64)
         self._w_offset = int(sum(len(C) for _, _, C in out))
         return out, single
+
+    def drop_build_arrays(self) -> None:
+        """Free the per-feature weight arrays once the lookup tables are built (scoring reads only
+        ``_table``); :meth:`arrays` and :meth:`compact` need them, so call this on a compact CRF."""
+        self.weights = self.W = None
 
     def _rows(self, t: int, keys: np.ndarray) -> np.ndarray:
         kind, data = self._lookups[t]
@@ -214,12 +227,12 @@ class LinearCRF:
                 f"{prefix}transitions": self.transitions.astype("<f4")}
 
     @classmethod
-    def from_arrays(cls, n_templates: int, arrays: dict, prefix: str) -> "LinearCRF":
+    def from_arrays(cls, n_templates: int, arrays: dict, prefix: str, build: bool = True) -> "LinearCRF":
         n_feat = len(arrays[f"{prefix}feat_key"])
         weights = np.zeros((n_feat, len(LABELS)), np.float32)
         weights[arrays[f"{prefix}w_row"], arrays[f"{prefix}w_label"]] = arrays[f"{prefix}w_value"]
         return cls(n_templates, arrays[f"{prefix}feat_template"], arrays[f"{prefix}feat_key"], weights,
-                   arrays[f"{prefix}transitions"])
+                   arrays[f"{prefix}transitions"], build)
 
 
 class AddressModel:
@@ -238,21 +251,23 @@ class AddressModel:
         """Spans ``(label, start, end)`` for each text; offsets index the original strings."""
         out: list[list[tuple[str, int, int]]] = [[] for _ in texts]
         encode = self.featurizer.encode
-        groups: dict[int, list[int]] = defaultdict(list)
         toks_of: list = [None] * len(texts)
         for i, text in enumerate(texts):
             if not isinstance(text, str):
-                raise InvalidInput(f"address #{i} is {type(text).__name__}, expected a string")
+                raise _invalid(f"address #{i} is {type(text).__name__}, expected a string")
             toks, starts, ends = tokenize(text)
             if toks:
                 toks_of[i] = (encode(toks), starts, ends)
-                groups[len(toks)].append(i)
         if self.neural is not None:
             todo = [i for i in range(len(texts)) if toks_of[i] is not None]
             paths = self.neural.tag_ids([toks_of[i][0] for i in todo])
             for i, path in zip(todo, paths):
                 out[i] = _spans(path, toks_of[i][1], toks_of[i][2])
             return out
+        groups: dict[int, list[int]] = defaultdict(list)
+        for i, t in enumerate(toks_of):
+            if t is not None:
+                groups[len(t[0])].append(i)
         for n, members in groups.items():
             ids = np.array([toks_of[i][0] for i in members], np.int64)
             paths = self.crf.decode(self.featurizer.keys(ids)).tolist()
@@ -330,9 +345,9 @@ class AddressModel:
                 arrays = {n[:-4]: np.lib.format.read_array(io.BytesIO(zf.read(n)), allow_pickle=False)
                           for n in zf.namelist() if n.endswith(".npy")}
         except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
-            raise InvalidInput(f"{path}: not an address model file ({exc})") from exc
+            raise _invalid(f"{path}: not an address model file ({exc})") from exc
         if header.get("format") != NN_FORMAT or header.get("labels") != list(LABELS):
-            raise InvalidInput(f"{path}: model format {header.get('format')!r} does not match {NN_FORMAT!r}")
+            raise _invalid(f"{path}: model format {header.get('format')!r} does not match {NN_FORMAT!r}")
         lexicon = Lexicon(arrays["lex_hashes"].astype(np.uint64), arrays["lex_lengths"].astype(np.int8),
                           arrays["lex_masks"].astype(np.int32))
         feat = Featurizer(header["vocab"], lexicon)
@@ -347,8 +362,8 @@ class AddressModel:
         crf = None
         if "crf_feat_key" in arrays:
             if feat.template_names != header.get("templates"):
-                raise InvalidInput(f"{path}: CRF feature templates differ from this code's; retrain the model")
-            crf = LinearCRF.from_arrays(len(feat.template_names), arrays, "crf_")
+                raise _invalid(f"{path}: CRF feature templates differ from this code's; retrain the model")
+            crf = LinearCRF.from_arrays(len(feat.template_names), arrays, "crf_", build=False)  # compacted next
         tagger = NeuralTagger(feat.V, arrays["bigram_keys"], lexicon, members, arrays["trigram_keys"], dictionary,
                               crf, header.get("crf_weight", 0.0), feat)
         return cls(feat, None, header.get("meta"), neural=tagger, members=members)
@@ -360,7 +375,7 @@ class AddressModel:
         try:
             raw = path.read_bytes()
         except OSError as exc:
-            raise InvalidInput(f"{path}: not an address model file ({exc})") from exc
+            raise _invalid(f"{path}: not an address model file ({exc})") from exc
         if raw[:2] == b"PK":
             return cls._load_neural(path)
         try:
@@ -368,9 +383,9 @@ class AddressModel:
             hlen = int.from_bytes(data[:8], "little")
             header = json.loads(data[8:8 + hlen])
         except (OSError, ValueError, EOFError) as exc:
-            raise InvalidInput(f"{path}: not an address model file ({exc})") from exc
+            raise _invalid(f"{path}: not an address model file ({exc})") from exc
         if header.get("format") != FORMAT or header.get("labels") != list(LABELS):
-            raise InvalidInput(f"{path}: model format {header.get('format')!r} does not match {FORMAT!r}")
+            raise _invalid(f"{path}: model format {header.get('format')!r} does not match {FORMAT!r}")
         arrays, off = {}, 8 + hlen
         for name, (dtype, shape) in sorted(header["arrays"].items()):
             dt = np.dtype(dtype)
@@ -381,7 +396,7 @@ class AddressModel:
                           arrays["lex_masks"].astype(np.int32))
         feat = Featurizer(header["vocab"], lexicon)
         if feat.template_names != header["templates"]:
-            raise InvalidInput(f"{path}: feature templates differ from this code's; retrain the model")
+            raise _invalid(f"{path}: feature templates differ from this code's; retrain the model")
         return cls(feat, LinearCRF.from_arrays(len(feat.template_names), arrays, ""), header.get("meta"))
 
 

@@ -320,9 +320,11 @@ class NeuralTagger:
         # scores, weighted, are added to the members' average; ``featurizer`` computes its keys)
         self.crf, self.crf_weight, self.featurizer = (crf, float(crf_weight), featurizer) if crf_weight else \
             (None, 0.0, None)
-        self.crf_file = self.crf  # as saved; ``self.crf`` is its faster compact form
+        # as saved: kept as its few sparse arrays (``crf_file`` rebuilds it); ``self.crf`` is the fast compact form
+        self._crf_arrays = self.crf.arrays("crf_") if self.crf is not None else None
         if self.crf is not None:
             self.crf, self.ngrams = self.crf.compact(featurizer.template_names)
+            self.crf.drop_build_arrays()
         self.bigram_keys = np.asarray(bigram_keys, np.int64)
         self.trigram_keys = np.asarray(trigram_keys if trigram_keys is not None else [], np.int64)
         self.lexicon = lexicon
@@ -335,10 +337,23 @@ class NeuralTagger:
         if self.crf is not None:
             self.trans = (self.trans + self.crf_weight * self.crf.trans).astype(np.float32)
             self.start = (self.start + self.crf_weight * self.crf.start).astype(np.float32)
-        kernels.warm_up()  # compile (or load from numba's cache) now rather than inside the first request
         self._b_cols = np.array([i for i, lab in enumerate(LABELS) if not lab.startswith("I-")])
         self._i_cols = np.array([i for i, lab in enumerate(LABELS) if lab.startswith("I-")])
         self._i_from_b = self._i_cols - 1  # B-X sits right before I-X in LABELS
+        # the compiled path (C via ctypes, see :mod:`.native`); None: numpy only (no compiler, or
+        # a model shape it does not cover)
+        from gridserver.address.parser.native import NativeTagger
+
+        self.native = NativeTagger.create(self)
+
+    @property
+    def crf_file(self):
+        """The CRF as saved (plain n-gram keys), rebuilt from its arrays; None without a CRF."""
+        if self._crf_arrays is None:
+            return None
+        from gridserver.address.parser.model import LinearCRF
+
+        return LinearCRF.from_arrays(len(self.featurizer.template_names), self._crf_arrays, "crf_")
 
     def inputs(self, ids: np.ndarray, match: tuple | None = None):
         bl, br = bigram_ids(ids, self.bigram_keys, self.V)
@@ -371,11 +386,11 @@ class NeuralTagger:
         Uses the BIO structure: O and B-X may follow anything (a max over all labels), I-X only
         B-X or I-X (a max of two). The forward pass keeps the scores per step; the backward pass
         recomputes the one argmax it needs, which is cheaper than back-pointers for every label.
-        Compiled (:func:`.kernels.viterbi`); rows may come in any order.
+        Compiled (:mod:`.native`) when available, else :meth:`viterbi_numpy`; rows may come in any order.
         """
-        return kernels.viterbi(np.ascontiguousarray(E, dtype=np.float32), np.asarray(lengths, np.int64),
-                               np.ascontiguousarray(self.trans.T), self.trans, self.start, self.end,
-                               self._b_cols, self._i_cols, self._i_from_b)
+        if self.native is not None:
+            return self.native.viterbi(E, lengths)
+        return self.viterbi_numpy(E, lengths)
 
     def viterbi_numpy(self, E: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         """:meth:`viterbi` in plain numpy (the reference the compiled kernel is tested against).
@@ -419,6 +434,8 @@ class NeuralTagger:
 
     def tag_ids(self, seqs: list[list[int]]) -> list[list[int]]:
         """Label index sequences for token-id sequences (any lengths, none empty)."""
+        if len(seqs) == 1 and self.native is not None:  # one address (parse()): no sorting or padding
+            return [self.native.tag(np.array(seqs, np.int64), np.array([len(seqs[0])], np.int64))[0].tolist()]
         order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))  # longest first (see Member._bilstm)
         out: list[list[int]] = [[] for _ in seqs]
         for s in range(0, len(order), _BATCH):
@@ -428,7 +445,10 @@ class NeuralTagger:
             ids = np.zeros((len(chunk), n), np.int64)
             for r, i in enumerate(chunk):
                 ids[r, :lengths[r]] = seqs[i]
-            paths = self.viterbi(self.emissions(ids, lengths), lengths).tolist()
+            if self.native is not None:
+                paths = self.native.tag(ids, lengths).tolist()
+            else:
+                paths = self.viterbi_numpy(self.emissions(ids, lengths), lengths).tolist()
             for r, i in enumerate(chunk):
                 out[i] = paths[r][:lengths[r]]
         return out
