@@ -352,3 +352,50 @@ def test_relink_after_redraw_keeps_history(city, engine, http, auth, admin_token
     assert http.get(f"/api/v1/areas/{T.NW}/profile", headers=h).json()["people"]["total"] == 0
     assert _one(engine, "SELECT count(*) FROM bd_grid_changes WHERE kind = 'person' AND old_grid = :o AND new_grid = :n",
                 o=T.NW, n=T.NE)[0] == 4
+
+
+# --- large imports as resumable background jobs ------------------------------------------------------
+def _people_file(path, n, start):
+    rows = [[T.pid(start + i, "MF"[i % 2], 1960 + i % 40), f"测试{i}", "", "男女"[i % 2], "H004", "", "户籍", ""]
+            for i in range(n)]
+    return T.write_csv(path, ["身份证号", "姓名", "联系电话", "性别", "户号", "地址", "人口类型", "重点人群"], rows)
+
+
+def test_interrupted_import_resumes_as_a_job(city, engine, http, auth, admin_token, tmp_path):
+    from gridserver import jobs as J
+    from gridserver.jobs.worker import import_task_modules, run_one
+
+    f = _people_file(tmp_path / "big.csv", 30, 1000)
+
+    class Crash(Exception):
+        pass
+
+    def crash_after_first_chunk(done, total):
+        raise Crash()
+
+    with pytest.raises(Crash):
+        import_file(engine, f, kind="people", source="人口普查", chunk_rows=10, progress=crash_after_first_chunk)
+    st = _one(engine, "SELECT status, rows_done FROM bd_imports WHERE source = '人口普查'")
+    assert (st.status, st.rows_done) == ("running", 10)
+    assert _one(engine, "SELECT count(*) FROM people WHERE source = '人口普查'")[0] == 10
+    import_task_modules()
+    jid = J.enqueue("blockdata.import", {"path": str(f), "kind": "people", "source": "人口普查", "chunk_rows": 10},
+                    created_by="cli")
+    assert run_one(engine, only=jid) == jid
+    job = http.get(f"/api/v1/jobs/{jid}", headers=auth(admin_token)).json()
+    assert job["state"] == "done" and (job["done"], job["total"]) == (30, 30)
+    assert job["result"]["resumed_at_row"] == 10 and job["result"]["inserted"] == 30
+    assert _one(engine, "SELECT count(*) FROM people WHERE source = '人口普查'")[0] == 30
+    assert _one(engine, "SELECT count(*) FROM people WHERE source = '人口普查' AND grid_code = :g", g=T.SW)[0] == 30
+
+
+def test_cli_background_import_shows_progress(city, engine, tmp_path):
+    from gridserver.cli import app
+
+    f = _people_file(tmp_path / "bg.csv", 12, 2000)
+    res = CliRunner().invoke(app, ["import", "people", str(f), "--source", "社区登记", "--background"])
+    assert res.exit_code == 0, res.output
+    assert "job" in res.output and "inserted" in res.output
+    assert _one(engine, "SELECT count(*) FROM people WHERE source = '社区登记'")[0] == 12
+    (jid,) = _one(engine, "SELECT max(id) FROM jobs WHERE task = 'blockdata.import'")
+    assert _one(engine, "SELECT state FROM jobs WHERE id = :i", i=jid).state == "done"
