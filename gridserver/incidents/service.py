@@ -114,7 +114,7 @@ def check_can_report(user: User, grid_code: str | None = None, grid_name: str | 
 
 
 def create_incident(session, data, user: User, *, source: str = "api", channel: str | None = None,
-                    outside: str = "error", now=None) -> dict:
+                    outside: str = "error", now=None, max_description: int = 2000) -> dict:
     """Locate and store a new incident reported by ``user``; return it as IncidentOut fields.
 
     ``data`` is an IncidentIn or a dict with lon, lat, crs (default wgs84), category, description,
@@ -133,8 +133,8 @@ def create_incident(session, data, user: User, *, source: str = "api", channel: 
     x, y = _field(data, "lon"), _field(data, "lat")
     address = _field(data, "address")
     description = _field(data, "description", "") or ""
-    if len(description) > 2000:
-        raise InvalidInput(f"description is {len(description)} characters, at most 2000 are allowed")
+    if len(description) > max_description:
+        raise InvalidInput(f"description is {len(description)} characters, at most {max_description} are allowed")
     crs = _field(data, "crs", "wgs84") or "wgs84"
     geocoded, confidence, address_code = False, None, None
     unplaced = None
