@@ -73,7 +73,7 @@ POINT_LIMIT = 1000
 CLUSTER_CELLS = 16
 DEEP_CLUSTER_CELLS = 32
 #: Statuses that count as closed (not open) in the clusters.
-CLOSED_STATUSES = ["closed", "resolved", "verified", "rejected", "cancelled", "archived"]
+CLOSED_STATUSES = ["closed", "rated", "merged"]
 
 #: Marker colour per incident category (the map legend and the folium export use the same ones).
 CATEGORY_COLORS: dict[str, str] = {

@@ -10,12 +10,13 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import FileResponse, HTMLResponse
 
-from gridserver.maps import live, patrols
+from gridserver.maps import live, patrols, screen
 from gridserver.maps.routes import BUILD_HINT, DIST_DIR, HERE
 
 router = APIRouter()
 router.include_router(live.router)
 router.include_router(patrols.router)
+router.include_router(screen.router)
 
 TEMPLATES = HERE / "templates"
 

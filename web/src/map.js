@@ -5,6 +5,8 @@ import * as maplibregl from 'maplibre-gl';
 import 'maplibre-gl/dist/maplibre-gl.css';
 import workerUrl from 'maplibre-gl/dist/maplibre-gl-worker.mjs?url';
 import './map.css';
+import { authHeaders, getToken, getUser, login, setToken, transformRequest, ROLE_LABELS } from './common.js';
+import { basemapLayers } from './basestyle.js';
 
 maplibregl.setWorkerUrl(workerUrl);
 
@@ -22,7 +24,7 @@ const AREA_STYLE = {
   grids: { fill: '#cfe8cf', fillOpacity: 0.35, line: '#2e7d32', width: 0.8 },
 };
 const AREA_ORDER = ['districts', 'streets', 'communities', 'grids'];
-const CLICK_LAYERS = ['incidents-circle', 'grids-fill', 'communities-fill', 'streets-fill', 'districts-fill'];
+const CLICK_LAYERS = ['incidents-circle', 'incidents-cluster', 'grids-fill', 'communities-fill', 'streets-fill', 'districts-fill'];
 
 const $ = (sel) => document.querySelector(sel);
 
@@ -50,9 +52,12 @@ const LABEL_MINZOOM = { districts: 9, streets: 11, communities: 12.5, grids: 13.
 const LABEL_MAXZOOM = { districts: 12, streets: 15, communities: 24, grids: 24 };
 
 function buildStyle(doc) {
-  const sources = {};
-  const layers = [{ id: 'background', type: 'background', paint: { 'background-color': '#f4f2ec' } }];
+  // our own basemap (green, water, roads, buildings) under the admin layers
+  const base = basemapLayers(doc, 'light');
+  const sources = { ...base.sources };
+  const layers = [...base.layers];
   for (const l of doc.layers) {
+    if (!AREA_ORDER.includes(l.id) && !(l.id === 'incidents' && doc.authenticated)) continue;
     sources[l.id] = { type: 'vector', tiles: l.tiles, minzoom: l.minzoom, maxzoom: l.maxzoom };
     if (l.bounds) sources[l.id].bounds = l.bounds;
   }
@@ -94,6 +99,18 @@ function buildStyle(doc) {
         'circle-radius': ['interpolate', ['linear'], ['zoom'], 11, 1.5, 13, 2.5, 16, 7],
         'circle-stroke-color': '#ffffff', 'circle-stroke-width': ['interpolate', ['linear'], ['zoom'], 12, 0.4, 15, 1.2],
       } });
+    // city and street zoom: server-side clusters (count per cell), sized by count
+    layers.push({ id: 'incidents-cluster', type: 'circle', source: 'incidents', 'source-layer': 'incidents_cluster',
+      paint: {
+        'circle-color': ['step', ['get', 'open'], '#8bc34a', 1, '#ffb300', 20, '#fb8c00', 100, '#e53935'],
+        'circle-opacity': 0.85,
+        'circle-radius': ['interpolate', ['linear'], ['sqrt', ['get', 'count']], 1, 5, 10, 14, 40, 26],
+        'circle-stroke-color': '#ffffff', 'circle-stroke-width': 1,
+      } });
+    layers.push({ id: 'incidents-cluster-count', type: 'symbol', source: 'incidents', 'source-layer': 'incidents_cluster',
+      layout: { 'text-field': ['to-string', ['get', 'count']], 'text-font': FONT, 'text-size': 11,
+        'text-allow-overlap': true },
+      paint: { 'text-color': '#1b1b1b' } });
     layers.push({ id: 'incidents-highlight', type: 'circle', source: 'incidents', 'source-layer': 'incidents',
       filter: ['==', ['get', 'id'], -1],
       paint: { 'circle-radius': 11, 'circle-color': 'rgba(0,0,0,0)', 'circle-stroke-color': '#e53935',
@@ -177,11 +194,12 @@ async function searchCode(map, raw) {
 
 function buildControls(map, doc) {
   const toggles = $('#layers');
-  const present = new Set(doc.layers.map((l) => l.id));
+  const present = new Set(Object.keys(map.getStyle().sources));
   for (const l of doc.layers) {
+    if (!present.has(l.id)) continue;
     const label = document.createElement('label');
     label.innerHTML = `<input type="checkbox" data-layer="${escapeHtml(l.id)}" checked> ${escapeHtml(l.title)}` +
-      ` <span class="count">${l.count}</span>`;
+      (l.count == null ? '' : ` <span class="count">${l.count}</span>`);
     toggles.appendChild(label);
   }
   toggles.addEventListener('change', (e) => {
@@ -206,10 +224,37 @@ function buildControls(map, doc) {
   });
 }
 
+function setupLogin() {
+  const box = $('#login');
+  if (!box) return;
+  const user = getUser();
+  const status = box.querySelector('.who');
+  const form = box.querySelector('form');
+  if (getToken() && user) {
+    status.textContent = `${user.full_name || user.username}（${ROLE_LABELS[user.role] || user.role || ''}）`;
+    form.hidden = true;
+    box.querySelector('.logout').hidden = false;
+  } else {
+    status.textContent = '登录后显示事件';
+  }
+  box.querySelector('.logout').addEventListener('click', () => { setToken(null); window.location.reload(); });
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    try {
+      await login(form.username.value, form.password.value);
+      window.location.reload();
+    } catch (err) {
+      setMessage(`登录失败：${err.message}`, true);
+    }
+  });
+}
+
 async function main() {
   window.__gridmapState = { ready: false, selected: null, lastSearch: null };
-  const doc = await (await fetch('/tiles/layers.json')).json();
-  const options = { container: 'map', style: buildStyle(doc), attributionControl: false, hash: false };
+  setupLogin();
+  const doc = await (await fetch('/tiles/layers.json', { headers: authHeaders() })).json();
+  window.__gridmapState.authenticated = doc.authenticated;
+  const options = { container: 'map', style: buildStyle(doc), attributionControl: false, hash: false, transformRequest };
   if (doc.bounds) {
     options.bounds = [[doc.bounds[0], doc.bounds[1]], [doc.bounds[2], doc.bounds[3]]];
     options.fitBoundsOptions = { padding: 40 };
@@ -231,6 +276,10 @@ async function main() {
     // the most specific thing under the cursor: an incident, else the smallest area
     hits.sort((a, b) => CLICK_LAYERS.indexOf(a.layer.id) - CLICK_LAYERS.indexOf(b.layer.id));
     const f = hits[0];
+    if (f.layer.id === 'incidents-cluster') {
+      map.easeTo({ center: f.geometry.coordinates, zoom: Math.min(map.getZoom() + 2, 16) });
+      return;
+    }
     if (f.layer.id === 'incidents-circle') {
       highlight(map, null, f.properties.id);
       showIncident(f.properties);

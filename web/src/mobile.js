@@ -1,0 +1,461 @@
+// 网格员 /m/: the grid worker's phone app (360×740). Log in; my grid on the map (boundary, buildings,
+// roads); my tasks by deadline with history and actions; report at my GPS position or a tapped point
+// with a photo and a searchable category tree; several drafts; an outbox that keeps reports made
+// offline and sends each exactly once when back online (one Idempotency-Key per draft); patrol
+// (巡查) recording a GPS track sent in batches, kept offline when the network drops.
+import * as maplibregl from 'maplibre-gl';
+import 'maplibre-gl/dist/maplibre-gl.css';
+import workerUrl from 'maplibre-gl/dist/maplibre-gl-worker.mjs?url';
+import './mobile.css';
+import {
+  STATUS_LABELS, api, apiJson, authHeaders, escapeHtml, formatTime, getToken, getUser, login, setToken,
+  transformRequest, uuid,
+} from './common.js';
+import { basemapLayers } from './basestyle.js';
+
+maplibregl.setWorkerUrl(workerUrl);
+
+const $ = (s) => document.querySelector(s);
+const DRAFTS = 'gridserver.m.drafts';
+const OUTBOX = 'gridserver.m.outbox';
+const PATROL = 'gridserver.m.patrol';
+const state = { ready: false, tasks: [], sent: [], outbox: 0, drafts: 0, patrol: null, grid: null, categories: [] };
+window.__mobileState = state;
+let map;
+let pickMode = false;
+let chosen = null; // {lon, lat, source}
+
+const load = (k, d) => { try { return JSON.parse(localStorage.getItem(k)) ?? d; } catch { return d; } };
+const save = (k, v) => localStorage.setItem(k, JSON.stringify(v));
+
+function setNet() {
+  const el = $('#net');
+  el.className = navigator.onLine ? 'online' : 'offline';
+  el.textContent = navigator.onLine ? '' : '离线：上报将暂存，联网后自动发送';
+}
+
+// --- views ------------------------------------------------------------------------------------------
+function show(view) {
+  for (const v of document.querySelectorAll('#app .view')) v.hidden = v.id !== view;
+  for (const b of document.querySelectorAll('#tabs button')) b.classList.toggle('on', b.dataset.view === view);
+  if (view === 'map-view' && map) map.resize();
+  if (view === 'tasks-view') loadTasks();
+}
+
+// --- map --------------------------------------------------------------------------------------------
+async function setupMap() {
+  const doc = await (await fetch('/tiles/layers.json', { headers: authHeaders() })).json();
+  const base = basemapLayers(doc, 'light');
+  const sources = { ...base.sources };
+  const layers = [...base.layers];
+  for (const l of doc.layers) {
+    if (['grids', 'communities', 'incidents'].includes(l.id)) {
+      sources[l.id] = { type: 'vector', tiles: l.tiles, minzoom: l.minzoom, maxzoom: l.maxzoom };
+    }
+  }
+  const mine = state.grid?.code || '';
+  sources.track = { type: 'geojson', data: { type: 'FeatureCollection', features: [] } };
+  sources.covered = { type: 'geojson', data: { type: 'FeatureCollection', features: [] } };
+  sources.chosen = { type: 'geojson', data: { type: 'FeatureCollection', features: [] } };
+  layers.push(
+    { id: 'grids-fill', type: 'fill', source: 'grids', 'source-layer': 'grids',
+      paint: { 'fill-color': ['case', ['==', ['get', 'code'], mine], 'rgba(46,125,50,0.12)', 'rgba(0,0,0,0.05)'] } },
+    { id: 'covered', type: 'fill', source: 'covered', paint: { 'fill-color': '#43a047', 'fill-opacity': 0.35 } },
+    { id: 'grids-line', type: 'line', source: 'grids', 'source-layer': 'grids',
+      paint: { 'line-color': '#7a8a7a', 'line-width': 0.7 } },
+    { id: 'my-grid', type: 'line', source: 'grids', 'source-layer': 'grids', filter: ['==', ['get', 'code'], mine],
+      paint: { 'line-color': '#d84315', 'line-width': 3.5 } },
+    { id: 'track', type: 'line', source: 'track', paint: { 'line-color': '#1565c0', 'line-width': 3 } },
+  );
+  if (sources.incidents) {
+    layers.push({ id: 'incidents', type: 'circle', source: 'incidents', 'source-layer': 'incidents',
+      paint: { 'circle-color': '#f57c00', 'circle-radius': 5, 'circle-stroke-color': '#fff', 'circle-stroke-width': 1 } });
+    layers.push({ id: 'incidents-cluster', type: 'circle', source: 'incidents', 'source-layer': 'incidents_cluster',
+      paint: { 'circle-color': 'rgba(245,124,0,0.6)', 'circle-radius': ['interpolate', ['linear'], ['sqrt', ['get', 'count']], 1, 5, 10, 14] } });
+  }
+  layers.push({ id: 'chosen', type: 'circle', source: 'chosen',
+    paint: { 'circle-color': '#e53935', 'circle-radius': 8, 'circle-stroke-color': '#fff', 'circle-stroke-width': 2 } });
+  const opts = { container: 'map', style: { version: 8, sources, layers }, attributionControl: false, transformRequest };
+  const b = state.grid?.bbox || doc.bounds;
+  if (b) { opts.bounds = [[b[0], b[1]], [b[2], b[3]]]; opts.fitBoundsOptions = { padding: 24 }; } else Object.assign(opts, { center: [113.27, 23.13], zoom: 13 });
+  map = new maplibregl.Map(opts);
+  window.__mobileMap = map;
+  map.addControl(new maplibregl.GeolocateControl({ trackUserLocation: true }), 'top-right');
+  map.on('click', (e) => {
+    if (!pickMode) return;
+    pickMode = false;
+    $('#map-hint').hidden = true;
+    choose(e.lngLat.lng, e.lngLat.lat, '地图选点');
+    show('report-view');
+  });
+  await new Promise((res) => map.once('load', res));
+  if (state.grid?.bbox) cacheGridTiles(doc, state.grid.bbox);
+  loadCoverage();
+}
+
+function cacheGridTiles(doc, bbox) {
+  // ask the service worker to keep my grid's public tiles (z13–17) for offline viewing
+  if (!navigator.serviceWorker?.controller) return;
+  const urls = [];
+  const lon2x = (lon, z) => Math.floor(((lon + 180) / 360) * 2 ** z);
+  const lat2y = (lat, z) => Math.floor(((1 - Math.log(Math.tan((lat * Math.PI) / 180) + 1 / Math.cos((lat * Math.PI) / 180)) / Math.PI) / 2) * 2 ** z);
+  for (const l of doc.layers) {
+    if (!l.public) continue;
+    for (let z = Math.max(13, l.minzoom); z <= Math.min(17, l.maxzoom); z += 1) {
+      for (let x = lon2x(bbox[0], z); x <= lon2x(bbox[2], z); x += 1) {
+        for (let y = lat2y(bbox[3], z); y <= lat2y(bbox[1], z); y += 1) urls.push(l.tiles[0].replace('{z}', z).replace('{x}', x).replace('{y}', y));
+      }
+    }
+  }
+  navigator.serviceWorker.controller.postMessage({ type: 'cache-tiles', urls: urls.slice(0, 400) });
+  state.tilesRequested = Math.min(urls.length, 400);
+}
+
+function choose(lon, lat, source) {
+  chosen = { lon, lat, source };
+  $('#where-text').textContent = `${source}：${lon.toFixed(5)}, ${lat.toFixed(5)}`;
+  map?.getSource('chosen')?.setData({ type: 'Feature', geometry: { type: 'Point', coordinates: [lon, lat] }, properties: {} });
+}
+
+// --- tasks --------------------------------------------------------------------------------------------
+async function loadTasks() {
+  const data = await apiJson('/api/v1/tasks');
+  if (!data) return;
+  state.tasks = data.items.map((t) => t.id);
+  $('#task-count').textContent = data.total ? String(data.total) : '';
+  const now = Date.now();
+  $('#task-list').innerHTML = data.items.map((t) => {
+    const due = t.due_at ? new Date(t.due_at) : null;
+    const late = due && due.getTime() < now;
+    return `<li data-id="${t.id}" class="${late ? 'late' : ''}"><b>#${t.id} ${escapeHtml(t.category_label || t.category)}</b>
+      <span class="st">${escapeHtml(t.status_label || STATUS_LABELS[t.status] || t.status)}</span>
+      <span class="due">${due ? `${late ? '已超期 ' : '期限 '}${formatTime(t.due_at)}` : '无期限'}</span>
+      <span class="desc">${escapeHtml((t.description || '').slice(0, 40))}</span></li>`;
+  }).join('') || '<li class="empty">暂无待办任务</li>';
+}
+
+const ACTION_LABELS = { accept: '受理', dispatch: '派遣', start: '开始处置', progress: '进度', resolve: '处置完成',
+  verify: '回访核实', close: '结案', return: '退回', decline: '无法办理', escalate: '上报上级', comment: '备注', supervise: '督办' };
+
+async function openTask(id) {
+  show('task-view');
+  const v = $('#task-view');
+  const [inc, ev, acts] = await Promise.all([apiJson(`/api/v1/incidents/${id}`), apiJson(`/api/v1/incidents/${id}/events`),
+    apiJson(`/api/v1/incidents/${id}/actions`)]);
+  if (!inc) { v.querySelector('.title').textContent = `无法读取事件 #${id}`; return; }
+  v.dataset.id = id;
+  v.querySelector('.title').textContent = `#${inc.id} ${inc.category_label || inc.category}`;
+  const facts = [['状态', inc.status_label || STATUS_LABELS[inc.status] || inc.status], ['网格', inc.grid_name || inc.grid_code],
+    ['地址', inc.address], ['描述', inc.description], ['期限', formatTime(inc.due_at)], ['上报时间', formatTime(inc.created_at)]];
+  v.querySelector('.facts').innerHTML = facts.filter(([, x]) => x).map(([k, x]) => `<dt>${k}</dt><dd>${escapeHtml(x)}</dd>`).join('');
+  const allowed = acts?.allowed_actions || [];
+  v.querySelector('.actions').innerHTML = allowed.map((a) => {
+    const name = typeof a === 'string' ? a : a.name || a.action;
+    return `<button type="button" data-action="${escapeHtml(name)}">${escapeHtml(ACTION_LABELS[name] || (a.label ?? name))}</button>`;
+  }).join('') + '<label class="photo">附照片 <input type="file" accept="image/*" capture="environment"></label>';
+  v.querySelector('.history').innerHTML = (ev?.events || []).map((e) => `<li><b>${escapeHtml(e.action_label || e.action)}</b>
+    ${escapeHtml(e.actor_name || e.actor || '')} <time>${formatTime(e.at || e.created_at)}</time>
+    <div>${escapeHtml(e.note || '')}</div></li>`).join('');
+}
+
+async function act(id, action) {
+  const note = window.prompt(`${ACTION_LABELS[action] || action}：请填写说明`, '') ?? '';
+  const file = $('#task-view input[type=file]').files[0];
+  const key = uuid();
+  if (file) {
+    const fd = new FormData();
+    fd.append('files', file, file.name);
+    fd.append('note', note);
+    await api(`/api/v1/incidents/${id}/attachments`, { method: 'POST', body: fd, headers: { 'Idempotency-Key': `${key}-photo` } });
+  }
+  const r = await api(`/api/v1/incidents/${id}/actions/${action}`, { method: 'POST',
+    headers: { 'Content-Type': 'application/json', 'Idempotency-Key': key }, body: JSON.stringify({ note }) });
+  const d = await r.json().catch(() => ({}));
+  if (!r.ok) window.alert(`操作失败：${d.detail || r.status}`);
+  openTask(id);
+}
+
+// --- categories -----------------------------------------------------------------------------------
+async function loadCategories() {
+  const tree = await apiJson('/api/v1/incidents/categories') || [];
+  state.categories = tree.flatMap((c) => [{ code: c.code, label: c.label || c.name, parent: null },
+    ...(c.items || []).map((i) => ({ code: i.code, label: i.label || i.name, parent: c.label || c.name }))]);
+  renderCategories('');
+}
+
+function renderCategories(q) {
+  const list = q ? state.categories.filter((c) => c.label.includes(q) || (c.parent || '').includes(q) || c.code.includes(q))
+    : state.categories.filter((c) => !c.parent);
+  $('#cat-list').innerHTML = list.slice(0, 30).map((c) => `<li data-code="${escapeHtml(c.code)}">${c.parent
+    ? `<small>${escapeHtml(c.parent)} ›</small> ` : ''}${escapeHtml(c.label)}</li>`).join('');
+}
+
+function pickCategory(code) {
+  const c = state.categories.find((x) => x.code === code);
+  if (!c) return;
+  $('#report-form').category.value = code;
+  $('#cat-chosen').textContent = `已选：${c.parent ? `${c.parent} › ` : ''}${c.label}`;
+  $('#cat-list').innerHTML = '';
+}
+
+// --- drafts and the outbox -------------------------------------------------------------------------
+function readPhoto(file) {
+  return new Promise((res, rej) => {
+    if (!file) { res(null); return; }
+    const fr = new FileReader();
+    fr.onload = () => res({ name: file.name, type: file.type, data: fr.result });
+    fr.onerror = rej;
+    fr.readAsDataURL(file);
+  });
+}
+
+async function formDraft() {
+  const f = $('#report-form');
+  return { key: uuid(), category: f.category.value, description: f.description.value, point: chosen,
+    photo: await readPhoto(f.photo.files[0]), saved_at: new Date().toISOString() };
+}
+
+function resetForm() {
+  const f = $('#report-form');
+  f.reset();
+  f.category.value = '';
+  $('#cat-chosen').textContent = '未选择类别';
+  chosen = null;
+  $('#where-text').textContent = '未定位';
+  map?.getSource('chosen')?.setData({ type: 'FeatureCollection', features: [] });
+}
+
+function renderQueues() {
+  const drafts = load(DRAFTS, []);
+  const outbox = load(OUTBOX, []);
+  state.drafts = drafts.length;
+  state.outbox = outbox.length;
+  $('#draft-count').textContent = drafts.length ? `${drafts.length} 条` : '';
+  $('#outbox-count').textContent = outbox.length ? `${outbox.length} 条` : '';
+  $('#drafts').innerHTML = drafts.map((d, i) => `<li data-i="${i}">${escapeHtml(d.description || '(无描述)')}
+    <button type="button" data-edit="${i}">继续编辑</button><button type="button" data-del="${i}">删除</button></li>`).join('');
+  $('#outbox').innerHTML = outbox.map((d) => `<li>${escapeHtml(d.description || '(无描述)')} · 等待网络${d.error ? ` · ${escapeHtml(d.error)}` : ''}</li>`).join('');
+}
+
+function dataUrlToBlob(url) {
+  const [head, b64] = url.split(',');
+  const type = head.match(/data:([^;]+)/)?.[1] || 'application/octet-stream';
+  const bin = atob(b64);
+  const arr = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i += 1) arr[i] = bin.charCodeAt(i);
+  return new Blob([arr], { type });
+}
+
+let flushing = false;
+/** Send every queued report; each keeps its Idempotency-Key, so a retry after a lost answer never duplicates. */
+async function flushOutbox() {
+  if (flushing || !navigator.onLine) return;
+  flushing = true;
+  try {
+    for (const item of load(OUTBOX, [])) {
+      let r;
+      try {
+        r = await api('/api/v1/incidents', { method: 'POST', headers: { 'Content-Type': 'application/json', 'Idempotency-Key': item.key },
+          body: JSON.stringify({ lon: item.point.lon, lat: item.point.lat, crs: 'wgs84', category: item.category, description: item.description }) });
+      } catch { break; } // still offline
+      const body = await r.json().catch(() => ({}));
+      if (r.ok && item.photo) {
+        const fd = new FormData();
+        fd.append('files', dataUrlToBlob(item.photo.data), item.photo.name || 'photo.jpg');
+        try {
+          const pr = await api(`/api/v1/incidents/${body.id}/attachments`, { method: 'POST', body: fd, headers: { 'Idempotency-Key': `${item.key}-photo` } });
+          if (!pr.ok && pr.status >= 500) break;
+        } catch { break; }
+      }
+      const rest = load(OUTBOX, []).filter((x) => x.key !== item.key);
+      if (r.ok) {
+        state.sent.push(body.id);
+        save(OUTBOX, rest);
+        $('#report-msg').textContent = `已发送：事件 #${body.id}（${body.grid_name || body.grid_code || ''}）`;
+      } else if (r.status >= 400 && r.status < 500 && r.status !== 401 && r.status !== 408 && r.status !== 429) {
+        // refused for good (e.g. outside my grid): back to drafts with the reason, not retried blindly
+        save(OUTBOX, rest);
+        save(DRAFTS, [...load(DRAFTS, []), { ...item, error: body.detail || `HTTP ${r.status}` }]);
+        $('#report-msg').textContent = `未能提交：${body.detail || r.status}（已放回草稿）`;
+      } else break; // server or auth trouble: keep it queued
+    }
+  } finally {
+    flushing = false;
+    renderQueues();
+  }
+}
+
+async function submitReport(e) {
+  e.preventDefault();
+  const d = await formDraft();
+  if (!d.category) { $('#report-msg').textContent = '请选择类别'; return; }
+  if (!d.point) { $('#report-msg').textContent = '请定位：用我的位置或在地图上选'; return; }
+  save(OUTBOX, [...load(OUTBOX, []), d]);
+  resetForm();
+  $('#report-msg').textContent = navigator.onLine ? '正在发送…' : '当前离线，已加入待发送，联网后自动提交';
+  renderQueues();
+  flushOutbox();
+}
+
+// --- patrol -------------------------------------------------------------------------------------------
+let watchId = null;
+let batchTimer = null;
+function patrolState() { return load(PATROL, null); }
+
+async function sendPatrolPoints() {
+  const p = patrolState();
+  if (!p || !navigator.onLine) return;
+  try {
+    if (!p.id) {
+      const r = await api('/api/v1/patrols', { method: 'POST', headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ client_key: p.key }) });
+      if (!r.ok) return;
+      p.id = (await r.json()).id;
+      save(PATROL, p);
+    }
+    const pending = p.points.filter((x) => x.seq >= p.sent);
+    if (pending.length) {
+      const r = await api(`/api/v1/patrols/${p.id}/points`, { method: 'POST', headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ points: pending }) });
+      if (r.ok) { const cur = patrolState(); cur.id = p.id; cur.sent = pending[pending.length - 1].seq + 1; save(PATROL, cur); }
+    }
+    if (p.stopping && p.sent >= p.points.length) {
+      await api(`/api/v1/patrols/${p.id}/stop`, { method: 'POST' });
+      localStorage.removeItem(PATROL);
+      loadCoverage();
+    }
+  } catch { /* offline: the points stay in localStorage */ }
+  renderPatrol();
+}
+
+function renderPatrol() {
+  const p = patrolState();
+  state.patrol = p ? { id: p.id, points: p.points.length, sent: p.sent } : null;
+  $('#patrol-toggle').textContent = p && !p.stopping ? '结束巡查' : '开始巡查';
+  $('#patrol-toggle').classList.toggle('on', Boolean(p && !p.stopping));
+  $('#patrol-info').textContent = p ? `已记录 ${p.points.length} 点，未上传 ${p.points.length - p.sent}` : (state.coverageText || '');
+  if (map?.getSource('track') && p) {
+    map.getSource('track').setData({ type: 'Feature', properties: {},
+      geometry: { type: 'LineString', coordinates: p.points.map((x) => [x.lon, x.lat]) } });
+  }
+}
+
+function addFix(pos) {
+  const p = patrolState();
+  if (!p || p.stopping) return;
+  const c = pos.coords;
+  p.points.push({ seq: p.points.length, lon: c.longitude, lat: c.latitude, accuracy: c.accuracy, t: new Date(pos.timestamp || Date.now()).toISOString() });
+  save(PATROL, p);
+  chosen = chosen || null;
+  renderPatrol();
+  if (p.points.length - p.sent >= 10) sendPatrolPoints();
+}
+
+function togglePatrol() {
+  const p = patrolState();
+  if (!p) {
+    save(PATROL, { key: uuid(), id: null, points: [], sent: 0, started: new Date().toISOString() });
+    watchId = navigator.geolocation?.watchPosition(addFix, () => {}, { enableHighAccuracy: true, maximumAge: 5000 });
+    batchTimer = setInterval(sendPatrolPoints, 30_000);
+    sendPatrolPoints();
+  } else {
+    p.stopping = true;
+    save(PATROL, p);
+    if (watchId != null) navigator.geolocation.clearWatch(watchId);
+    clearInterval(batchTimer);
+    sendPatrolPoints();
+  }
+  renderPatrol();
+}
+
+async function loadCoverage() {
+  if (!state.grid) return;
+  const cov = await apiJson(`/api/v1/patrols/coverage?area=${state.grid.code}&geometry=true&mine=true`);
+  const g = cov?.grids?.find((x) => x.grid_code === state.grid.code);
+  if (!g) return;
+  state.coverage = g.coverage;
+  state.coverageText = `今日巡查覆盖 ${(100 * g.coverage).toFixed(0)}%`;
+  if (g.covered && map?.getSource('covered')) map.getSource('covered').setData({ type: 'Feature', geometry: g.covered, properties: {} });
+  renderPatrol();
+}
+
+// --- start ----------------------------------------------------------------------------------------
+async function start() {
+  setNet();
+  window.addEventListener('online', () => { setNet(); flushOutbox(); sendPatrolPoints(); });
+  window.addEventListener('offline', setNet);
+  if ('serviceWorker' in navigator) navigator.serviceWorker.register('/m/sw.js', { scope: '/m/' }).catch(() => {});
+  const me = getToken() ? await apiJson('/api/v1/auth/me') : null;
+  if (!me) {
+    setToken(null);
+    $('#login-view').hidden = false;
+    $('#login-form').addEventListener('submit', async (e) => {
+      e.preventDefault();
+      const f = e.target;
+      try {
+        await login(f.username.value, f.password.value);
+        window.location.reload();
+      } catch (err) { f.querySelector('.error').textContent = `登录失败：${err.message}`; }
+    });
+    state.ready = true;
+    state.view = 'login';
+    return;
+  }
+  $('#app').hidden = false;
+  $('#who').textContent = me.full_name || me.username;
+  state.user = me.username;
+  if (me.scope_code && me.scope_code.length === 15) {
+    const g = await apiJson(`/api/v1/areas/${me.scope_code}`);
+    if (g) { state.grid = { code: g.code, name: g.name, bbox: g.bbox }; $('#grid-name').textContent = g.name; }
+  }
+  $('#logout').addEventListener('click', () => { setToken(null); window.location.reload(); });
+  for (const b of document.querySelectorAll('#tabs button')) b.addEventListener('click', () => show(b.dataset.view));
+  $('#task-list').addEventListener('click', (e) => { const li = e.target.closest('li[data-id]'); if (li) openTask(Number(li.dataset.id)); });
+  $('#task-view .back').addEventListener('click', () => show('tasks-view'));
+  $('#task-view .actions').addEventListener('click', (e) => {
+    const a = e.target.dataset.action;
+    if (a) act(Number($('#task-view').dataset.id), a);
+  });
+  $('#cat-search').addEventListener('input', (e) => renderCategories(e.target.value.trim()));
+  $('#cat-list').addEventListener('click', (e) => { const li = e.target.closest('li[data-code]'); if (li) pickCategory(li.dataset.code); });
+  $('#use-gps').addEventListener('click', () => navigator.geolocation?.getCurrentPosition(
+    (pos) => choose(pos.coords.longitude, pos.coords.latitude, 'GPS'),
+    (err) => { $('#where-text').textContent = `无法定位：${err.message}`; }, { enableHighAccuracy: true, timeout: 10000 }));
+  $('#pick-map').addEventListener('click', () => { pickMode = true; $('#map-hint').hidden = false; show('map-view'); });
+  $('#report-form').addEventListener('submit', submitReport);
+  $('#save-draft').addEventListener('click', async () => {
+    save(DRAFTS, [...load(DRAFTS, []), await formDraft()]);
+    resetForm();
+    $('#report-msg').textContent = '已存为草稿';
+    renderQueues();
+  });
+  $('#drafts').addEventListener('click', (e) => {
+    const drafts = load(DRAFTS, []);
+    const i = Number(e.target.dataset.edit ?? e.target.dataset.del);
+    if (Number.isNaN(i)) return;
+    const [d] = drafts.splice(i, 1);
+    save(DRAFTS, drafts);
+    if (e.target.dataset.edit != null) {
+      const f = $('#report-form');
+      f.description.value = d.description || '';
+      if (d.category) pickCategory(d.category);
+      if (d.point) choose(d.point.lon, d.point.lat, d.point.source || '草稿位置');
+    }
+    renderQueues();
+  });
+  $('#patrol-toggle').addEventListener('click', togglePatrol);
+  await Promise.all([setupMap(), loadCategories(), loadTasks()]);
+  renderQueues();
+  renderPatrol();
+  if (patrolState() && !patrolState().stopping) {
+    watchId = navigator.geolocation?.watchPosition(addFix, () => {}, { enableHighAccuracy: true });
+    batchTimer = setInterval(sendPatrolPoints, 30_000);
+  }
+  setInterval(flushOutbox, 15_000);
+  flushOutbox();
+  state.view = 'app';
+  state.ready = true;
+}
+
+start().catch((err) => { console.error(err); $('#net').textContent = `加载失败：${err.message}`; });
+void getUser;
