@@ -114,3 +114,58 @@ def evaluate(reports: list[dict], truth: set[tuple[int, int]], threshold: float 
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return {"precision": round(precision, 4), "recall": round(recall, 4), "f1": round(f1, 4),
             "tp": tp, "fp": fp, "fn": fn, "pairs": len(truth), "reports": len(reports), "threshold": threshold}
+
+
+# --- generated data with known duplicates (for measuring the detector) ------------------------------
+_ROADS = ["中山四路", "北京路", "东风中路", "解放北路", "环市东路", "农林下路", "越秀南路", "德政北路", "文德路",
+          "小北路", "盘福路", "人民北路", "惠福东路", "大南路", "较场西路", "建设六马路", "寺右新马路", "执信南路",
+          "法政路", "豪贤路", "广卫路", "越华路", "应元路", "麓景路", "恒福路", "淘金路", "达道路", "西华路"]
+_SPOTS = ["号门口", "号附近", "号旁边", "号对面", "号后巷"]
+_OPEN = ["", "你好，", "反映一下：", "市民反映", "您好，我要反映", "投诉："]
+_CLOSE = ["", "，请尽快处理", "，已经好几天了", "，影响通行", "，希望有关部门处理", "。谢谢"]
+
+
+def generate_reports(seed: int = 0, n_problems: int = 600, dup_share: float = 0.35,
+                     neighbour_share: float = 0.35) -> tuple[list[dict], set[tuple[int, int]]]:
+    """Reports of ``n_problems`` distinct problems over two weeks in a 3 km square; a share is
+    reported again by other people (same place ±40 m, within 36 h, reworded: the known duplicates),
+    and a share has a *different* problem of the same category nearby (50–150 m, same days: the
+    hard negatives). Returns (reports, {(first id, duplicate id)})."""
+    import random
+
+    from gridserver.incidents.taxonomy import default_taxonomy
+
+    rng = random.Random(seed)
+    items = default_taxonomy().items()
+    reports: list[dict] = []
+    truth: set[tuple[int, int]] = set()
+
+    def add(item, place, x, y, t):
+        kws = item.keywords.split() or [item.name]
+        what = rng.choice([item.name, item.name, "".join(rng.sample(kws, len(kws))), f"{rng.choice(kws)}问题"])
+        where = rng.choice([place, place, place.split("号")[0].rstrip("0123456789"), "我家楼下", "小区门口"])
+        desc = f"{rng.choice(_OPEN)}{where}{what}{rng.choice(_CLOSE)}"
+        reports.append({"id": len(reports) + 1, "x": x, "y": y, "t": t, "category": item.parent, "item": item.code,
+                        "description": desc})
+        return reports[-1]["id"]
+
+    for _ in range(n_problems):
+        item = rng.choice(items)
+        road, num = rng.choice(_ROADS), rng.randint(1, 300)
+        x, y, t = rng.uniform(0, 3000), rng.uniform(0, 3000), rng.uniform(0, 14 * 24)
+        first = add(item, f"{road}{num}{rng.choice(_SPOTS)}", x, y, t)
+        if rng.random() < dup_share:
+            for _ in range(rng.choice([1, 1, 2])):
+                a = rng.uniform(0, 6.283)
+                dist = rng.uniform(0, 60)
+                dup = add(item, f"{road}{num}{rng.choice(_SPOTS)}", x + dist * math.cos(a), y + dist * math.sin(a),
+                          t + rng.uniform(0.1, 36))
+                truth.add((first, dup))
+        if rng.random() < neighbour_share:
+            siblings = [i for i in items if i.parent == item.parent and i.code != item.code]
+            other = rng.choice(siblings) if siblings and rng.random() < 0.6 else item
+            road2, num2 = (road, num + rng.randint(8, 40)) if rng.random() < 0.5 else (rng.choice(_ROADS), rng.randint(1, 300))
+            a, dist = rng.uniform(0, 6.283), rng.uniform(50, 150)
+            add(other, f"{road2}{num2}{rng.choice(_SPOTS)}", x + dist * math.cos(a), y + dist * math.sin(a),
+                t + rng.uniform(-24, 24))
+    return reports, truth
