@@ -501,10 +501,10 @@ def _import_chunk(conn, kind: str, source: str, import_id: int, ch: _Chunk, repo
             "INSERT INTO houses AS h (house_code, building_code, address_code, floor, room, grid_code, source, raw_row_id) "
             "SELECT DISTINCT ON (t.house_code) t.house_code, t.building_code, t.address_code, nullif(s.floor, ''), "
             "nullif(s.room, ''), NULL, :s, t.raw_row_id FROM tmp_bd t LEFT JOIN std_addresses s ON s.code = t.address_code "
-            "WHERE t.house_code IS NOT NULL ORDER BY t.house_code "
-            "ON CONFLICT (house_code) DO UPDATE SET building_code = EXCLUDED.building_code, confirmed_at = now()"),
+            "WHERE t.house_code IS NOT NULL AND NOT EXISTS (SELECT 1 FROM houses x WHERE x.house_code = t.house_code) "
+            "ORDER BY t.house_code ON CONFLICT (house_code) DO NOTHING"),
             {"s": source})
-        service.link_grids(conn, kinds=["house"], where={"house": "r.house_code IN (SELECT house_code FROM tmp_bd)"},
+        service.link_grids(conn, kinds=["house"], where={"house": "r.grid_code IS NULL AND r.house_code IN (SELECT house_code FROM tmp_bd)"},
                            reason="house implied by import")
     report["straddling_count"] += len(linked["straddling"])
     report["straddling"].extend(linked["straddling"][: max(0, 500 - len(report["straddling"]))])
