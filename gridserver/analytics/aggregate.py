@@ -22,12 +22,12 @@ from sqlalchemy import text
 
 from gridserver.analytics import hotspots
 from gridserver.analytics.features import FeatureQuery, where_sql
+from gridserver.analytics.jobs import LEVEL_LEN
 from gridserver.analytics.layers import Layer
 from gridserver.auth.users import User
 from gridserver.errors import InvalidInput
 
 LOCAL_TZ = ZoneInfo("Asia/Shanghai")
-LEVEL_LEN = {"district": 6, "street": 9, "community": 12, "grid": 15}
 BUCKETS = ("day", "week", "month")
 H3_RANGE = (7, 10)
 

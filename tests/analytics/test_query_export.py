@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
-import sys
 
 import geopandas as gpd
 import numpy as np
@@ -136,20 +134,20 @@ def test_exports_open_in_geopandas(http, analyst, auth, analytics_incidents, tmp
 
 
 def test_cli_export(db_url, analytics_incidents, tmp_path):
-    import os
+    from typer.testing import CliRunner
 
-    env = {**os.environ, "DATABASE_URL": db_url}
+    from gridserver.cli import app
+
     want = analytics_incidents[analytics_incidents["grid_code"] == "440104003001002"]
     assert len(want) > 0
     for fmt in ("parquet", "gpkg"):
         out = tmp_path / f"grid.{fmt}"
-        cmd = [sys.executable, "-m", "gridserver.cli", "export", "--layer", "incidents", "--region",
-               '{"grids": ["440104003001002"]}', "--from", "2026-03-01", "--to", "2026-05-01", "--out", str(out)]
-        p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
-        assert p.returncode == 0, p.stderr
+        args = ["export", "--layer", "incidents", "--region", '{"grids": ["440104003001002"]}',
+                "--from", "2026-03-01", "--to", "2026-05-01", "--out", str(out)]
+        r = CliRunner().invoke(app, args)
+        assert r.exit_code == 0, r.output
         got = gpd.read_parquet(out) if fmt == "parquet" else gpd.read_file(out)
         assert sorted(got["id"].astype(int)) == sorted(want["id"])
-        assert f"{len(want)} features" in p.stderr
-    bad = subprocess.run(cmd[:-2] + ["--out", str(tmp_path / "x.shp")], capture_output=True, text=True, env=env,
-                         timeout=120)
-    assert bad.returncode == 2 and "format" in bad.stderr
+        assert f"{len(want)} features" in r.output
+    bad = CliRunner().invoke(app, args[:-2] + ["--out", str(tmp_path / "x.shp")])
+    assert bad.exit_code == 2 and "format" in bad.output
