@@ -11,7 +11,6 @@ Steps, each idempotent so the command can be re-run:
 
 from __future__ import annotations
 
-import io
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -77,8 +76,6 @@ def ensure_demo_users(engine, city) -> list[tuple[str, str, str | None]]:
 
 def load_incidents(engine, city, n: int, seed: int) -> int:
     """Replace the demo incidents: generate, locate in bulk with the grid index, COPY in."""
-    import numpy as np
-
     from gridserver.areas.batch import current_index
     from gridserver.demo.incidents import demo_incidents
 
@@ -89,31 +86,9 @@ def load_incidents(engine, city, n: int, seed: int) -> int:
     lc = index.level_codes  # index -1 (outside) maps to the trailing all-null entry
     found = [None if kk < 0 else (lc["grid_code"][kk], lc["community_code"][kk], lc["street_code"][kk],
                                   lc["district_code"][kk]) for kk in k]
-    buf = io.StringIO()
-    statuses = np.random.default_rng(seed).choice(["reported", "dispatched", "handling", "closed"], len(inc),
-                                                  p=[0.2, 0.2, 0.2, 0.4])
-    rows = 0
-    for (_, r), codes, status in zip(inc.iterrows(), found, statuses):
-        if codes is None:
-            continue
-        grid, community, street, district = codes
-        fields = [r["category"], r["description"].replace("\t", " ").replace("\n", " "), status,
-                  f"SRID=4326;POINT({r['lon']!r} {r['lat']!r})", repr(r["lon"]), repr(r["lat"]), "wgs84",
-                  grid, community, street, district, "demo", r["created_at"].isoformat(), r["created_at"].isoformat()]
-        buf.write("\t".join(str(f) for f in fields) + "\n")
-        rows += 1
-    raw = engine.raw_connection()
-    try:
-        cur = raw.driver_connection.cursor()
-        cur.execute("DELETE FROM incidents WHERE source = 'demo'")
-        with cur.copy("COPY incidents (category, description, status, geom, input_x, input_y, input_crs, grid_code,"
-                      " community_code, street_code, district_code, source, created_at, updated_at)"
-                      " FROM STDIN") as copy:
-            copy.write(buf.getvalue())
-        raw.commit()
-    finally:
-        raw.close()
-    return rows
+    from gridserver.demo.incident_loop import load_loop
+
+    return load_loop(engine, inc, found, seed, now)  # routed and simulated through the workflow
 
 
 def build_demo(seed: int = 0, incidents: int = 3000, addresses: bool = True, scale: str = "small") -> dict:
