@@ -145,5 +145,5 @@ OPTIONAL_ENDPOINTS = {
 @router.get("/api/v1/screen/capabilities", summary="页面可用接口 which optional endpoints this server has")
 def capabilities(request: Request):
     """So the pages hide a panel instead of calling (and logging) an endpoint that is not there."""
-    paths = {getattr(r, "path", None) for r in request.app.routes}
+    paths = set(request.app.openapi().get("paths", {}))  # cached by FastAPI after the first call
     return {k: v in paths for k, v in OPTIONAL_ENDPOINTS.items()}

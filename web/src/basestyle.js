@@ -11,8 +11,8 @@ export const THEMES = {
   },
   dark: {
     background: '#0b1a2b', green: '#10352b', water: '#123f66',
-    road: { motorway: '#5d6f86', trunk: '#52637a', primary: '#43546b', secondary: '#37475c', tertiary: '#304052',
-      residential: '#29394a', service: '#243344', path: '#1f2d3d' },
+    road: { motorway: '#8aa0bb', trunk: '#7d93ae', primary: '#6f849e', secondary: '#5c708a', tertiary: '#4d6079',
+      residential: '#3d4f66', service: '#33445a', path: '#2b3a4e' },
     casing: '#0b1a2b', roadText: '#7f93ad', building: '#1b2c40', buildingLine: '#2a3f57',
   },
 };

@@ -27,6 +27,8 @@ const RAMPS = {
 };
 const MEASURE_LABEL = { open: '未办结事件', overdue: '超期事件', today: '今日上报', per_1000: '每千人事件', patrol: '巡查覆盖率 %' };
 const TOUR_SECONDS = 15;
+/** Map symbols scale with the wall: 1 at 1920 px wide, 2 at 3840. */
+const K = Math.max(1, window.innerWidth / 1920);
 
 const state = {
   ready: false, measure: 'open', summary: null, liveIds: [], liveEvents: 0, path: [], tour: false,
@@ -58,46 +60,46 @@ function buildStyle() {
     clusterRadius: 40, clusterMaxZoom: 15 };
   sources.h3 = { type: 'geojson', data: { type: 'FeatureCollection', features: [] } };
   layers.push({ id: 'grids-fill', type: 'fill', source: 'grids', 'source-layer': 'grids',
-    paint: { 'fill-color': '#12304a', 'fill-opacity': 0.78 } });
+    paint: { 'fill-color': '#12304a', 'fill-opacity': 0.62 } });
   layers.push({ id: 'h3-fill', type: 'fill', source: 'h3', layout: { visibility: 'none' },
     paint: { 'fill-color': ['interpolate', ['linear'], ['get', 'count'], 0, '#12304a', 5, '#e0a526', 20, '#d7263d'],
       'fill-opacity': 0.8, 'fill-outline-color': '#0b1a2b' } });
   layers.push({ id: 'grids-line', type: 'line', source: 'grids', 'source-layer': 'grids',
-    paint: { 'line-color': '#2b4a66', 'line-width': 0.6 } });
+    paint: { 'line-color': '#2b4a66', 'line-width': 0.6 * K } });
   layers.push({ id: 'communities-line', type: 'line', source: 'communities', 'source-layer': 'communities',
-    paint: { 'line-color': '#4f7ea8', 'line-width': 1.2 } });
+    paint: { 'line-color': '#4f7ea8', 'line-width': 1.2 * K } });
   layers.push({ id: 'streets-line', type: 'line', source: 'streets', 'source-layer': 'streets',
-    paint: { 'line-color': '#8fc1ee', 'line-width': 2.2 } });
+    paint: { 'line-color': '#8fc1ee', 'line-width': 2.2 * K } });
   layers.push({ id: 'districts-line', type: 'line', source: 'districts', 'source-layer': 'districts',
-    paint: { 'line-color': '#d6ecff', 'line-width': 3.5 } });
+    paint: { 'line-color': '#d6ecff', 'line-width': 3.5 * K } });
   for (const [lvl, id] of Object.entries(LAYER_OF)) {
     layers.push({ id: `${id}-hit`, type: 'fill', source: id, 'source-layer': id, paint: { 'fill-opacity': 0 } });
     layers.push({ id: `${id}-selected`, type: 'line', source: id, 'source-layer': id, filter: ['==', ['get', 'code'], ''],
-      paint: { 'line-color': '#ffd166', 'line-width': lvl === 'grid' ? 3 : 4 } });
+      paint: { 'line-color': '#ffd166', 'line-width': (lvl === 'grid' ? 3 : 4) * K } });
   }
   layers.push({ id: 'streets-label', type: 'symbol', source: 'streets', 'source-layer': 'streets_label', maxzoom: 14.5,
-    layout: { 'text-field': ['get', 'name'], 'text-font': FONT, 'text-size': ['interpolate', ['linear'], ['zoom'], 11, 12, 14, 18] },
+    layout: { 'text-field': ['get', 'name'], 'text-font': FONT, 'text-size': ['interpolate', ['linear'], ['zoom'], 11, 12 * K, 14, 18 * K] },
     paint: { 'text-color': '#e8f4ff', 'text-halo-color': '#0b1a2b', 'text-halo-width': 2 } });
   layers.push({ id: 'communities-label', type: 'symbol', source: 'communities', 'source-layer': 'communities_label', minzoom: 14.5,
-    layout: { 'text-field': ['get', 'name'], 'text-font': FONT, 'text-size': 14 },
+    layout: { 'text-field': ['get', 'name'], 'text-font': FONT, 'text-size': 14 * K },
     paint: { 'text-color': '#cfe3f7', 'text-halo-color': '#0b1a2b', 'text-halo-width': 2 } });
   if (sources.incidents) {
     layers.push({ id: 'incidents-cluster', type: 'circle', source: 'incidents', 'source-layer': 'incidents_cluster',
       paint: { 'circle-color': ['step', ['get', 'open'], 'rgba(120,200,120,0.55)', 1, 'rgba(255,179,0,0.6)', 20, 'rgba(251,140,0,0.7)', 100, 'rgba(229,57,53,0.75)'],
-        'circle-radius': ['interpolate', ['linear'], ['sqrt', ['get', 'count']], 1, 4, 10, 12, 40, 24],
+        'circle-radius': ['interpolate', ['linear'], ['sqrt', ['get', 'count']], 1, 4 * K, 10, 12 * K, 40, 24 * K],
         'circle-stroke-color': 'rgba(255,255,255,0.6)', 'circle-stroke-width': 0.8 } });
     layers.push({ id: 'incidents-point', type: 'circle', source: 'incidents', 'source-layer': 'incidents',
-      paint: { 'circle-color': '#ffb300', 'circle-radius': 4, 'circle-stroke-color': '#0b1a2b', 'circle-stroke-width': 1 } });
+      paint: { 'circle-color': '#ffb300', 'circle-radius': 4 * K, 'circle-stroke-color': '#0b1a2b', 'circle-stroke-width': 1 } });
   }
   layers.push({ id: 'live-cluster', type: 'circle', source: 'live', filter: ['has', 'point_count'],
     paint: { 'circle-color': '#00e5ff', 'circle-opacity': 0.85, 'circle-stroke-color': '#ffffff', 'circle-stroke-width': 2,
-      'circle-radius': ['interpolate', ['linear'], ['get', 'point_count'], 2, 14, 50, 30] } });
+      'circle-radius': ['interpolate', ['linear'], ['get', 'point_count'], 2, 14 * K, 50, 30 * K] } });
   layers.push({ id: 'live-cluster-count', type: 'symbol', source: 'live', filter: ['has', 'point_count'],
-    layout: { 'text-field': ['to-string', ['get', 'point_count']], 'text-font': FONT, 'text-size': 14, 'text-allow-overlap': true },
+    layout: { 'text-field': ['to-string', ['get', 'point_count']], 'text-font': FONT, 'text-size': 14 * K, 'text-allow-overlap': true },
     paint: { 'text-color': '#00212a' } });
   layers.push({ id: 'live-point', type: 'circle', source: 'live', filter: ['!', ['has', 'point_count']],
     paint: { 'circle-color': ['match', ['get', 'status'], 'reported', '#00e5ff', 'closed', '#8bc34a', '#ffd166'],
-      'circle-radius': 9, 'circle-stroke-color': '#ffffff', 'circle-stroke-width': 2.5 } });
+      'circle-radius': 9 * K, 'circle-stroke-color': '#ffffff', 'circle-stroke-width': 2.5 * K } });
   return { version: 8, name: '指挥大屏', sources, layers };
 }
 
@@ -194,15 +196,16 @@ async function loadSidePanels() {
     state.panels.freshness = late.length;
     $('#freshness ul').innerHTML = late.length
       ? late.slice(0, 6).map((d) => `<li class="warn">${escapeHtml(d.name || d.code)} <span>${escapeHtml(d.provider || '')} 已超期</span></li>`).join('')
-      : '<li class="ok">所有数据集均按时更新</li>';
+      : `<li class="ok">${items.length ? `${items.length} 个数据集均按时更新` : '尚未登记数据集'}</li>`;
   }
   const hot = caps.hotspots ? await apiJson('/api/v1/hotspots') : null;
-  const hs = Array.isArray(hot) ? hot : hot?.items || hot?.hotspots;
+  const hs = Array.isArray(hot) ? hot : hot?.cells || hot?.items || hot?.hotspots;
   if (hs) {
     $('#hotspots').hidden = false;
     state.panels.hotspots = hs.length;
     $('#hotspots ul').innerHTML = hs.length
-      ? hs.slice(0, 6).map((h) => `<li>${escapeHtml(h.name || h.key || h.code)} <span>${escapeHtml(h.count ?? '')}</span></li>`).join('')
+      ? hs.slice(0, 6).map((h) => `<li class="${h.flagged ? 'warn' : ''}">${h.flagged ? '⚠ ' : ''}${escapeHtml(h.name || h.key || h.code)}
+          <span class="late">${escapeHtml(h.count ?? '')} 件 · ${h.rate_ratio != null ? `${Number(h.rate_ratio).toFixed(1)}×` : ''}</span></li>`).join('')
       : '<li class="ok">暂无热点</li>';
   }
   const agg = caps.aggregate ? await apiJson('/api/v1/aggregate?layer=incidents&by=h3:9&geometry=true') : null;
@@ -303,11 +306,12 @@ async function showProfile(area, info) {
   if (pc.length) rows.push(['今日巡查覆盖', fmtPct(pc.reduce((a, x) => a + x.coverage, 0) / pc.length)]);
   const prof = caps.profile ? await apiJson(`/api/v1/areas/${area.code}/profile`) : null;
   if (prof) {
-    const flat = prof.profile || prof.counts || prof;
-    for (const [k, v] of Object.entries(flat)) {
-      if (typeof v === 'number' || typeof v === 'string') rows.push([prof.labels?.[k] || k, v]);
-      if (rows.length > 16) break;
-    }
+    const num = (v) => (typeof v === 'number' ? v : v?.total);
+    const extra = [['网格数', prof.grids], ['建筑', prof.buildings], ['房屋', prof.houses], ['户数', prof.households],
+      ['人口', num(prof.people)], ['法人单位', num(prof.businesses)],
+      ['近30天未办结', prof.incidents_30d?.open], ['近30天已办结', prof.incidents_30d?.closed],
+      ['网格员', (prof.workers || []).map((w) => w.full_name || w.username).join('、')]];
+    for (const [k, v] of extra) if (v !== undefined && v !== null && v !== '') rows.push([k, v]);
   }
   $('#profile .title').textContent = `${LEVEL_LABEL[area.level]}画像：${area.name}`;
   $('#profile dl').innerHTML = rows.map(([k, v]) => `<dt>${escapeHtml(k)}</dt><dd data-field="${escapeHtml(k)}">${escapeHtml(v)}</dd>`).join('');
