@@ -23,6 +23,7 @@ ls /usr/share/postgresql/"$PGV"/extension/postgis.control >/dev/null 2>&1 || mis
 fc-list 2>/dev/null | grep -qiE "wenquanyi|noto sans cjk|droid sans fallback" || missing+=(fonts-wqy-microhei)
 command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 command -v runuser >/dev/null 2>&1 || missing+=(util-linux)
+command -v ogr2ogr >/dev/null 2>&1 || missing+=(gdal-bin)  # OGC API client (OAPIF) in tests/analytics
 python3 -c "import venv, ensurepip" >/dev/null 2>&1 || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
