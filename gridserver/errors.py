@@ -88,7 +88,31 @@ def _database_error(exc: Exception) -> GridserverError | None:
     return None
 
 
+#: The one error shape, as documented in the OpenAPI document (every 4xx/5xx body has it).
+ERROR_SCHEMA = {
+    "title": "Error", "type": "object", "required": ["detail", "code"], "additionalProperties": True,
+    "properties": {"detail": {"type": "string", "description": "what was wrong and where (zh-CN first)"},
+                   "code": {"type": "string", "description": "stable machine-readable slug"},
+                   "errors": {"type": "array", "description": "per-field details of a validation error"}},
+}
+
+
+def _document_error_shape(app: FastAPI) -> None:
+    """FastAPI documents 422 as its own ``HTTPValidationError`` (``detail`` a list); ours is
+    ``{"detail": str, "code": str}``: make the OpenAPI document say what the server sends."""
+    generate = app.openapi
+
+    def openapi():
+        if app.openapi_schema is None:
+            schema = generate()
+            schema.setdefault("components", {}).setdefault("schemas", {})["HTTPValidationError"] = ERROR_SCHEMA
+        return app.openapi_schema
+
+    app.openapi = openapi
+
+
 def install_handlers(app: FastAPI) -> None:
+    _document_error_shape(app)
     import psycopg
     from sqlalchemy import exc as sa_exc
 

@@ -180,7 +180,8 @@ def collection(collection_id: str, request: Request, user: User | None = Depends
     return _respond("collection", _collection_doc(conn, _base(request), layer, user, fmt), fmt)
 
 
-@router.get("/collections/{collection_id}/queryables", summary="可查询属性 queryables (JSON Schema)")
+@router.get("/collections/{collection_id}/queryables", summary="可查询属性 queryables (JSON Schema)",
+            responses={200: {"content": {"application/schema+json": {}}}})
 def queryables(collection_id: str, request: Request, user: User | None = Depends(optional_user),
                session: Session = Depends(get_session, scope="function")):
     fmt = _format(request)
@@ -241,7 +242,8 @@ def _page_url(request: Request, base_url: str, **changes) -> str:
     return f"{base_url}?{urlencode(items)}" if items else base_url
 
 
-@router.get("/collections/{collection_id}/items", summary="要素 features of a collection")
+@router.get("/collections/{collection_id}/items", summary="要素 features of a collection",
+            responses={200: {"content": {"application/geo+json": {}}}})
 def items(collection_id: str, request: Request, user: User | None = Depends(optional_user),
           session: Session = Depends(get_session, scope="function")):
     """A page of features: ``limit`` (default 10, max 10000), ``offset``, ``bbox`` + ``bbox-crs``,
@@ -273,7 +275,8 @@ def items(collection_id: str, request: Request, user: User | None = Depends(opti
     return _respond("items", doc, fmt, media=GEOJSON, headers={"Content-Crs": f"<{q.crs.uri}>"})
 
 
-@router.get("/collections/{collection_id}/items/{feature_id}", summary="要素 one feature")
+@router.get("/collections/{collection_id}/items/{feature_id}", summary="要素 one feature",
+            responses={200: {"content": {"application/geo+json": {}}}})
 def item(collection_id: str, feature_id: str, request: Request, user: User | None = Depends(optional_user),
          session: Session = Depends(get_session, scope="function")):
     fmt = _format(request)

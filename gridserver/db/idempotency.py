@@ -70,14 +70,30 @@ idempotency_keys = Table(
 )
 
 
-def _fingerprint(method: str, path: str, body: bytes) -> str:
-    try:
-        canonical = json.dumps(json.loads(body), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-    except (ValueError, UnicodeDecodeError):
-        canonical = body
+async def _fingerprint(request: Request) -> str:
+    """sha256 of method, path and body: JSON compared after parsing, forms field by field (uploads
+    by name and content, read in chunks and rewound for the route)."""
     h = hashlib.sha256()
-    for part in (method.encode(), b"\0", path.encode(), b"\0", canonical):
+    for part in (request.method.encode(), b"\0", request.url.path.encode(), b"\0"):
         h.update(part)
+    ctype = request.headers.get("content-type", "").lower()
+    if ctype.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
+        form = await request.form()  # already parsed (and cached) by FastAPI for the route
+        for name, value in sorted(form.multi_items(), key=lambda kv: kv[0]):
+            h.update(name.encode() + b"\0")
+            if isinstance(value, str):
+                h.update(value.encode() + b"\0")
+                continue
+            h.update((value.filename or "").encode() + b"\0")
+            while chunk := await value.read(1 << 20):
+                h.update(chunk)
+            await value.seek(0)
+        return h.hexdigest()
+    body = await request.body()
+    try:
+        h.update(json.dumps(json.loads(body), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode())
+    except (ValueError, UnicodeDecodeError):
+        h.update(body)
     return h.hexdigest()
 
 
@@ -164,12 +180,11 @@ async def idempotency(request: Request, key: str | None = Header(
         None, alias=HEADER, description="幂等键 any unique string (e.g. a UUID, ≤255 ASCII characters): a retry "
                                         "with the same key and body returns the original answer and creates nothing")) -> Idempotency:
     """FastAPI dependency: the request's ``Idempotency-Key`` (validated) and body fingerprint."""
-    body = await request.body() if key is not None else b""
     route = request.scope.get("route")
     return Idempotency(
         key=_check_key(key.strip()) if key is not None else None,
         endpoint=f"{request.method} {request.url.path}",
-        request_hash=_fingerprint(request.method, request.url.path, body),
+        request_hash=await _fingerprint(request) if key is not None else "",
         client=request.client.host if request.client else "unknown",
         response_model=getattr(route, "response_model", None),
     )
