@@ -1,0 +1,253 @@
+"""Incident intake under load, and the KPI query on a year of data.
+
+Builds a temporary database (embedded PostGIS or DATABASE_URL's server) with ~2,000 Yuexiu grids
+(the tiles bench's city: real OSM street polygons cut into Voronoi cells, ~50 vertices each) and
+5,000 older incidents, starts the real app under uvicorn in a subprocess, and drives it from a
+**load generator in its own process** (asyncio + httpx, open loop: requests are sent on a fixed
+schedule and latency is measured from the scheduled time, so a slow server cannot hide queueing):
+
+* **baseline**: ``GET /api/v1/locate`` (the covering-grid lookup alone) at the same rate;
+* **intake**: ``POST /api/v1/incidents`` — locate, route, deadlines, near-boundary and duplicate
+  checks, insert, first event, commit — at ``--rate`` req/s (default 300) for ``--seconds``.
+
+Then ``--year`` incidents (default 300,000 ≈ a year of a big district) with a full set of step
+timestamps are COPYed in and ``stats.incident_stats`` (the ``GET /api/v1/stats/incidents`` body) is
+timed over the whole year and one street, against a bare ``count(*)`` over the same rows.
+
+    .venv/bin/python bench/incident_intake.py [--rate 300] [--seconds 20] [--year 300000]
+
+Prints p50/p90/p99 and achieved rate, ratios to the baseline, and a final JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import multiprocessing as mp
+import os
+import random
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+sys.path.insert(0, HERE)
+
+
+def _load_generator(base: str, token: str, kind: str, rate: float, seconds: float, points, out):
+    """Child process: open-loop requests at ``rate``/s; puts latencies (ms) and error count on ``out``."""
+    import httpx
+
+    async def run():
+        lat, errors = [], 0
+        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+        async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30,
+                                     headers={"Authorization": f"Bearer {token}"}) as client:
+            n = int(rate * seconds)
+            start = time.perf_counter() + 0.2
+            rnd = random.Random(1)
+
+            async def one(i):
+                nonlocal errors
+                due = start + i / rate
+                delay = due - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                lon, lat_ = points[i % len(points)]
+                try:
+                    if kind == "intake":
+                        r = await client.post("/api/v1/incidents", json={
+                            "lon": lon, "lat": lat_, "category": rnd.choice(["city_appearance_01", "street_facility_01",
+                                                                             "public_facility_01", "road_traffic_01"]),
+                            "description": f"压测上报 {i} 路面垃圾堆放"})
+                        ok = r.status_code == 201
+                    else:
+                        r = await client.get("/api/v1/locate", params={"lon": lon, "lat": lat_})
+                        ok = r.status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                lat.append((time.perf_counter() - due) * 1000)
+                if not ok:
+                    errors += 1
+
+            t0 = time.perf_counter()
+            await asyncio.gather(*(one(i) for i in range(n)))
+            elapsed = time.perf_counter() - t0
+        return lat, errors, n / elapsed
+
+    out.put(asyncio.run(run()))
+
+
+def drive(base, token, kind, rate, seconds, points) -> dict:
+    q = mp.get_context("spawn").Queue()
+    p = mp.get_context("spawn").Process(target=_load_generator, args=(base, token, kind, rate, seconds, points, q))
+    p.start()
+    lat, errors, achieved = q.get()
+    p.join()
+    a = np.array(lat)
+    return {"p50_ms": round(float(np.percentile(a, 50)), 2), "p90_ms": round(float(np.percentile(a, 90)), 2),
+            "p99_ms": round(float(np.percentile(a, 99)), 2), "max_ms": round(float(a.max()), 1),
+            "requests": len(a), "errors": errors, "rate": round(achieved, 1)}
+
+
+def year_of_incidents(conninfo: str, n: int, areas: list[dict], rng) -> None:
+    """n incidents over the last 365 days with realistic step timestamps, COPYed in."""
+    import psycopg
+
+    grids = [a for a in areas if a["level"] == "grid"]
+    cats = ["city_appearance", "street_facility", "public_facility", "road_traffic", "landscaping", "water_drainage"]
+    deps = ["s_hw", "s_zf", "d_cgzf", "d_zj", "d_sw", "c_jwh"]
+    now = datetime.now(timezone.utc)
+    buf = io.StringIO()
+    gi = rng.integers(len(grids), size=n)
+    created = now - timedelta(days=365) * rng.random(n)
+    for k in range(n):
+        g = grids[gi[k]]
+        c = g["geom"].representative_point()
+        t0 = created[k]
+        steps = [t0 + timedelta(minutes=float(m)) for m in np.cumsum(rng.lognormal([2, 1.6, 5, 3.7, 3], 0.8))]
+        closed = steps[4] < now and rng.random() < 0.95
+        ts = [s if s < now else None for s in steps]
+        if not closed:
+            ts[4] = None
+        status = "closed" if ts[4] else ("resolved" if ts[2] else "dispatched" if ts[1] else "reported")
+        rating = rng.choice(["satisfied", "basic", "unsatisfied", "\\N"], p=[0.4, 0.05, 0.02, 0.53]) if closed else "\\N"
+        code = g["code"]
+        row = [cats[k % 6], status, f"SRID=4326;POINT({c.x} {c.y})", code, code[:12], code[:9], code[:6],
+               deps[k % 6], t0.isoformat(), t0.isoformat()] + [t.isoformat() if t else "\\N" for t in ts] + [
+               "t" if rng.random() < 0.97 else "f", "t" if rng.random() < 0.9 else "f", rating,
+               (t0 + timedelta(days=3)).isoformat()]
+        buf.write("\t".join(row) + "\n")
+    with psycopg.connect(conninfo) as conn:
+        with conn.cursor() as cur:
+            with cur.copy("COPY incidents (category, status, geom, grid_code, community_code, street_code, district_code,"
+                          " department, created_at, updated_at, accepted_at, dispatched_at, resolved_at, verified_at,"
+                          " closed_at, auto_dispatched, on_time, rating, due_at) FROM STDIN") as copy:
+                copy.write(buf.getvalue())
+        conn.execute("ANALYZE incidents")
+
+
+def time_it(fn, repeat=5) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rate", type=float, default=300)
+    ap.add_argument("--seconds", type=float, default=20)
+    ap.add_argument("--year", type=int, default=300_000)
+    ap.add_argument("--grids", type=int, default=2000)
+    ap.add_argument("--keep", action="store_true")
+    args = ap.parse_args()
+
+    from tiles import build_city, load, start_server
+
+    from gridserver.db import embedded, migrate
+    from gridserver.settings import get_settings
+
+    s = get_settings()
+    if s.database_url:
+        admin = s.database_url.replace("postgresql://", "postgresql+psycopg://", 1).rsplit("/", 1)[0] + "/postgres"
+    else:
+        embedded.start(s)
+        admin = embedded.url(s, "postgres")
+    name = f"gs_bench_intake_{os.getpid()}"
+    db_url = admin.rsplit("/", 1)[0] + "/" + name
+    conninfo = db_url.replace("postgresql+psycopg://", "postgresql://")
+    embedded.ensure_database(admin, name)
+    proc = None
+    result = {}
+    try:
+        migrate.upgrade(db_url)
+        rng = np.random.default_rng(7)
+        areas, incidents = build_city(args.grids, 5000, rng)
+        load(conninfo, areas, incidents)
+        from sqlalchemy import create_engine
+
+        from gridserver.auth.users import create_user
+
+        eng = create_engine(db_url)
+        with eng.begin() as c:
+            create_user(c, "bench_citizen", "bench-password-2026", "citizen")
+        eng.dispose()
+        proc, base = start_server("sync", db_url)
+        import httpx
+
+        token = httpx.post(base + "/api/v1/auth/token", data={"username": "bench_citizen",
+                                                              "password": "bench-password-2026"}).json()["access_token"]
+        grids = [a for a in areas if a["level"] == "grid"]
+        import shapely
+
+        pts = []
+        for k in range(2000):
+            g = grids[k % len(grids)]["geom"]
+            x0, y0, x1, y1 = g.bounds
+            for _ in range(50):
+                p = (random.uniform(x0, x1), random.uniform(y0, y1))
+                if g.contains(shapely.Point(p)):
+                    pts.append(p)
+                    break
+        random.shuffle(pts)
+        drive(base, token, "intake", 50, 2, pts)  # warm up
+        print(f"data: {len(grids)} grids; {args.rate:g} req/s for {args.seconds:g}s, open loop, load generator in its own process")
+        base_r = drive(base, token, "locate", args.rate, args.seconds, pts)
+        print(f"baseline GET /api/v1/locate   {base_r}")
+        intake = drive(base, token, "intake", args.rate, args.seconds, pts)
+        print(f"intake POST /api/v1/incidents {intake}")
+        print(f"intake p99 = {intake['p99_ms'] / base_r['p99_ms']:.2f}× the locate p99; p50 {intake['p50_ms'] / base_r['p50_ms']:.2f}×")
+        result.update(intake_p50_ms=intake["p50_ms"], intake_p99_ms=intake["p99_ms"], intake_rate=intake["rate"],
+                      intake_errors=intake["errors"], locate_p99_ms=base_r["p99_ms"],
+                      p99_ratio=round(intake["p99_ms"] / base_r["p99_ms"], 2))
+        proc.terminate()
+        proc.wait()
+        proc = None
+
+        if args.year:
+            t0 = time.perf_counter()
+            year_of_incidents(conninfo, args.year, areas, rng)
+            print(f"year: {args.year} incidents loaded in {time.perf_counter() - t0:.1f}s")
+            os.environ["DATABASE_URL"] = conninfo
+            get_settings.cache_clear()
+            from gridserver.db import engine as eng_mod
+            from gridserver.incidents import stats
+
+            eng_mod.reset()
+            e = eng_mod.get_engine()
+            frm = datetime.now(timezone.utc) - timedelta(days=365)
+            street = next(a["code"] for a in areas if a["level"] == "street")
+            with e.connect() as c:
+                stats.incident_stats(c, None, frm, None)
+                t_year = time_it(lambda: stats.incident_stats(c, None, frm, None))
+                t_street = time_it(lambda: stats.incident_stats(c, street, frm, None))
+                t_cards = time_it(lambda: stats.scorecards(c, "department", None, frm, None))
+                t_count = time_it(lambda: c.exec_driver_sql(
+                    "SELECT count(*) FROM incidents WHERE created_at >= now() - interval '365 days'").scalar())
+            print(f"KPIs over a year ({args.year} incidents): {t_year * 1000:.0f} ms (street {t_street * 1000:.0f} ms, "
+                  f"department scorecards {t_cards * 1000:.0f} ms); bare count(*) {t_count * 1000:.0f} ms "
+                  f"→ {t_year / t_count:.1f}× a plain scan")
+            result.update(stats_year_ms=round(t_year * 1000, 1), stats_street_ms=round(t_street * 1000, 1),
+                          scorecards_ms=round(t_cards * 1000, 1), count_ms=round(t_count * 1000, 1),
+                          stats_ratio=round(t_year / t_count, 2), year_incidents=args.year)
+            eng_mod.reset()
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait()
+        if not args.keep:
+            embedded.drop_database(admin, name)
+    print(json.dumps({"bench": "incident_intake", **result}))
+
+
+if __name__ == "__main__":
+    main()
