@@ -44,6 +44,31 @@ def tile_layers(request: Request, user: User | None = Depends(optional_user)):
     return JSONResponse(doc, headers={"Cache-Control": "private, no-cache", "Vary": "Authorization"})
 
 
+@router.get("/tiles/basemap.pmtiles", summary="底图归档 the pre-built basemap archive (PMTiles)",
+            response_class=FileResponse)
+def basemap_archive_file():
+    """The single-file archive made by ``gridserver tiles build`` (404 until built), for any PMTiles tool."""
+    from gridserver.maps.basemap_archive import archive_path
+
+    path = archive_path()
+    if not path.is_file():
+        raise NotFound("no basemap archive yet: run `gridserver tiles build`", code="no_archive")
+    return FileResponse(path, media_type="application/vnd.pmtiles", headers={"Cache-Control": "public, max-age=3600"})
+
+
+@router.get("/tiles/basemap/{z}/{x}/{y}.mvt", summary="预制底图瓦片 a tile of the pre-built basemap",
+            response_class=Response, responses={200: {"content": {MVT_MEDIA_TYPE: {}}}})
+def basemap_tile(request: Request, z: int, x: int, y: int):
+    """A tile read from the PMTiles archive (public; several MVT layers); 204 outside it, 404 before it is built."""
+    from gridserver.maps.basemap_archive import open_archive
+
+    tiles.check_tile(z, x, y)
+    archive = open_archive()
+    if archive is None:
+        raise NotFound("no basemap archive yet: run `gridserver tiles build`", code="no_archive")
+    return tile_response(archive.get(z, x, y), 3600, request.headers.get("if-none-match"))
+
+
 @router.get(
     "/tiles/{layer}/{z}/{x}/{y}.mvt",
     summary="矢量瓦片 vector tile (MVT)",
