@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     jwt_secret: str | None = None
     jwt_expire_minutes: int = Field(default=30, description="access token lifetime; refresh tokens renew it")
     jwt_refresh_days: int = Field(default=7, description="refresh token lifetime (rotating, revocable)")
+    bcrypt_rounds: int = Field(default=12, ge=4, le=16, description="bcrypt cost of new password hashes")
     demo_mode: bool = Field(default=False, description="set by `gridserver demo`: demo accounts may log in")
     pool_size: int = 8
     connect_timeout: int = Field(default=3, description="seconds to wait for a database connection")

@@ -16,8 +16,11 @@ import pytest
 import shapely
 from shapely.geometry import box
 
-from gridserver.db import embedded
-from gridserver.settings import get_settings
+# Cheap bcrypt for the accounts tests create (production default: 12); set before settings are read.
+os.environ.setdefault("GRIDSERVER_BCRYPT_ROUNDS", "4")
+
+from gridserver.db import embedded  # noqa: E402
+from gridserver.settings import get_settings  # noqa: E402
 
 pytest_plugins = ["fixtures_auth"]
 

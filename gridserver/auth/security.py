@@ -35,15 +35,24 @@ def check_password_policy(password: str) -> None:
 
 
 def hash_password(password: str) -> str:
-    """Return a bcrypt hash (salted, cost 12) of a password that passes the policy."""
+    """Return a bcrypt hash (salted, cost ``bcrypt_rounds``, 12 by default) of a password that passes the policy."""
     check_password_policy(password)
-    return bcrypt.hashpw(password.encode("utf-8"), bcrypt.gensalt()).decode("ascii")
+    rounds = get_settings().bcrypt_rounds
+    return bcrypt.hashpw(password.encode("utf-8"), bcrypt.gensalt(rounds)).decode("ascii")
 
 
-#: A real bcrypt hash (cost 12) of a random string nobody knows. Logins for unknown or disabled
-#: accounts are verified against it, so they take as long as a wrong password for a real account
-#: and the response time does not tell which usernames exist.
-DUMMY_HASH = bcrypt.hashpw(secrets.token_bytes(16).hex().encode(), bcrypt.gensalt()).decode("ascii")
+_dummy_hashes: dict[int, str] = {}
+
+
+def dummy_hash() -> str:
+    """A real bcrypt hash (same cost as new hashes) of a random string nobody knows. Logins for
+    unknown or disabled accounts are verified against it, so they take as long as a wrong password
+    for a real account and the response time does not tell which usernames exist."""
+    rounds = get_settings().bcrypt_rounds
+    if rounds not in _dummy_hashes:
+        _dummy_hashes[rounds] = bcrypt.hashpw(secrets.token_bytes(16).hex().encode(),
+                                              bcrypt.gensalt(rounds)).decode("ascii")
+    return _dummy_hashes[rounds]
 
 #: Signing secrets published somewhere (our compose file, tutorials); refused outside demo mode.
 KNOWN_SECRETS = frozenset({

@@ -29,7 +29,7 @@ from datetime import datetime
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
-from gridserver.auth.security import DUMMY_HASH, hash_password, verify_password
+from gridserver.auth.security import dummy_hash, hash_password, verify_password
 from gridserver.errors import Conflict, GridserverError, InvalidInput, NotFound
 
 ROLES: dict[str, str] = {
@@ -212,7 +212,7 @@ def authenticate(conn, username: str, password: str, *, demo_mode: bool = False)
     row = conn.execute(text(f"SELECT {_COLUMNS}, password_hash FROM users WHERE username = :u"),
                        {"u": username}).first()
     usable = row is not None and row.active and (demo_mode or not row.demo)
-    ok = verify_password(password, row.password_hash if usable else DUMMY_HASH) and usable
+    ok = verify_password(password, row.password_hash if usable else dummy_hash()) and usable
     if not ok:
         record_failure(conn, username)
         return None
