@@ -242,3 +242,25 @@ def test_demo_accounts_log_in_only_in_demo_mode(http, engine, monkeypatch, fresh
     assert http.get("/api/v1/auth/me", headers=token).status_code == 200
     monkeypatch.setattr(get_settings(), "demo_mode", False)  # the same database served for real
     assert http.get("/api/v1/auth/me", headers=token).status_code == 401
+
+
+def test_gridserver_demo_creates_flagged_demo_accounts(http, engine, small_city, monkeypatch, fresh_ip_limit):
+    import pandas as pd
+
+    from gridserver.demo.build import DEMO_PASSWORD, ensure_demo_users
+
+    city = {"district": pd.DataFrame({"code": ["440104"]}), "street": pd.DataFrame({"code": [STREET]}),
+            "community": pd.DataFrame({"code": [COMMUNITY]}), "grid": pd.DataFrame({"code": [GRID]})}
+    made = ensure_demo_users(engine, city)
+    assert ensure_demo_users(engine, city) == made  # idempotent
+    names = [u for u, _, _ in made]
+    with engine.connect() as conn:
+        flags = dict(conn.execute(text("SELECT username, demo FROM users WHERE username = ANY(:u)"), {"u": names}).all())
+    assert flags == {n: True for n in names}
+    assert _login(http, "admin", DEMO_PASSWORD).status_code == 401  # served for real: refused
+    monkeypatch.setattr(get_settings(), "demo_mode", True)
+    assert _login(http, "admin", DEMO_PASSWORD).status_code == 200
+    with engine.begin() as conn:  # an operator keeps the account but gives it a real password
+        set_password(conn, "gridworker", "a-real-password-now")
+    monkeypatch.setattr(get_settings(), "demo_mode", False)
+    assert _login(http, "gridworker", "a-real-password-now").status_code == 200
