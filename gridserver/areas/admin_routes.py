@@ -68,12 +68,16 @@ def list_areas(
     limit: int = Query(100, ge=1, le=MAX_LIMIT),
     offset: int = Query(0, ge=0),
     format: str = Query("json", pattern="^(json|geojson)$", description="json, or geojson (FeatureCollection)"),
+    at: str | None = Query(None, description="历史日期 as at: 2025-06-30 or an ISO datetime (grid versions); default now"),
     session: Session = Depends(get_session, scope="function"),
 ):
-    """Current areas ordered by code, paginated; ``total`` counts all matches."""
+    """Current areas (or those in force ``at`` a past date) ordered by code, paginated; ``total`` counts all matches."""
+    from gridserver.areas.versions import parse_at, valid_at
+
     box = _bbox(bbox)
-    where = ["valid_to IS NULL"]
-    params: dict = {"limit": limit, "offset": offset}
+    when = parse_at(at)
+    where = [valid_at(when)]
+    params: dict = {"limit": limit, "offset": offset, "at": when}
     if level:
         where.append("level = :level")
         params["level"] = normalize_level(level)

@@ -38,6 +38,29 @@ _LOCATE_SQL = text(
     """
 )
 
+#: The same query for the layout in force at ``:at`` (grid versions, see ``areas/versions.py``).
+_LOCATE_AT_SQL = text(
+    """
+    WITH pt AS (SELECT ST_SetSRID(ST_MakePoint(:lon, :lat), 4326) AS g),
+    hit AS (
+        SELECT a.code FROM admin_areas a, pt
+        WHERE a.level = 'grid' AND a.valid_from <= :at AND (a.valid_to IS NULL OR a.valid_to > :at)
+          AND ST_Covers(a.geom, pt.g)
+        ORDER BY a.code LIMIT 1
+    )
+    SELECT chain.level, chain.code, chain.name FROM hit
+    CROSS JOIN LATERAL (
+        WITH RECURSIVE up AS (
+            SELECT level, code, name, parent_code FROM admin_areas
+            WHERE code = hit.code AND valid_from <= :at AND (valid_to IS NULL OR valid_to > :at)
+            UNION ALL
+            SELECT p.level, p.code, p.name, p.parent_code FROM admin_areas p
+            JOIN up ON p.code = up.parent_code AND p.valid_from <= :at AND (p.valid_to IS NULL OR p.valid_to > :at)
+        ) SELECT level, code, name FROM up
+    ) chain
+    """
+)
+
 
 @dataclass
 class Location:
@@ -76,16 +99,21 @@ def to_storage(x: float, y: float, crs: str | None) -> tuple[float, float, str]:
     return float(lon), float(lat), name
 
 
-def locate_point(conn, x: float, y: float, crs: str | None = "wgs84") -> Location:
+def locate_point(conn, x: float, y: float, crs: str | None = "wgs84", at=None) -> Location:
     """Locate one point (in ``crs``) to its grid and the areas above it.
 
-    Raises OutsideArea (HTTP 404) when no current grid covers the point.
+    ``at`` (a timezone-aware datetime) asks for the grid layout in force then instead of the current
+    one. Raises OutsideArea (HTTP 404) when no grid (current, or in force at ``at``) covers the point.
     """
     lon, lat, name = to_storage(x, y, crs)
-    rows = conn.execute(_LOCATE_SQL, {"lon": lon, "lat": lat}).all()
+    if at is None:
+        rows = conn.execute(_LOCATE_SQL, {"lon": lon, "lat": lat}).all()
+    else:
+        rows = conn.execute(_LOCATE_AT_SQL, {"lon": lon, "lat": lat, "at": at}).all()
     if not rows:
+        when = f" on {at.isoformat()}" if at is not None else ""
         raise OutsideArea(
-            f"point lon={x} lat={y} ({name}) → WGS84 ({lon:.7f}, {lat:.7f}) is outside every grid",
+            f"point lon={x} lat={y} ({name}) → WGS84 ({lon:.7f}, {lat:.7f}) is outside every grid{when}",
         )
     areas = {r.level: {"code": r.code, "name": r.name} for r in rows}
     return Location(lon=lon, lat=lat, input_crs=name, areas=areas)
