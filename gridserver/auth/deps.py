@@ -95,12 +95,10 @@ def check_may_grant(actor: User, role: str, scope_code: str | None) -> None:
 
     An account may not get a role above the actor's, nor a scope broader than the actor's: a
     scoped admin creates accounts only inside its own area (never a city-wide admin or analyst).
-    Citizens have no scope and may be created by any admin.
+    Citizens have no scope (they may report anywhere), so only city-wide admins manage them.
     """
     if ROLE_RANK.get(role, 99) > ROLE_RANK.get(actor.role, -1):
         raise Forbidden(f"不能授予高于自己的角色 you ({actor.role}) may not create a {role} account")
-    if role == "citizen" and scope_code is None:
-        return
     if not scope_covers(actor, scope_code):
         target = scope_code or "全市 whole city"
         raise Forbidden(f"不能授予超出自己管辖范围的权限 you may not grant scope {target}: it is outside your "
