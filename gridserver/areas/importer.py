@@ -46,6 +46,11 @@ CODE_ALTERNATIVES = {
 NAME_ALTERNATIVES = ("name:zh", "name:zh-Hans")
 PARQUET_SUFFIXES = (".parquet", ".geoparquet")
 MAX_LISTED = 20
+#: Hostile-input bounds: vertices per area (a real community boundary has a few thousand), and how
+#: far an uploaded .zip may inflate.
+MAX_VERTICES = 250_000
+MAX_UNZIPPED_BYTES = 2 * 1024**3
+MAX_ZIP_RATIO = 200
 
 Progress = Callable[[str, int, int], None]
 
@@ -122,6 +127,25 @@ def normalize_level(level: str) -> str:
 
 
 # --- reading ----------------------------------------------------------------------------------
+def check_zip(path: Path) -> None:
+    """Refuse a .zip that is not one, or that would inflate beyond ``MAX_UNZIPPED_BYTES`` in all
+    or ``MAX_ZIP_RATIO``× in one member (a zip bomb), before GDAL reads a byte of it."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            members = zf.infolist()
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise InvalidInput(f"{path.name}: not a readable .zip archive ({exc})") from None
+    total = sum(m.file_size for m in members)
+    if total > MAX_UNZIPPED_BYTES:
+        raise InvalidInput(f"{path.name}: would unpack to {total:,} bytes, more than the {MAX_UNZIPPED_BYTES:,} allowed")
+    for m in members:
+        if m.file_size > 1_000_000 and m.file_size > MAX_ZIP_RATIO * max(m.compress_size, 1):
+            raise InvalidInput(f"{path.name}: member {m.filename!r} is compressed {m.file_size // max(m.compress_size, 1):,}:1 "
+                               f"(over {MAX_ZIP_RATIO}:1), refused as a possible zip bomb")
+
+
 def read_file(path: Path, layer: str | None = None):
     """Read any supported vector file into a GeoDataFrame; unreadable files raise InvalidInput."""
     import geopandas as gpd
@@ -131,6 +155,8 @@ def read_file(path: Path, layer: str | None = None):
         raise InvalidInput(f"{path}: file not found")
     if path.is_file() and path.stat().st_size == 0:
         raise InvalidInput(f"{path}: the file is empty (0 bytes)")
+    if path.is_file() and path.suffix.lower() == ".zip":
+        check_zip(path)
     try:
         if path.suffix.lower() in PARQUET_SUFFIXES:
             return gpd.read_parquet(path)
@@ -315,6 +341,11 @@ def _check_and_convert(geoms, codes, crs, repair, problems, notes, repaired) -> 
     for i in np.flatnonzero(empty):
         problems.append(Problem(int(i), codes[i], "empty geometry"))
     ok &= ~empty
+    vertices = shapely.get_num_coordinates(np.where(ok, out, None))
+    for i in np.flatnonzero(ok & (vertices > MAX_VERTICES)):
+        problems.append(Problem(int(i), codes[i], f"{int(vertices[i]):,} vertices, more than the {MAX_VERTICES:,} "
+                                                  "allowed per area: simplify it first"))
+    ok &= vertices <= MAX_VERTICES
     if not ok.any():
         return out
     sel = shapely.force_2d(out[ok])
