@@ -178,6 +178,27 @@ def upgrade() -> None:
             note     text NOT NULL DEFAULT ''
         );
 
+        -- KPI roll-up: per local day and street, counters and log-bucket histograms of step minutes;
+        -- refreshed for days whose incidents changed (gridserver incidents rollup / periodic job).
+        CREATE TABLE incident_kpi_daily (
+            day          date NOT NULL,
+            street_code  text NOT NULL,
+            district_code text NOT NULL,
+            counts       bigint[] NOT NULL,
+            hist         bigint[] NOT NULL,
+            PRIMARY KEY (day, street_code)
+        );
+        CREATE TABLE incident_kpi_daily_dims (
+            day          date NOT NULL,
+            street_code  text NOT NULL,
+            dim          text NOT NULL,
+            value        text NOT NULL,
+            label        text,
+            n            bigint NOT NULL,
+            PRIMARY KEY (day, street_code, dim, value)
+        );
+        INSERT INTO gridserver_meta (key, value) VALUES ('incident_kpi_watermark', 0) ON CONFLICT DO NOTHING;
+
         CREATE TABLE open311_api_keys (
             id          serial PRIMARY KEY,
             name        text NOT NULL UNIQUE,
@@ -194,6 +215,9 @@ def downgrade() -> None:
     op.execute(
         """
         DROP TABLE IF EXISTS open311_api_keys;
+        DROP TABLE IF EXISTS incident_kpi_daily;
+        DROP TABLE IF EXISTS incident_kpi_daily_dims;
+        DELETE FROM gridserver_meta WHERE key = 'incident_kpi_watermark';
         DROP TABLE IF EXISTS calendar_overrides;
         DROP TABLE IF EXISTS incident_notifications;
         DROP TABLE IF EXISTS incident_attachments;

@@ -84,3 +84,12 @@ def relink():
 
     with _engine().begin() as conn:
         console.print(json.dumps(relink_open_incidents(conn)))
+
+
+@app.command("rollup")
+def rollup(full: bool = typer.Option(False, "--full", help="recompute every day, not only changed ones")):
+    """Refresh the KPI roll-up (per day and street) used by GET /api/v1/stats/incidents."""
+    from gridserver.incidents.stats import refresh_rollup
+
+    with _engine().begin() as conn:
+        console.print(json.dumps(refresh_rollup(conn, full=full)))

@@ -2,7 +2,8 @@
 
 * ``incidents.escalate`` every minute: ``escalation.escalate_due`` (idempotent, SKIP LOCKED, so any
   number of workers may run it);
-* ``incidents.notify`` every 30 s: deliver pending webhooks from the outbox.
+* ``incidents.notify`` every 30 s: deliver pending webhooks from the outbox;
+* ``incidents.rollup`` every 5 min: refresh the KPI roll-up for days whose incidents changed.
 """
 
 from __future__ import annotations
@@ -27,3 +28,12 @@ def notify(ctx):
 
     with ctx.engine.connect() as conn:
         return deliver_pending(conn)
+
+
+@periodic("incidents.rollup", every_seconds=300)
+@task("incidents.rollup")
+def rollup(ctx):
+    from gridserver.incidents.stats import refresh_rollup
+
+    with ctx.engine.begin() as conn:
+        return refresh_rollup(conn)

@@ -76,3 +76,26 @@ def test_kpis_over_the_simulated_period_have_real_values(http, auth, make_user, 
         assert 0.5 < s[k] < 1.0, (k, s[k])
     assert 0 < s["returned_rate"] < 0.2 and s["escalated"] > 0
     assert s["step_minutes"]["handle"]["median"] < s["step_minutes"]["handle"]["p90"]
+
+
+def test_rollup_gives_the_live_answer_and_follows_changes(engine, demo_rows, http, auth, admin_token):
+    from gridserver.incidents import stats
+
+    to = datetime.now(timezone(timedelta(hours=8)))
+    frm = (to - timedelta(days=45)).replace(hour=10)
+    with engine.begin() as conn:
+        rolled = stats.incident_stats(conn, "440104001", frm, to)
+        live = stats.incident_stats(conn, "440104001", frm, to, use_rollup=False)
+    assert rolled["rolled_up_days"] >= 40 and live["rolled_up_days"] == 0
+    rolled.pop("rolled_up_days"), live.pop("rolled_up_days")
+    assert rolled == live
+    # an old incident changes: the next answer includes it
+    with engine.connect() as conn:
+        old = conn.execute(text("SELECT id FROM incidents WHERE source = 'demo' AND status = 'closed' AND street_code = "
+                                "'440104001' AND created_at BETWEEN :a AND now() - interval '20 days' ORDER BY id LIMIT 1"),
+                           {"a": frm + timedelta(days=2)}).scalar()
+    r = http.post(f"/api/v1/incidents/{old}/actions/rate", headers=auth(admin_token), json={"rating": "satisfied"})
+    assert r.status_code == 200, r.text
+    with engine.begin() as conn:
+        after = stats.incident_stats(conn, "440104001", frm, to)
+    assert after["rated"] == live["rated"] + 1 and after["rolled_up_days"] >= 40
