@@ -273,6 +273,8 @@ SELECT (SELECT count(*) FROM basemap_roads), (SELECT count(*) FROM basemap_areas
             AND column_name IN ('building_code', 'geom_3857', 'grid_code', 'floors', 'use')) = 5
 """
 
+BUILDING_COUNT_SQL = "SELECT count(*) FROM buildings"
+
 _CATEGORY_CODES = list(CATEGORIES)
 _CATEGORY_LABELS = [CATEGORIES[c]["label"] for c in _CATEGORY_CODES]
 
@@ -452,6 +454,8 @@ def layers_document(conn, base_url: str, viewer: Viewer | None = None) -> dict:
             continue
         if layer.kind in ("area", "incidents"):
             ext = extents.get(layer.level or "incident", {"count": 0, "bounds": None})
+        elif layer.kind == "buildings":
+            ext = {"count": conn.execute(BUILDING_COUNT_SQL).fetchone()[0], "bounds": None}
         else:
             ext = {"count": counts[layer.kind], "bounds": None}
         b = ext["bounds"]

@@ -39,8 +39,10 @@ def map_incident(engine, small_city):
 
 
 @pytest.fixture
-def page(browser, live_url, small_city, map_incident):
+def page(browser, live_url, small_city, map_incident, admin_token):
     ctx = browser.new_context(viewport={"width": 1280, "height": 860}, locale="zh-CN")
+    # incident tiles need a token: the page sends the one a login stored (MapLibre transformRequest)
+    ctx.add_init_script(f"localStorage.setItem('gridserver.token', '{admin_token}');")
     pg = ctx.new_page()
     pg.set_default_timeout(60_000)
     pg.errors, pg.requests = [], []
@@ -144,6 +146,12 @@ def test_search_by_code_moves_the_map_there(page, shoot, live_url, small_city):
 
 def test_incident_is_drawn_and_clickable(page, map_incident):
     _wait_idle(page)
+    # at city zoom incidents arrive as server-side clusters with counts, as points once zoomed in
+    page.wait_for_function("() => window.__gridmap.queryRenderedFeatures({layers: ['incidents-cluster']})"
+                           ".some(f => f.properties.count >= 1)")
+    assert page.evaluate("() => window.__gridmap.getZoom()") <= 14
+    page.evaluate("() => window.__gridmap.jumpTo({center: [113.265, 23.131], zoom: 16})")
+    _wait_idle(page)
     page.wait_for_function("() => window.__gridmap.queryRenderedFeatures({layers: ['incidents-circle']}).length > 0")
     _click_lonlat(page, 113.265, 23.131)
     page.wait_for_selector("#info:not([hidden])")
@@ -162,3 +170,17 @@ def test_layer_toggle_hides_the_grids(page):
     assert page.evaluate("() => window.__gridmap.queryRenderedFeatures({layers: ['grids-fill']}).length") == 0
     page.check('#layers input[data-layer="grids"]')
     page.wait_for_function("() => window.__gridmap.queryRenderedFeatures({layers: ['grids-fill']}).length > 0")
+
+
+def test_without_login_the_map_shows_areas_but_no_incidents(browser, live_url, small_city, map_incident):
+    ctx = browser.new_context(viewport={"width": 1280, "height": 860}, locale="zh-CN")
+    pg = ctx.new_page()
+    requests = []
+    pg.on("request", lambda r: requests.append(r.url))
+    pg.goto(live_url + "/map")
+    pg.wait_for_function("() => window.__gridmapState && window.__gridmapState.ready && window.__gridmap.loaded()"
+                         " && window.__gridmap.queryRenderedFeatures({layers: ['grids-fill']}).length > 0")
+    assert pg.evaluate("() => window.__gridmapState.authenticated") is False
+    assert not any("/tiles/incidents/" in u for u in requests)
+    assert "登录后显示事件" in pg.inner_text("#login")
+    ctx.close()

@@ -20,8 +20,8 @@ const STATUS_LABELS = {
 const AREA_STYLE = {
   districts: { fill: '#d9d4c7', fillOpacity: 0.15, line: '#5c5346', width: 2.5, dash: [4, 2] },
   streets: { fill: '#c7d8ea', fillOpacity: 0.12, line: '#3f6a96', width: 2 },
-  communities: { fill: '#f2e6c9', fillOpacity: 0.18, line: '#b07b2c', width: 1.3 },
-  grids: { fill: '#cfe8cf', fillOpacity: 0.35, line: '#2e7d32', width: 0.8 },
+  communities: { fill: '#f2e6c9', fillOpacity: 0.06, line: '#b07b2c', width: 1.3 },
+  grids: { fill: '#cfe8cf', fillOpacity: 0.1, line: '#2e7d32', width: 0.8 },
 };
 const AREA_ORDER = ['districts', 'streets', 'communities', 'grids'];
 const CLICK_LAYERS = ['incidents-circle', 'incidents-cluster', 'grids-fill', 'communities-fill', 'streets-fill', 'districts-fill'];
@@ -192,9 +192,9 @@ async function searchCode(map, raw) {
   window.__gridmapState.lastSearch = area.code;
 }
 
-function buildControls(map, doc) {
+function buildControls(map, doc, style) {
   const toggles = $('#layers');
-  const present = new Set(Object.keys(map.getStyle().sources));
+  const present = new Set(Object.keys(style.sources));
   for (const l of doc.layers) {
     if (!present.has(l.id)) continue;
     const label = document.createElement('label');
@@ -230,8 +230,12 @@ function setupLogin() {
   const user = getUser();
   const status = box.querySelector('.who');
   const form = box.querySelector('form');
-  if (getToken() && user) {
-    status.textContent = `${user.full_name || user.username}（${ROLE_LABELS[user.role] || user.role || ''}）`;
+  if (getToken()) {
+    const showUser = (u) => {
+      status.textContent = `${u.full_name || u.username}（${ROLE_LABELS[u.role] || u.role || ''}）`;
+    };
+    if (user) showUser(user);
+    else fetch('/api/v1/auth/me', { headers: authHeaders() }).then((r) => (r.ok ? r.json() : null)).then((u) => { if (u) showUser(u); });
     form.hidden = true;
     box.querySelector('.logout').hidden = false;
   } else {
@@ -254,7 +258,8 @@ async function main() {
   setupLogin();
   const doc = await (await fetch('/tiles/layers.json', { headers: authHeaders() })).json();
   window.__gridmapState.authenticated = doc.authenticated;
-  const options = { container: 'map', style: buildStyle(doc), attributionControl: false, hash: false, transformRequest };
+  const style = buildStyle(doc);
+  const options = { container: 'map', style, attributionControl: false, hash: false, transformRequest };
   if (doc.bounds) {
     options.bounds = [[doc.bounds[0], doc.bounds[1]], [doc.bounds[2], doc.bounds[3]]];
     options.fitBoundsOptions = { padding: 40 };
@@ -267,7 +272,7 @@ async function main() {
   map.addControl(new maplibregl.NavigationControl({ showCompass: false }), 'top-right');
   map.addControl(new maplibregl.ScaleControl({ unit: 'metric' }), 'bottom-left');
   map.addControl(new maplibregl.AttributionControl({ compact: true, customAttribution: 'gridserver 网格数据' }));
-  buildControls(map, doc);
+  buildControls(map, doc, style);
 
   map.on('click', (e) => {
     const layers = CLICK_LAYERS.filter((id) => map.getLayer(id) && map.getLayoutProperty(id, 'visibility') !== 'none');
