@@ -29,7 +29,7 @@ _POINT_GRID = ("(SELECT a.code FROM admin_areas a WHERE a.level = 'grid' AND a.v
 
 _BUILDING_GRID = """
     SELECT r.id, coalesce(fp.code, {point_grid}) AS new_grid, coalesce(fp.n, 0) AS n_grids, fp.share
-    FROM buildings r
+    FROM (SELECT * FROM buildings ORDER BY grid_code, id OFFSET 0) r   -- neighbours in a row: PostGIS reuses the prepared grid
     LEFT JOIN std_addresses s ON s.code = r.address_code
     LEFT JOIN LATERAL (
         SELECT c.code, count(*) OVER () AS n, c.part / nullif(sum(c.part) OVER (), 0) AS share FROM (
