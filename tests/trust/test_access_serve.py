@@ -90,14 +90,24 @@ def test_serve_starts_with_a_strong_secret_and_logs_no_query_strings(db_conninfo
     assert "张三" not in out and "%E5" not in out and "q=" not in out and "lon=" not in out
 
 
-def test_db_status_masks_the_password(db_conninfo):
+def test_db_status_masks_the_password(db_conninfo, monkeypatch):
+    from typer.testing import CliRunner
+
+    from gridserver.cli import app
+    from gridserver.settings import get_settings
+
     with_password = re.sub(r"^postgresql://([^@/]+)@", r"postgresql://\1:S3cretPassw0rd@", db_conninfo)
     assert "S3cretPassw0rd" in with_password
-    r = subprocess.run(GRIDSERVER + ["db", "status"], cwd=ROOT, capture_output=True, text=True,
-                       env=_env(with_password, COLUMNS="300"), timeout=60)
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert "S3cretPassw0rd" not in r.stdout + r.stderr
-    assert "***@" in r.stdout and "schema revision" in r.stdout
+    monkeypatch.setenv("DATABASE_URL", with_password)
+    get_settings.cache_clear()
+    try:
+        r = CliRunner().invoke(app, ["db", "status"])
+    finally:
+        monkeypatch.setenv("DATABASE_URL", os.environ["DATABASE_URL"].replace(":S3cretPassw0rd@", "@"))
+        get_settings.cache_clear()
+    assert r.exit_code == 0, r.output
+    assert "S3cretPassw0rd" not in r.output
+    assert "***@" in r.output and "schema revision" in r.output
 
 
 def test_compose_file_ships_no_secret():
