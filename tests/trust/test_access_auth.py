@@ -265,3 +265,17 @@ def test_gridserver_demo_creates_flagged_demo_accounts(http, engine, small_city,
         set_password(conn, "gridworker", "a-real-password-now")
     monkeypatch.setattr(get_settings(), "demo_mode", False)
     assert _login(http, "gridworker", "a-real-password-now").status_code == 200
+
+
+def test_cli_unlock_lifts_a_lockout(http, admin_token, auth, fresh_ip_limit):
+    from typer.testing import CliRunner
+
+    from gridserver.cli import app
+
+    u = _new_user(http, admin_token, auth)
+    for _ in range(users_mod.MAX_FAILURES):
+        _login(http, u["username"], "wrong-password")
+    assert _login(http, u["username"], u["password"]).status_code == 429
+    r = CliRunner().invoke(app, ["users", "unlock", u["username"]])
+    assert r.exit_code == 0 and "unlocked" in r.output
+    assert _login(http, u["username"], u["password"]).status_code == 200
