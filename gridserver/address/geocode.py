@@ -62,6 +62,7 @@ def geocode(conn, q: str) -> dict:
     if m.status == "matched" and m.address_id:
         a = _address(conn, m.address_id)
         return _answer(a, q, (m.score or 0) / 100.0, m.method, a["level"])
+    _refuse_if_ambiguous(q, m)
     # Not the full address: the deepest level of it that the base has.
     if m.key:
         chain = ancestor_keys(m.key)[:-1]
@@ -75,6 +76,31 @@ def geocode(conn, q: str) -> dict:
         a = _address(conn, m.candidate_id)
         return _answer(a, q, min((m.score or 50) / 100.0, 0.84), m.method or "candidate", a["level"])
     raise NotFound(f"cannot geocode {q!r}: {m.reason or 'no standard address matches'}")
+
+
+#: A misspelt road is taken as the closest known road only when it is this much closer (rapidfuzz ratio)
+#: than the next one; otherwise the numbers cannot tell which road is meant (see _refuse_if_ambiguous).
+CLEAR_ROAD_LEAD = 10.0
+
+
+def _refuse_if_ambiguous(q: str, m) -> None:
+    """NotFound (code ``ambiguous_address``, with the candidate roads) when the text fits several roads
+    and the full address was not found on exactly one of them: answering a house or road of one of
+    them would be a guess, and a wrong answer is worse than none.
+
+    * the road is misspelt and two known roads are about as close (中山路 → 中山一路 … 中山八路);
+    * the road is a real one but the address is not on it, while a road whose name has one character
+      more has it (麓湖路12号1栋1单元301室 → 麓湖横路…).
+    """
+    roads: list[str] = []
+    if m.parts is not None and m.parts.road_how == "fuzzy" and len(m.alternatives) > 1 \
+            and m.alternatives[0][1] - m.alternatives[1][1] < CLEAR_ROAD_LEAD:
+        roads = [r for r, s in m.alternatives if m.alternatives[0][1] - s < CLEAR_ROAD_LEAD]
+    elif m.near:
+        roads = [m.parts.road] + sorted({r for r, _ in m.near})
+    if roads:
+        raise NotFound(f"cannot geocode {q!r}: ambiguous, the road could be {'、'.join(roads)}",
+                       code="ambiguous_address", extra={"alternatives": [{"road": r} for r in roads]})
 
 
 def _answer(a: dict, q: str, confidence: float, method: str | None, precision: str) -> dict:

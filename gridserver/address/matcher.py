@@ -65,6 +65,9 @@ class Match:
     candidate_id: int | None = None
     reason: str | None = None
     alternatives: list[tuple[str, float]] = field(default_factory=list)
+    #: the same numbers exist on a road whose name has one character more (麓湖路12号 → 麓湖横路12号):
+    #: (road, address id) — a missing character is then as likely as a new address
+    near: list[tuple[str, int]] = field(default_factory=list)
 
     def parsed(self) -> dict:
         if self.parts is None:
@@ -86,11 +89,14 @@ class AreaNames:
         self.any_area = conn.execute(text("SELECT EXISTS (SELECT 1 FROM admin_areas WHERE valid_to IS NULL)")).scalar()
 
     def outside(self, parts: AddressParts) -> str | None:
+        """Why the address is in another district or city, or None. A name that starts with one of
+        ours counts as ours: written without suffixes (广州越秀寺右二马路) the parser may run the
+        district into the road (district 越秀寺右二马路)."""
         d = parts.upper.get("district")
-        if d and self.districts and _bare(d) not in self.districts:
+        if d and self.districts and not any(_bare(d).startswith(x) for x in self.districts if x):
             return f"outside the district: names {d}"
         c = parts.upper.get("city")
-        if c and self.districts and _bare(c) not in ("广州",):
+        if c and self.districts and not _bare(c).startswith("广州"):
             return f"outside the district: names city {c}"
         return None
 
@@ -199,11 +205,43 @@ def match_rows(conn, rows: Sequence[RowIn], *, gazetteer: RoadGazetteer | None =
     if points:
         _spatial(conn, by_idx)
     _fuzzy_or_new(conn, by_idx)
+    _near_miss_roads(conn, by_idx, gazetteer)
     conn.execute(text("TRUNCATE tmp_match"))
     for m in matches:
         if not m.status:
             m.status, m.reason = "review", m.reason or "no match"
     return matches
+
+
+def one_char_longer(gazetteer: RoadGazetteer, road: str) -> list[str]:
+    """Roads of the base whose name is ``road`` with one character added (麓湖路 → 麓湖横路, 中山路 → 中山四路)."""
+    if not road:
+        return []
+    n = len(road)
+    return [r for r in gazetteer.names if len(r) == n + 1 and any(r[:i] + r[i + 1:] == road for i in range(n + 1))]
+
+
+def _near_miss_roads(conn, by_idx, gazetteer: RoadGazetteer) -> None:
+    """Rows about to become new addresses (or left unmatched) whose numbers exist on a road one
+    character longer: a dropped character is as likely as a new house, so they go to review, and
+    :attr:`Match.near` lists the other road's address (the geocoder answers "ambiguous")."""
+    want: dict[str, list[Match]] = defaultdict(list)
+    for m in by_idx.values():
+        if m.status not in ("new", "review") or not m.key or m.parts is None or m.parts.road_how == "fuzzy":
+            continue
+        vals = m.key.split("|")
+        for road in one_char_longer(gazetteer, vals[0]):
+            want["|".join([road] + vals[1:])].append(m)
+    if not want:
+        return
+    rows = conn.execute(text("SELECT match_key, id FROM std_addresses WHERE match_key = ANY(:k) AND status <> 'retired'"),
+                        {"k": list(want)}).all()
+    for key, sid in rows:
+        for m in want[key]:
+            m.near.append((key.split("|")[0], sid))
+            if m.status == "new":
+                m.status, m.method, m.candidate_id = "review", "near-road", sid
+                m.reason = f"not on {m.parts.road}, but {key.split('|')[0]} has this address: a missing character?"
 
 
 def _outside_points(conn, by_idx, areas) -> None:

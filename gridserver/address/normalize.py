@@ -141,6 +141,14 @@ def numerals_to_arabic(text: str) -> str:
 
 
 _SPACES = re.compile(r"\s+")
+# Sub-numbers of a house: 13之1号, 13号之一, 13号之1 → 13-1号 (the standard writes 13-1号).
+# A Chinese sub-number may be followed by a building number (2号之一3栋); an Arabic one may not (之13栋).
+_ZHI = re.compile(f"(\\d+)号?之(?:(\\d+)(?:号|(?!\\d|栋|幢|座|单元|层|楼|室|房))|([{_NUMERAL_CHARS}]+)(?:号|(?!栋|幢|座|单元|层|楼|室|房)))")
+
+
+def _zhi(m: re.Match) -> str:
+    sub = m.group(2) if m.group(2) else chinese_numeral_value(m.group(3))
+    return m.group(0) if sub is None else f"{m.group(1)}-{sub}号"
 
 
 def normalize_address(text: str) -> str:
@@ -151,7 +159,10 @@ def normalize_address(text: str) -> str:
     """
     text = normalize_chars(text)
     text = _SPACES.sub("", text)
-    return numerals_to_arabic(text).upper()
+    text = numerals_to_arabic(text)
+    if "之" in text:
+        text = _ZHI.sub(_zhi, text)
+    return text.upper()
 
 
 # --- Filling missing upper levels ------------------------------------------------------------------
