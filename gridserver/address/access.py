@@ -7,6 +7,7 @@ endpoint                        anonymous / citizen          staff token, addres
 ==============================  ===========================  ======================================
 GET /address/geocode            road-level answer only       full answer (house … room)
 GET /address/reverse            ``level=road`` only          any level, only addresses in scope
+                                                             (citizens: roads only)
 GET /address/{code}             road codes, no history       everything, history with actor names
 review queue / decisions        no                           reviewers, records in scope
 ==============================  ===========================  ======================================
@@ -20,7 +21,8 @@ from __future__ import annotations
 
 from sqlalchemy import text
 
-from gridserver.auth.deps import user_in_scope
+from gridserver.address.geocode import reverse
+from gridserver.auth.deps import is_citywide, user_in_scope
 from gridserver.auth.users import User
 from gridserver.errors import Forbidden, Unauthorized
 
@@ -79,9 +81,17 @@ def check_reverse_level(user: User | None, level: str | None) -> None:
         raise Forbidden(f"公众账号只能查询道路 citizens may reverse-geocode to roads only: pass level={PUBLIC_LEVEL}")
 
 
-def reverse_for(user: User, items: list[dict], limit: int) -> list[dict]:
-    """Reverse-geocode hits ``user`` may see: roads, and addresses below road level in scope."""
-    return [i for i in items if i["level"] == PUBLIC_LEVEL or may_see_detail(user, i)][:limit]
+def reverse_for(conn, user: User | None, lon: float, lat: float, crs: str | None, *, limit: int, level: str | None,
+                max_distance_m: float) -> dict:
+    """``geocode.reverse`` as ``user`` may see it: roads for anyone, lower levels for staff and only
+    addresses in their scope (401/403 for a level the caller may not ask for)."""
+    check_reverse_level(user, level)
+    # A scoped caller's hits are filtered after the nearest-first search: look further to fill the page.
+    wanted = limit if user is None or is_citywide(user) else min(100, limit * 5)
+    out = reverse(conn, lon, lat, crs, limit=wanted, level=level, max_distance_m=max_distance_m)
+    if user is not None:
+        out["items"] = [i for i in out["items"] if i["level"] == PUBLIC_LEVEL or may_see_detail(user, i)][:limit]
+    return out
 
 
 def address_for(user: User | None, address: dict) -> dict:

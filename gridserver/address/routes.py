@@ -7,7 +7,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from gridserver.address import access, base, geocode as geo, review
-from gridserver.auth.deps import CITYWIDE_ROLES, optional_user, require_roles, user_in_scope
+from gridserver.auth.deps import is_citywide, optional_user, require_roles, user_in_scope
 from gridserver.db.engine import get_session
 from gridserver.errors import Forbidden
 
@@ -51,19 +51,13 @@ def reverse_endpoint(lon: float = Query(..., description="x / longitude in `crs`
     """Nearest live standard addresses, nearest first, with distances in metres (EPSG:4547).
 
     ``level=road`` is public; other levels need a staff token and list only addresses in its scope."""
-    access.check_reverse_level(user, level)
-    citywide = user is None or (user.scope_code is None and user.role in CITYWIDE_ROLES)
-    # A scoped caller's hits are filtered after the nearest-first search: look further to fill the page.
-    wanted = limit if citywide else min(100, limit * 5)
-    out = geo.reverse(session.connection(), lon, lat, crs, limit=wanted, level=level, max_distance_m=max_distance_m)
-    if user is not None:
-        out["items"] = access.reverse_for(user, out["items"], limit)
-    return out
+    return access.reverse_for(session.connection(), user, lon, lat, crs, limit=limit, level=level,
+                              max_distance_m=max_distance_m)
 
 
 def _scope_user(user):
     """The scope the queue is filtered to; None = everything (city-wide reviewers only)."""
-    return None if _citywide(user) else (user.scope_code or "-")  # "-" matches no area code
+    return None if is_citywide(user) else (user.scope_code or "-")  # "-" matches no area code
 
 
 @router.get("/review", summary="待审核队列 review queue")
@@ -76,13 +70,9 @@ def review_queue(limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge
                              scope_code=_scope_user(user))
 
 
-def _citywide(user) -> bool:
-    return user.scope_code is None and user.role in CITYWIDE_ROLES
-
-
 def _check_scope(conn, user, record_id: int) -> None:
     """403 unless the record is in the reviewer's scope — by the same area the queue filters on."""
-    if _citywide(user):
+    if is_citywide(user):
         return
     area = review.record_area_code(conn, record_id)
     if area is None:
@@ -94,7 +84,7 @@ def _check_scope(conn, user, record_id: int) -> None:
 
 def _check_target_scope(conn, user, record_id: int, target_code: str | None) -> None:
     """403 unless the address a record is merged into is in the reviewer's scope too."""
-    if _citywide(user):
+    if is_citywide(user):
         return
     target = review.merge_target(conn, record_id, target_code)
     if target is None:

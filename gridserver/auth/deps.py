@@ -78,10 +78,15 @@ def user_in_scope(user: User, area_code: str | None) -> bool:
     return area_code is not None and area_code.startswith(user.scope_code)
 
 
+def is_citywide(user: User) -> bool:
+    """True for admin/analyst accounts without a scope (they cover the whole city)."""
+    return user.scope_code is None and user.role in CITYWIDE_ROLES
+
+
 def scope_covers(user: User, scope_code: str | None) -> bool:
     """True when every area in ``scope_code`` (None = the whole city) lies inside the user's scope."""
     if scope_code is None:
-        return user.scope_code is None and user.role in CITYWIDE_ROLES
+        return is_citywide(user)
     return user_in_scope(user, scope_code)
 
 
