@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     connect_timeout: int = Field(default=3, description="seconds to wait for a database connection")
     statement_timeout_ms: int = Field(default=30_000, description="API connections: longest SQL statement in ms (0 = no limit)")
     retry_after: int = Field(default=3, description="Retry-After seconds sent with 503 when the database is unavailable")
+    tianditu_key: str | None = Field(default=None, description="天地图 key: offers the Tianditu WMTS basemap on /map "
+                                                            "(off by default; needs internet)")
 
     @property
     def yuexiu_dir(self) -> Path:

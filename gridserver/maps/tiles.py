@@ -485,7 +485,31 @@ def layers_document(conn, base_url: str, viewer: Viewer | None = None) -> dict:
         center = [(union[0] + union[2]) / 2, (union[1] + union[3]) / 2, 13]
     categories = [{"code": c, "label": v["label"], "color": CATEGORY_COLORS.get(c, DEFAULT_COLOR)}
                   for c, v in CATEGORIES.items()]
-    return {"tilejson": "3.0.0", "name": "gridserver", "scheme": "xyz", "format": "pbf",
-            "bounds": union, "center": center, "minzoom": min(l.minzoom for l in LAYERS.values()),
-            "maxzoom": max(l.maxzoom for l in LAYERS.values()), "layers": layers, "categories": categories,
-            "authenticated": viewer is not None}
+    doc = {"tilejson": "3.0.0", "name": "gridserver", "scheme": "xyz", "format": "pbf",
+           "bounds": union, "center": center, "minzoom": min(l.minzoom for l in LAYERS.values()),
+           "maxzoom": max(l.maxzoom for l in LAYERS.values()), "layers": layers, "categories": categories,
+           "authenticated": viewer is not None}
+    tianditu = tianditu_sources()
+    if tianditu:
+        doc["tianditu"] = tianditu
+    return doc
+
+
+#: Tianditu WMTS (Web Mercator matrix set "w"): vector map and its Chinese annotation.
+TIANDITU_URL = ("https://t{n}.tianditu.gov.cn/{layer}_w/wmts?SERVICE=WMTS&REQUEST=GetTile&VERSION=1.0.0"
+                "&LAYER={layer}&STYLE=default&TILEMATRIXSET=w&FORMAT=tiles&TILEMATRIX={{z}}&TILEROW={{y}}"
+                "&TILECOL={{x}}&tk={key}")
+
+
+def tianditu_sources() -> dict | None:
+    """Raster tile URLs of the Tianditu basemap when a key is configured (GRIDSERVER_TIANDITU_KEY); else None.
+
+    Off by default: it is the only thing that would make the map leave this server."""
+    from gridserver.settings import get_settings
+
+    key = get_settings().tianditu_key
+    if not key:
+        return None
+    return {"title": "天地图", "attribution": "© 天地图 Tianditu", "default_visible": False,
+            "layers": {layer: [TIANDITU_URL.format(n=n, layer=layer, key=key) for n in range(8)]
+                       for layer in ("vec", "cva")}}

@@ -72,3 +72,21 @@ def test_shared_green_areas_are_read_when_present():
     areas = read_areas(d)
     assert len(areas) > 100 and set(areas["kind"]) == {"green"}
     assert "park" in set(areas["subtype"])
+
+
+def test_tianditu_is_offered_only_when_a_key_is_configured(monkeypatch):
+    from gridserver.maps.tiles import tianditu_sources
+    from gridserver.settings import get_settings
+
+    monkeypatch.setattr(get_settings(), "tianditu_key", None)
+    assert tianditu_sources() is None
+    monkeypatch.setattr(get_settings(), "tianditu_key", "k123")
+    t = tianditu_sources()
+    assert t["default_visible"] is False
+    vec = t["layers"]["vec"]
+    assert len(vec) == 8 and vec[0].startswith("https://t0.tianditu.gov.cn/vec_w/wmts?")
+    assert "TILEMATRIXSET=w" in vec[0] and "{z}" in vec[0] and vec[0].endswith("tk=k123")
+
+
+def test_layers_json_has_no_tianditu_by_default(http, small_city):
+    assert "tianditu" not in http.get("/tiles/layers.json").json()

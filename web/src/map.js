@@ -56,6 +56,14 @@ function buildStyle(doc) {
   const base = basemapLayers(doc, 'light');
   const sources = { ...base.sources };
   const layers = [...base.layers];
+  if (doc.tianditu) {
+    // optional Tianditu WMTS (key configured on the server), off until the user ticks it
+    for (const [id, urls] of Object.entries(doc.tianditu.layers)) {
+      sources[`tianditu-${id}`] = { type: 'raster', tiles: urls, tileSize: 256, attribution: doc.tianditu.attribution };
+      layers.splice(1, 0, { id: `tianditu-${id}`, type: 'raster', source: `tianditu-${id}`,
+        layout: { visibility: doc.tianditu.default_visible ? 'visible' : 'none' } });
+    }
+  }
   for (const l of doc.layers) {
     if (!AREA_ORDER.includes(l.id) && !(l.id === 'incidents' && doc.authenticated)) continue;
     sources[l.id] = { type: 'vector', tiles: l.tiles, minzoom: l.minzoom, maxzoom: l.maxzoom };
@@ -202,7 +210,18 @@ function buildControls(map, doc, style) {
       (l.count == null ? '' : ` <span class="count">${l.count}</span>`);
     toggles.appendChild(label);
   }
+  if (doc.tianditu) {
+    const label = document.createElement('label');
+    label.innerHTML = '<input type="checkbox" data-tianditu="1"> 天地图底图';
+    toggles.appendChild(label);
+  }
   toggles.addEventListener('change', (e) => {
+    if (e.target.dataset.tianditu) {
+      for (const id of Object.keys(doc.tianditu.layers)) {
+        map.setLayoutProperty(`tianditu-${id}`, 'visibility', e.target.checked ? 'visible' : 'none');
+      }
+      return;
+    }
     const id = e.target.dataset.layer;
     if (!present.has(id)) return;
     const vis = e.target.checked ? 'visible' : 'none';

@@ -148,9 +148,9 @@ function legend(title, lo, hi, ramp) {
 function renderKpi(k, stats) {
   const s = stats || {};
   const cards = [
-    ['今日上报', s.reported ?? k.reported], ['今日派遣', s.dispatched ?? k.dispatched],
+    ['今日上报', s.total ?? k.reported], ['今日派遣', k.dispatched],
     ['当日办结率', fmtPct(s.same_day_closure_rate ?? k.same_day_closure_rate)],
-    ['超期', s.overdue ?? k.overdue, 'warn'], ['满意率', fmtPct(s.satisfaction_rate ?? k.satisfaction_rate)],
+    ['超期', k.overdue, 'warn'], ['满意率', fmtPct(k.satisfaction_rate ?? s.satisfaction_rate)],
     ['未办结', k.open],
   ];
   $('#kpi .cards').innerHTML = cards.map(([label, v, cls]) =>
@@ -176,8 +176,10 @@ function renderOverdue(list) {
 let caps = {};
 
 async function loadSummary() {
+  // today's KPI definitions live in the incident stats module when the server has it
+  const today = new Date(Date.now() + 8 * 3600e3).toISOString().slice(0, 10); // China Standard Time
   const [summary, stats] = await Promise.all([apiJson('/api/v1/screen/summary'),
-    caps.stats ? apiJson('/api/v1/stats/incidents') : null]);
+    caps.stats ? apiJson(`/api/v1/stats/incidents?from=${today}&to=${today}`) : null]);
   if (!summary) return;
   state.summary = summary;
   $('#measure option[value="per_1000"]').disabled = !summary.population;
