@@ -1,20 +1,15 @@
 """Bench: import of ~2,000 grids + topology over a synthetic Voronoi city (district/18 streets/222 communities).
 Baseline: conftest.load_areas (row-by-row INSERT) on the same rows, same run."""
-import os, sys, time
+import sys, tempfile, time
 from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests")); sys.path.insert(0, str(ROOT))
 import numpy as np, shapely, geopandas as gpd
 from shapely.geometry import box
-from gridserver.db import embedded, engine as eng, migrate
-from gridserver.settings import get_settings
+from gridserver.db import engine as eng
+from common import emit, scratch_database  # bench/common.py: a migrated scratch DB on DATABASE_URL's server or the embedded one
 
-s = get_settings(); embedded.start(s)
-admin = embedded.url(s, "postgres"); name = f"gs_bench_areas_{os.getpid()}"
-embedded.drop_database(admin, name); embedded.ensure_database(admin, name)
-url = admin.rsplit("/", 1)[0] + "/" + name
-os.environ["DATABASE_URL"] = url; get_settings.cache_clear(); eng.reset(); migrate.upgrade(url)
-try:
+with scratch_database("gs_bench_areas"), tempfile.TemporaryDirectory(prefix="gs-bench-areas-") as tmp:
     rng = np.random.default_rng(1)
     D = "440177"; x0, y0, x1, y1 = 113.25, 23.10, 113.31, 23.16
     dist = box(x0, y0, x1, y1)
@@ -51,7 +46,6 @@ try:
           f"mean {nverts.mean():.0f} vertices/grid")
     from gridserver.areas.importer import import_areas
     from gridserver.areas.topology import check_topology
-    tmp = "/tmp/areas_bench"
     by = {}
     for r in rows + grids: by.setdefault(r["level"], []).append(r)
     for lvl, rs in by.items():
@@ -67,6 +61,7 @@ try:
     with e.connect() as conn:
         for lvl in (None, "grid"):
             t = time.perf_counter(); iss = check_topology(conn, level=lvl); dt = time.perf_counter() - t
+            if lvl is None: topo_s = dt
             kinds = {}
             for i in iss: kinds[i.kind] = kinds.get(i.kind, 0) + 1
             print(f"check_topology(level={lvl}): {dt:.2f} s, {len(iss)} issues {kinds}")
@@ -79,5 +74,5 @@ try:
     print(f"baseline conftest.load_areas (row-by-row INSERT, no checks): {t_base:.2f} s  -> importer/baseline = {t_imp/t_base:.2f}")
     with e.connect() as conn:
         t = time.perf_counter(); iss = check_topology(conn); print(f'check_topology on the baseline rows (WKT rounded to 1e-6 deg by conftest.load_areas): {time.perf_counter()-t:.2f} s, {len(iss)} issues')
-finally:
-    eng.reset(); embedded.drop_database(admin, name)
+    emit("areas_import_topology", grids=len(grids), import_s=round(t_imp, 3), reimport_s=round(t_re, 3),
+         baseline_insert_s=round(t_base, 3), import_vs_baseline=round(t_imp / t_base, 3), topology_s=round(topo_s, 3))

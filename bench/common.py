@@ -16,3 +16,69 @@ def voronoi_split(polygon, k: int, rng: np.random.Generator) -> list:
         seeds.extend(c[shapely.contains_xy(polygon, c[:, 0], c[:, 1])].tolist())
     cells = voronoi_diagram(shapely.MultiPoint(seeds[:k]), envelope=polygon.envelope.buffer(0.01))
     return [p for p in (c.intersection(polygon) for c in cells.geoms) if not p.is_empty and p.area > 0]
+
+
+# --- running from a clean checkout ----------------------------------------------------------------
+
+def admin_url() -> str:
+    """The maintenance database of the server to bench on: DATABASE_URL's, else the embedded PostGIS
+    (started on demand)."""
+    from gridserver.db import embedded
+    from gridserver.settings import get_settings
+
+    s = get_settings()
+    if s.database_url:
+        u = s.database_url.replace("postgresql://", "postgresql+psycopg://", 1).replace(
+            "postgres://", "postgresql+psycopg://", 1)
+        return u.rsplit("/", 1)[0] + "/postgres"
+    embedded.start(s)
+    return embedded.url(s, "postgres")
+
+
+@__import__("contextlib").contextmanager
+def scratch_database(prefix: str, *, keep: bool = False):
+    """A fresh, migrated database ``<prefix>_<pid>`` on that server, dropped afterwards; yields its
+    SQLAlchemy URL. DATABASE_URL points at it meanwhile, so gridserver code uses it."""
+    import os
+
+    from gridserver.db import embedded, engine, migrate
+    from gridserver.settings import get_settings
+
+    admin = admin_url()
+    name = f"{prefix}_{os.getpid()}"
+    embedded.drop_database(admin, name)
+    embedded.ensure_database(admin, name)
+    url = admin.rsplit("/", 1)[0] + "/" + name
+    old = os.environ.get("DATABASE_URL")
+    os.environ["DATABASE_URL"] = url
+    get_settings.cache_clear()
+    engine.reset()
+    try:
+        migrate.upgrade(url)
+        yield url
+    finally:
+        engine.reset()
+        if old is None:
+            os.environ.pop("DATABASE_URL", None)
+        else:
+            os.environ["DATABASE_URL"] = old
+        get_settings.cache_clear()
+        if not keep:
+            embedded.drop_database(admin, name)
+
+
+def machine() -> dict:
+    """Where a figure was measured (bench/README.md keeps it next to the numbers)."""
+    import datetime
+    import os
+    import platform
+
+    return {"date": datetime.date.today().isoformat(), "cpus": os.cpu_count(), "python": platform.python_version(),
+            "machine": platform.machine()}
+
+
+def emit(bench: str, **results) -> None:
+    """The final line of every bench: one JSON object (``make bench`` collects them)."""
+    import json
+
+    print(json.dumps({"bench": bench, **results, **machine()}, ensure_ascii=False, default=float))

@@ -23,7 +23,7 @@ import tracemalloc
 
 import numpy as np
 import shapely
-from common import voronoi_split  # bench/common.py (the script directory is on sys.path)
+from common import emit, scratch_database, voronoi_split  # bench/common.py (the script directory is on sys.path)
 
 from gridserver.areas.lookup import GridIndex
 from gridserver.settings import get_settings
@@ -34,9 +34,16 @@ def yuexiu_grids(n_grids: int, target_vertices: int, rng) -> tuple[list[str], li
     import geopandas as gpd
 
     path = get_settings().yuexiu_dir / "yuexiu_subdistricts_osm_wgs84.geojson"
-    df = gpd.read_file(path)
-    streets = list(df.geometry.values)
-    scodes = [str(c) for c in df["ref:admin:CN:nbs"]]
+    if path.exists():
+        df = gpd.read_file(path)
+        streets = list(df.geometry.values)
+        scodes = [str(c) for c in df["ref:admin:CN:nbs"]]
+    else:  # no ../shared: a generated outline of Yuexiu's size cut into 18 streets
+        from gridserver.demo.synthetic import synthetic_outline
+
+        print(f"{path} not found: using a generated city of the same size")
+        streets = voronoi_split(synthetic_outline(rng, 33.8), 18, rng)
+        scodes = [f"440104{i + 1:03d}" for i in range(len(streets))]
     areas = np.array([s.area for s in streets])
     quota = np.maximum(1, np.round(n_grids * areas / areas.sum()).astype(int))
     codes, geoms = [], []
@@ -186,11 +193,13 @@ def main() -> None:
 
     copy_s = None
     if not a.no_postgis:
-        pg = PostGIS(codes, geoms)
-        t = time.perf_counter()
-        pg.load_points(x, y)
-        copy_s = time.perf_counter() - t
-        results["PostGIS ST_Covers join"] = timed(lambda: pg.join(a.n, idx.rank, idx.by_rank), a.repeat)
+        with scratch_database("gs_bench_locate"):  # DATABASE_URL's server, or the embedded PostGIS
+            pg = PostGIS(codes, geoms)
+            t = time.perf_counter()
+            pg.load_points(x, y)
+            copy_s = time.perf_counter() - t
+            results["PostGIS ST_Covers join"] = timed(lambda: pg.join(a.n, idx.rank, idx.by_rank), a.repeat)
+            pg.conn.close()
 
     ref = results["GridIndex.locate"][1]
     print()
@@ -208,6 +217,9 @@ def main() -> None:
               f"  (COPY + point index alone {copy_s:.3f} s)")
     if not all(np.array_equal(r, ref) for _, r in results.values()):
         raise SystemExit("methods disagree")
+    emit("locate_batch", points=a.n, grids=len(geoms), gridindex_pts_s=round(a.n / fast),
+         **{f"x_vs_{k.split()[0].lower()}_{k.split()[1].lower()}": round(results[k][0] / fast, 1)
+            for k in results if k != "GridIndex.locate"}, identical=True)
 
 
 if __name__ == "__main__":
