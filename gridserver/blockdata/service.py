@@ -183,8 +183,11 @@ def area_info(conn, code: str) -> dict:
 def profile(conn, code: str) -> dict:
     """The area's profile (网格画像) from the roll-ups plus live incident counts and the grid workers."""
     area = area_info(conn, code)
-    rows = conn.execute(text("SELECT metric, sum(value) AS v, max(last_at) AS last_at FROM bd_rollup "
-                             "WHERE grid_code LIKE :p GROUP BY metric"), {"p": code + "%"}).all()
+    level = area["level"]
+    # a grid is one key of the roll-up; a parent sums its grids (prefix codes)
+    in_area = "grid_code = :c" if level == "grid" else "grid_code LIKE :p"
+    rows = conn.execute(text(f"SELECT metric, sum(value) AS v, max(last_at) AS last_at FROM bd_rollup "
+                             f"WHERE {in_area} GROUP BY metric"), {"c": code, "p": code + "%"}).all()
     m = {r.metric: int(r.v) for r in rows}
     last = {r.metric: r.last_at for r in rows}
 
@@ -199,12 +202,12 @@ def profile(conn, code: str) -> dict:
                               "last_confirmed": last[k].isoformat() if last[k] else None})
     inc = conn.execute(text(
         "SELECT count(*) FILTER (WHERE status <> 'closed') AS open, count(*) FILTER (WHERE status = 'closed') AS closed "
-        "FROM incidents WHERE grid_code LIKE :p AND created_at >= now() - interval '30 days'"), {"p": code + "%"}).first()
+        f"FROM incidents WHERE {level}_code = :c AND created_at >= now() - interval '30 days'"), {"c": code}).first()
     workers = [dict(r._mapping) for r in conn.execute(text(
         "SELECT username, full_name, scope_code FROM users WHERE role = 'grid_worker' AND active "
         "AND scope_code LIKE :p ORDER BY scope_code, username LIMIT 200"), {"p": code + "%"})]
-    n_grids = conn.execute(text("SELECT count(*) FROM admin_areas WHERE level = 'grid' AND valid_to IS NULL "
-                                "AND code LIKE :p"), {"p": code + "%"}).scalar()
+    n_grids = 1 if level == "grid" else conn.execute(text(
+        "SELECT count(*) FROM admin_areas WHERE level = 'grid' AND valid_to IS NULL AND code LIKE :p"), {"p": code + "%"}).scalar()
     tags = group("tag.")
     return {
         "area": area, "grids": n_grids,
