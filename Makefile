@@ -22,8 +22,18 @@ test: setup
 serve: setup
 	$(VENV)/gridserver serve
 
+# Every bench runs (a failure does not stop the others); each one's final JSON line is collected in
+# bench/results/latest.jsonl (git-ignored). DATABASE_URL, when set, names the server to bench on.
 bench: setup
-	@for b in bench/*.py; do echo "== $$b"; $(VENV)/python $$b || exit 1; done
+	@mkdir -p bench/results; : > bench/results/latest.jsonl; failed=""; \
+	for b in bench/*.py; do \
+	  [ "$$b" = bench/common.py ] && continue; echo "== $$b"; \
+	  ( $(VENV)/python $$b; echo $$? > bench/results/.rc ) 2>&1 | tee bench/results/.out; \
+	  if [ "$$(cat bench/results/.rc)" = 0 ]; then grep '^{' bench/results/.out | tail -n 1 >> bench/results/latest.jsonl; \
+	  else failed="$$failed $$b"; fi; \
+	done; rm -f bench/results/.rc bench/results/.out; \
+	echo "== final JSON lines: bench/results/latest.jsonl"; cat bench/results/latest.jsonl; \
+	if [ -n "$$failed" ]; then echo "FAILED:$$failed"; exit 1; fi
 
 clean:
 	-$(VENV)/gridserver db stop
