@@ -10,7 +10,7 @@ Public API::
 
 The tagger is a character BiLSTM-CRF (two stacked layers, gazetteer and dictionary-word features)
 whose label scores are combined with a linear-chain CRF's (see :mod:`.neural`), trained with
-PyTorch and crfsuite by ``gridserver address train`` and run in numpy (and numba for the innermost loops): torch is not needed at
+PyTorch and crfsuite by ``gridserver address train`` and run in C compiled on first use (:mod:`.native`, numpy as fallback): torch is not needed at
 run time.
 
 The 21 labels are those of the NAACL 2019 corpus (Li, Lu, Xie, Li, "Neural Chinese Address

@@ -1,4 +1,4 @@
-"""The neural address tagger at run time: char BiLSTM + CRF, inference in numpy (plus numba kernels).
+"""The neural address tagger at run time: char BiLSTM + CRF, inference in C (:mod:`.native`) or numpy.
 
 Inputs per token: its character embedding, the embeddings of the character bigrams to its left and
 right, 3 x 21 gazetteer bits (an entity of type X begins / ends / runs through here; gazetteer =
@@ -16,7 +16,8 @@ Weights are trained with PyTorch (:mod:`.train_nn`), but nothing here needs torc
 not doing work twice: the input projection of characters and bigrams is a table lookup, addresses
 are sorted longest first so each LSTM step touches only the rows still inside their address (a
 prefix of the batch), every step works in small preallocated buffers, and the innermost loops
-(Viterbi, summing looked-up rows) are compiled with numba (:mod:`.kernels`).
+(Viterbi, summing looked-up rows) are in :mod:`.kernels`. When a C compiler is available the whole
+forward pass runs in :mod:`.native` instead (same tags; this numpy path is its reference and fallback).
 """
 
 from __future__ import annotations
