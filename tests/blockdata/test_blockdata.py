@@ -399,3 +399,14 @@ def test_cli_background_import_shows_progress(city, engine, tmp_path):
     assert _one(engine, "SELECT count(*) FROM people WHERE source = '社区登记'")[0] == 12
     (jid,) = _one(engine, "SELECT max(id) FROM jobs WHERE task = 'blockdata.import'")
     assert _one(engine, "SELECT state FROM jobs WHERE id = :i", i=jid).state == "done"
+
+
+def test_review_queue_lists_rows_with_reasons(city, http, auth, admin_token, make_user):
+    imp = city["reports"]["people"]["import_id"]
+    rows = http.get("/api/v1/blockdata/review", params={"import_id": imp}, headers=auth(admin_token)).json()["rows"]
+    got = {(r["row_no"], r["column_name"], r["status"]) for r in rows}
+    assert got == {(9, "id_number", "rejected"), (10, "phone", "rejected"), (11, "address", "review")}
+    assert all(r["reason"] for r in rows)
+    assert all("*" in r["data"]["id_number"] for r in rows)  # masked even here
+    w = make_user("grid_worker", T.NW)
+    assert http.get("/api/v1/blockdata/review", headers=auth(w)).status_code == 403
