@@ -55,6 +55,17 @@ def _cpu_flags() -> str:
         return ""
 
 
+def _trusted(path: Path) -> bool:
+    """Only load code from a place nobody else can write to: owned by us, not group/world-writable."""
+    try:
+        st = path.stat()
+    except OSError:
+        return False
+    if not hasattr(os, "getuid"):
+        return True
+    return st.st_uid == os.getuid() and not st.st_mode & 0o022
+
+
 def _compiler() -> str | None:
     for cc in (os.environ.get("CC"), "cc", "gcc", "clang"):
         if cc and shutil.which(cc):
@@ -69,11 +80,13 @@ def _build(cc: str) -> Path | None:
                          + _cpu_flags().encode()).hexdigest()[:16]
     name = f"_address_native_{tag}.so"
     for d in _cache_dirs():
-        if (d / name).exists():
+        if (d / name).exists() and _trusted(d) and _trusted(d / name):
             return d / name
     for d in _cache_dirs():
         try:
             d.mkdir(parents=True, exist_ok=True)
+            if not _trusted(d):
+                continue
             fd, tmp = tempfile.mkstemp(suffix=".so", dir=d)
             os.close(fd)
         except OSError:
