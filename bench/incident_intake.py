@@ -122,7 +122,7 @@ def year_of_incidents(conninfo: str, n: int, areas: list[dict], rng) -> None:
         row = [cats[k % 6], status, f"SRID=4326;POINT({c.x} {c.y})", code, code[:12], code[:9], code[:6],
                deps[k % 6], t0.isoformat(), t0.isoformat()] + [t.isoformat() if t else "\\N" for t in ts] + [
                "t" if rng.random() < 0.97 else "f", "t" if rng.random() < 0.9 else "f", rating,
-               (t0 + timedelta(days=3)).isoformat()]
+               "\\N" if closed else (t0 + timedelta(days=3)).isoformat()]
         buf.write("\t".join(row) + "\n")
     with psycopg.connect(conninfo) as conn:
         with conn.cursor() as cur:

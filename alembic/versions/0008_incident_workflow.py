@@ -104,6 +104,8 @@ def upgrade() -> None:
         CREATE INDEX incidents_department ON incidents (department);
         CREATE INDEX incidents_manual ON incidents (id) WHERE manual_reason IS NOT NULL AND status = 'reported';
         CREATE INDEX incidents_dup ON incidents (category, created_at);
+        CREATE INDEX incidents_updated ON incidents (updated_at);  -- KPI roll-up: what changed since
+        CREATE INDEX incidents_open_due ON incidents (due_at) WHERE status NOT IN ('closed', 'rated', 'merged');
 
         CREATE TABLE incident_events (
             id           bigserial PRIMARY KEY,
@@ -188,6 +190,15 @@ def upgrade() -> None:
             hist         bigint[] NOT NULL,
             PRIMARY KEY (day, street_code)
         );
+        -- the same summed per month (first day of the month), so a year reads 12 rows per street
+        CREATE TABLE incident_kpi_monthly (
+            day          date NOT NULL,
+            street_code  text NOT NULL,
+            district_code text NOT NULL,
+            counts       bigint[] NOT NULL,
+            hist         bigint[] NOT NULL,
+            PRIMARY KEY (day, street_code)
+        );
         CREATE TABLE incident_kpi_daily_dims (
             day          date NOT NULL,
             street_code  text NOT NULL,
@@ -216,6 +227,7 @@ def downgrade() -> None:
         """
         DROP TABLE IF EXISTS open311_api_keys;
         DROP TABLE IF EXISTS incident_kpi_daily;
+        DROP TABLE IF EXISTS incident_kpi_monthly;
         DROP TABLE IF EXISTS incident_kpi_daily_dims;
         DELETE FROM gridserver_meta WHERE key = 'incident_kpi_watermark';
         DROP TABLE IF EXISTS calendar_overrides;
@@ -229,6 +241,8 @@ def downgrade() -> None:
         DROP INDEX IF EXISTS incidents_department;
         DROP INDEX IF EXISTS incidents_manual;
         DROP INDEX IF EXISTS incidents_dup;
+        DROP INDEX IF EXISTS incidents_updated;
+        DROP INDEX IF EXISTS incidents_open_due;
         ALTER TABLE incidents
             DROP COLUMN IF EXISTS item_code, DROP COLUMN IF EXISTS taxonomy_version,
             DROP COLUMN IF EXISTS workflow, DROP COLUMN IF EXISTS channel, DROP COLUMN IF EXISTS department,

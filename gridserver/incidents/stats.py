@@ -187,6 +187,7 @@ def refresh_rollup(conn, *, full: bool = False) -> dict:
     if full or not mark:
         days = [r[0] for r in conn.execute(text(f"SELECT DISTINCT {_DAY} FROM incidents"))]
         conn.execute(text("DELETE FROM incident_kpi_daily"))
+        conn.execute(text("DELETE FROM incident_kpi_monthly"))
         conn.execute(text("DELETE FROM incident_kpi_daily_dims"))
     else:
         days = [r[0] for r in conn.execute(text(
@@ -208,11 +209,41 @@ def refresh_rollup(conn, *, full: bool = False) -> dict:
         if dims:
             conn.execute(text("INSERT INTO incident_kpi_daily_dims (day, street_code, dim, value, label, n) "
                               "VALUES (:day, :s, :dim, :v, :l, :n)"), dims)
+    months = sorted({d.replace(day=1) for d in days})
+    if months:
+        conn.execute(text("DELETE FROM incident_kpi_monthly WHERE day = ANY(:m)"), {"m": months})
+        conn.execute(text(
+            """INSERT INTO incident_kpi_monthly (day, street_code, district_code, counts, hist)
+               SELECT m, street_code, district_code,
+                      (SELECT array_agg(s ORDER BY i) FROM (
+                          SELECT i, sum(c)::bigint AS s FROM incident_kpi_daily d2, unnest(d2.counts) WITH ORDINALITY u(c, i)
+                          WHERE date_trunc('month', d2.day)::date = m AND d2.street_code = k.street_code GROUP BY i) q),
+                      (SELECT array_agg(s ORDER BY i) FROM (
+                          SELECT i, sum(h)::bigint AS s FROM incident_kpi_daily d2, unnest(d2.hist) WITH ORDINALITY u(h, i)
+                          WHERE date_trunc('month', d2.day)::date = m AND d2.street_code = k.street_code GROUP BY i) q)
+               FROM (SELECT DISTINCT date_trunc('month', day)::date AS m, street_code, district_code
+                     FROM incident_kpi_daily WHERE date_trunc('month', day)::date = ANY(:m)) k"""), {"m": months})
     conn.execute(text("UPDATE gridserver_meta SET value = :m WHERE key = 'incident_kpi_watermark'"), {"m": new_mark})
-    return {"days": len(days)}
+    return {"days": len(days), "months": len(months)}
 
 
 def _from_rollup(conn, area: str | None, d0: date, d1: date) -> Agg:
+    """Days [d0, d1) from the roll-up: whole months from the monthly table, the rest from the daily one."""
+    m0 = d0 if d0.day == 1 else (d0.replace(day=1) + timedelta(days=32)).replace(day=1)
+    m1 = d1.replace(day=1)
+    if m0 >= m1:
+        return _sum_rollup(conn, "incident_kpi_daily", area, d0, d1)
+    a = _sum_rollup(conn, "incident_kpi_monthly", area, m0, m1, dims_to=(d0, d1))
+    for lo, hi in ((d0, m0), (m1, d1)):
+        if lo < hi:
+            b = _sum_rollup(conn, "incident_kpi_daily", area, lo, hi, with_dims=False)
+            a.counts += b.counts
+            a.hist += b.hist
+    return a
+
+
+def _sum_rollup(conn, table: str, area: str | None, d0: date, d1: date, *, with_dims: bool = True,
+                dims_to: tuple | None = None) -> Agg:
     cond, params = "day >= :d0 AND day < :d1", {"d0": d0, "d1": d1}
     if area and len(area) == 6:
         cond += " AND district_code = :area"
@@ -222,15 +253,19 @@ def _from_rollup(conn, area: str | None, d0: date, d1: date) -> Agg:
     a = Agg()
     row = conn.execute(text(
         f"""SELECT (SELECT array_agg(s ORDER BY i) FROM (
-                      SELECT i, sum(c) AS s FROM incident_kpi_daily, unnest(counts) WITH ORDINALITY AS u(c, i)
+                      SELECT i, sum(c) AS s FROM {table}, unnest(counts) WITH ORDINALITY AS u(c, i)
                       WHERE {cond} GROUP BY i) q) AS counts,
                    (SELECT array_agg(s ORDER BY i) FROM (
-                      SELECT i, sum(h) AS s FROM incident_kpi_daily, unnest(hist) WITH ORDINALITY AS u(h, i)
+                      SELECT i, sum(h) AS s FROM {table}, unnest(hist) WITH ORDINALITY AS u(h, i)
                       WHERE {cond} GROUP BY i) q) AS hist"""), params).one()
     if row.counts:
         a.counts += np.array(row.counts, dtype=np.int64)
         a.hist += np.array(row.hist, dtype=np.int64).reshape(len(STEPS), NB)
+    if not with_dims:
+        return a
     dcond = cond.replace("district_code = :area", "street_code LIKE :area || '%'")
+    if dims_to is not None:  # the dimension counts come from the daily table for the whole range
+        params = {**params, "d0": dims_to[0], "d1": dims_to[1]}
     for dim, value, label, n in conn.execute(text(
             f"SELECT dim, value, max(label), sum(n) FROM incident_kpi_daily_dims WHERE {dcond} GROUP BY dim, value"),
             params):
