@@ -35,6 +35,7 @@ _lock = threading.Lock()
 _lib: list = []  # [CDLL or None] once decided
 
 MAXLEX = 12
+KEEP_TOKENS = 512  # scratch buffers up to this many tokens stay with their thread
 _p = C.c_void_p
 _i = C.c_int64
 
@@ -319,11 +320,13 @@ class NativeTagger:
         return E
 
     def _work(self, m: int) -> "_Work":
-        """This thread's scratch buffers, for at least ``m`` tokens."""
+        """This thread's scratch buffers, for at least ``m`` tokens. Buffers for big batches (more than
+        :data:`KEEP_TOKENS`) are not kept: a server thread that once parsed a batch holds ~0.5 MB, not 40."""
         w = getattr(self._local, "work", None)
         if w is None or w.cap < m:
-            w = self._local.work = _Work(max(m, 256), self.H, self.T if self.crf is not None else 0,
-                                         len(self.trans))
+            w = _Work(max(m, 256), self.H, self.T if self.crf is not None else 0, len(self.trans))
+            if m <= KEEP_TOKENS:
+                self._local.work = w
         return w
 
     def emissions(self, ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -365,11 +368,12 @@ class NativeTagger:
             E += Cs
         return E.reshape(b, n, w.L)
 
-    def tag(self, ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        """Best label paths (B, n) for a padded id matrix: emissions and Viterbi in this thread's buffers."""
+    def tag(self, ids: np.ndarray, lengths: np.ndarray, work: "_Work | None" = None) -> np.ndarray:
+        """Best label paths (B, n) for a padded id matrix: emissions and Viterbi in ``work`` (default:
+        this thread's buffers; pass :meth:`_work` of the largest batch to reuse one set over many)."""
         ids, lengths = _c64(ids), _c64(lengths)
         b, n = ids.shape
-        w = self._work(ids.size)
+        w = work if work is not None and work.cap >= ids.size else self._work(ids.size)
         self._emissions(ids, lengths, w)
         path = np.empty((b, n), np.int64)
         self.lib.viterbi(w.p_e, _ptr(lengths), b, n, w.L, *self.p_viterbi[:4], self.p_viterbi[4], len(self.b_cols),

@@ -439,6 +439,8 @@ class NeuralTagger:
             return [self.native.tag(np.array(seqs, np.int64), np.array([len(seqs[0])], np.int64))[0].tolist()]
         order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))  # longest first (see Member._bilstm)
         out: list[list[int]] = [[] for _ in seqs]
+        # one set of scratch buffers for every chunk (the first chunk holds the longest rows)
+        work = self.native._work(min(len(seqs), _BATCH) * len(seqs[order[0]])) if self.native and seqs else None
         for s in range(0, len(order), _BATCH):
             chunk = order[s:s + _BATCH]
             lengths = np.array([len(seqs[i]) for i in chunk], np.int64)
@@ -447,7 +449,7 @@ class NeuralTagger:
             for r, i in enumerate(chunk):
                 ids[r, :lengths[r]] = seqs[i]
             if self.native is not None:
-                paths = self.native.tag(ids, lengths).tolist()
+                paths = self.native.tag(ids, lengths, work).tolist()
             else:
                 paths = self.viterbi_numpy(self.emissions(ids, lengths), lengths).tolist()
             for r, i in enumerate(chunk):
