@@ -77,10 +77,10 @@ def links(address_code: str | None = None, building_code: str | None = None, hou
 @router.get("/areas/{code}/profile", summary="网格画像 profile of a grid/community/street/district")
 def area_profile(code: str, user: User = Depends(current_user), session: Session = _S):
     """Counts from the roll-up tables (not recounted per request), incidents of the last 30 days, workers."""
-    service.area_info(session, code)
+    area = service.area_info(session, code)
     if not privacy.can_see_aggregates(user, code):
         raise _denied(user, code)
-    return service.profile(session, code)
+    return service.profile(session, code, area)
 
 
 @router.get("/areas/{code}/{what}", summary="区域内人/户/房/法人 people|households|buildings|businesses of an area")

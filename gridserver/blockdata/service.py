@@ -180,9 +180,11 @@ def area_info(conn, code: str) -> dict:
     return dict(row)
 
 
-def profile(conn, code: str) -> dict:
-    """The area's profile (网格画像) from the roll-ups plus live incident counts and the grid workers."""
-    area = area_info(conn, code)
+def profile(conn, code: str, area: dict | None = None) -> dict:
+    """The area's profile (网格画像) from the roll-ups plus live incident counts and the grid workers.
+
+    Two statements: the roll-up sums, and one row with incidents, workers and the grid count."""
+    area = area or area_info(conn, code)
     level = area["level"]
     # a grid is one key of the roll-up; a parent sums its grids (prefix codes)
     in_area = "grid_code = :c" if level == "grid" else "grid_code LIKE :p"
@@ -200,14 +202,19 @@ def profile(conn, code: str) -> dict:
             _, kind, src = k.split(".", 2)
             freshness.append({"kind": kind, "source": src, "rows": v,
                               "last_confirmed": last[k].isoformat() if last[k] else None})
-    inc = conn.execute(text(
-        "SELECT count(*) FILTER (WHERE status <> 'closed') AS open, count(*) FILTER (WHERE status = 'closed') AS closed "
-        f"FROM incidents WHERE {level}_code = :c AND created_at >= now() - interval '30 days'"), {"c": code}).first()
-    workers = [dict(r._mapping) for r in conn.execute(text(
-        "SELECT username, full_name, scope_code FROM users WHERE role = 'grid_worker' AND active "
-        "AND scope_code LIKE :p ORDER BY scope_code, username LIMIT 200"), {"p": code + "%"})]
-    n_grids = 1 if level == "grid" else conn.execute(text(
-        "SELECT count(*) FROM admin_areas WHERE level = 'grid' AND valid_to IS NULL AND code LIKE :p"), {"p": code + "%"}).scalar()
+    live = conn.execute(text(
+        "SELECT (SELECT count(*) FROM incidents i WHERE i.{lv}_code = :c AND i.created_at >= now() - interval '30 days' "
+        "        AND i.status <> 'closed') AS open, "
+        "       (SELECT count(*) FROM incidents i WHERE i.{lv}_code = :c AND i.created_at >= now() - interval '30 days' "
+        "        AND i.status = 'closed') AS closed, "
+        "       (SELECT coalesce(json_agg(json_build_object('username', u.username, 'full_name', u.full_name, "
+        "                'scope_code', u.scope_code) ORDER BY u.scope_code, u.username), '[]') FROM "
+        "          (SELECT * FROM users WHERE role = 'grid_worker' AND active AND scope_code LIKE :p "
+        "           ORDER BY scope_code, username LIMIT 200) u) AS workers, "
+        "       CASE WHEN :lv = 'grid' THEN 1 ELSE (SELECT count(*) FROM admin_areas WHERE level = 'grid' "
+        "            AND valid_to IS NULL AND code LIKE :p) END AS grids".replace("{lv}", level)),
+        {"c": code, "p": code + "%", "lv": level}).first()
+    inc, workers, n_grids = live, live.workers, live.grids
     tags = group("tag.")
     return {
         "area": area, "grids": n_grids,
