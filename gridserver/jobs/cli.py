@@ -14,12 +14,14 @@ console = Console()
 
 @app.command("worker")
 def worker(once: bool = typer.Option(False, "--once", help="stop when the queue is empty"),
-           poll: float = typer.Option(1.0, help="seconds between polls when idle")):
+           poll: float = typer.Option(1.0, help="seconds between polls when idle"),
+           concurrency: int = typer.Option(2, help="jobs run at the same time (threads)")):
     """Run queued and periodic jobs until Ctrl-C (jobs survive restarts and resume from checkpoints)."""
     from gridserver.jobs.worker import run_worker
 
     try:
-        n = run_worker(poll_seconds=poll, once=once, on_job=lambda j: console.print(f"job {j} finished"))
+        n = run_worker(poll_seconds=poll, once=once, concurrency=concurrency,
+                       on_job=lambda j: console.print(f"job {j} finished"))
     except KeyboardInterrupt:
         return
     console.print(f"{n} job(s) run")

@@ -169,23 +169,41 @@ def run_one(engine=None, *, worker: str | None = None, only: int | None = None, 
 
 
 def run_worker(*, poll_seconds: float = 1.0, once: bool = False, stop: threading.Event | None = None,
-               on_job=None) -> int:
-    """Run jobs until ``stop`` is set (or, with ``once``, until the queue is empty); returns jobs run."""
+               on_job=None, concurrency: int = 2) -> int:
+    """Run jobs until ``stop`` is set (or, with ``once``, until the queue is empty); returns jobs run.
+
+    ``concurrency`` threads claim jobs independently (SKIP LOCKED), so one long import does not hold
+    up the periodic tasks behind it.
+    """
     from gridserver.db.engine import get_engine
 
     engine = get_engine()
     import_task_modules()
     sync_schedules(engine)
-    n = 0
     stop = stop or threading.Event()
-    while not stop.is_set():
-        jid = run_one(engine)
-        if jid is not None:
-            n += 1
-            if on_job:
-                on_job(jid)
-            continue
-        if once:
-            break
-        stop.wait(poll_seconds)
-    return n
+    counts = [0] * max(1, concurrency)
+    base = f"{socket.gethostname()}:{os.getpid()}"
+
+    def loop(k: int) -> None:
+        while not stop.is_set():
+            jid = run_one(engine, worker=f"{base}:{k}")
+            if jid is not None:
+                counts[k] += 1
+                if on_job:
+                    on_job(jid)
+                continue
+            if once:
+                break
+            stop.wait(poll_seconds)
+
+    threads = [threading.Thread(target=loop, args=(k,), daemon=True, name=f"job-worker-{k}") for k in range(len(counts))]
+    for t in threads:
+        t.start()
+    try:
+        while any(t.is_alive() for t in threads):
+            for t in threads:
+                t.join(timeout=0.5)
+    except KeyboardInterrupt:
+        stop.set()
+        raise
+    return sum(counts)

@@ -127,3 +127,31 @@ def test_dedup_key_returns_the_unfinished_job(clean_queue):
     run_one(clean_queue, only=a)
     c = J.enqueue("test.count", {"n": 1}, dedup_key="only-one")
     assert c != a
+
+
+def test_worker_runs_jobs_side_by_side(clean_queue):
+    """With two threads, a short job finishes while a long one is still running."""
+    import threading
+
+    from gridserver.jobs.worker import run_worker
+
+    slow = J.enqueue("test.count", {"n": 3, "sleep_after": 1, "sleep_seconds": 4})   # sleeps on its first attempt
+    fast = J.enqueue("test.count", {"n": 2})
+    stop = threading.Event()
+    done = []
+    th = threading.Thread(target=run_worker, kwargs={"poll_seconds": 0.1, "stop": stop, "concurrency": 2,
+                                                     "on_job": done.append}, daemon=True)
+    th.start()
+    try:
+        deadline = time.monotonic() + 60
+        while fast not in done:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        with clean_queue.connect() as conn:
+            assert J.get_job(conn, slow)["state"] == "running"
+            assert J.get_job(conn, fast)["state"] == "done"
+    finally:
+        stop.set()
+        th.join(timeout=30)
+    with clean_queue.connect() as conn:
+        assert J.get_job(conn, slow)["state"] == "done"
