@@ -404,25 +404,27 @@ _UPSERT = {
         WHERE t.raw_row_id IS DISTINCT FROM EXCLUDED.raw_row_id
         RETURNING t.id, (xmax = 0) AS inserted""",
     "households": """
-        INSERT INTO households AS t (household_code, house_code, building_code, address_code, kind, members, source, confirmed_at, raw_row_id)
+        INSERT INTO households AS t (household_code, house_code, building_code, address_code, kind, members, grid_code, source, confirmed_at, raw_row_id)
         SELECT DISTINCT ON (household_code) household_code, house_code, building_code, address_code, nullif(kind, ''),
-               members, :source, now(), raw_row_id
+               members, grid_code, :source, now(), raw_row_id
         FROM tmp_bd ORDER BY household_code, row_no DESC
         ON CONFLICT (household_code) DO UPDATE SET house_code = EXCLUDED.house_code, building_code = EXCLUDED.building_code,
             address_code = EXCLUDED.address_code, kind = EXCLUDED.kind, members = EXCLUDED.members, source = EXCLUDED.source,
+            grid_code = EXCLUDED.grid_code,
             confirmed_at = now(), raw_row_id = EXCLUDED.raw_row_id, updated_at = now()
         WHERE t.raw_row_id IS DISTINCT FROM EXCLUDED.raw_row_id
         RETURNING t.id, (xmax = 0) AS inserted""",
     "people": """
         INSERT INTO people AS t (id_hash, id_masked, name, name_masked, phone_hash, phone_masked, sex, birth_year,
-                                 household_code, house_code, building_code, address_code, residence, source, confirmed_at, raw_row_id)
+                                 household_code, house_code, building_code, address_code, residence, grid_code, source, confirmed_at, raw_row_id)
         SELECT DISTINCT ON (id_hash) id_hash, id_masked, name, name_masked, nullif(phone_hash, ''), nullif(phone_masked, ''),
-               sex, birth_year, nullif(household_code, ''), house_code, building_code, address_code, residence, :source, now(), raw_row_id
+               sex, birth_year, nullif(household_code, ''), house_code, building_code, address_code, residence, grid_code, :source, now(), raw_row_id
         FROM tmp_bd ORDER BY id_hash, row_no DESC
         ON CONFLICT (id_hash) DO UPDATE SET name = EXCLUDED.name, name_masked = EXCLUDED.name_masked,
             phone_hash = coalesce(EXCLUDED.phone_hash, t.phone_hash), phone_masked = coalesce(EXCLUDED.phone_masked, t.phone_masked),
             household_code = EXCLUDED.household_code, house_code = EXCLUDED.house_code, building_code = EXCLUDED.building_code,
             address_code = EXCLUDED.address_code, residence = EXCLUDED.residence, source = EXCLUDED.source,
+            grid_code = EXCLUDED.grid_code,
             confirmed_at = now(), raw_row_id = EXCLUDED.raw_row_id, updated_at = now()
         WHERE t.raw_row_id IS DISTINCT FROM EXCLUDED.raw_row_id
         RETURNING t.id, (xmax = 0) AS inserted""",
@@ -475,6 +477,11 @@ def _import_chunk(conn, kind: str, source: str, import_id: int, ch: _Chunk, repo
     copy_rows(conn, "tmp_bd", cols, (_tmp_values(kind, r, hashes[id(r)]) for r in rows))
     conn.execute(text("UPDATE tmp_bd t SET raw_row_id = w.id FROM bd_raw_rows w "
                       "WHERE w.kind = :k AND w.source = :s AND w.row_hash = t.row_hash"), {"k": kind, "s": source})
+    one = ONE[kind]
+    if kind in ("households", "people"):
+        # the grid is decided before writing (one write per row instead of insert + update)
+        key = "household_code" if kind == "households" else "id_hash"
+        service.grid_into(conn, one, "tmp_bd", key=key, reason=f"import {kind} from {source}")
     touched = conn.execute(text(_UPSERT[kind]), {"source": source}).all()
     ins = sum(1 for _, i in touched if i)
     report["inserted"] += ins
@@ -488,9 +495,8 @@ def _import_chunk(conn, kind: str, source: str, import_id: int, ch: _Chunk, repo
             "INSERT INTO person_tags (person_id, tag, set_by, note) "
             "SELECT p.id, unnest(string_to_array(t.tags, ',')), :a, 'import ' || :s FROM tmp_bd t JOIN people p ON p.id_hash = t.id_hash "
             "WHERE t.tags <> '' ON CONFLICT (person_id, tag) WHERE removed_at IS NULL DO NOTHING"), {"a": actor, "s": source})
-    one = ONE[kind]
     where = {one: "r.id IN (SELECT id FROM tmp_touched)"}
-    kinds = [one]
+    kinds = [] if kind in ("households", "people") else [one]
     if kind == "buildings":  # records already pointing at these buildings follow them
         for k in ("house", "household", "person", "business"):
             where[k] = "r.building_code IN (SELECT building_code FROM buildings WHERE id IN (SELECT id FROM tmp_touched))"

@@ -113,6 +113,24 @@ def link_grids(conn, *, kinds=KINDS, where: dict[str, str] | None = None, params
     return {"changed": changed, "moves": dict(moves), "straddling": straddling}
 
 
+def grid_into(conn, kind: str, tmp: str, *, key: str, reason: str, at=None) -> None:
+    """Fill ``tmp.grid_code`` (a staging table with building_code, address_code and the natural
+    ``key``) by the rule for ``kind`` (house/household/person), and record in bd_grid_changes the
+    existing records whose grid this will change. Used by bulk imports before their upsert."""
+    expr = _CHILD_GRID[kind].format(pg=_POINT_GRID.format(pt="s.geom"), own="NULL")
+    conn.execute(text(f"ALTER TABLE {tmp} ADD COLUMN IF NOT EXISTS grid_code text"))
+    conn.execute(text(
+        f"UPDATE {tmp} t SET grid_code = q.g FROM (SELECT r.ctid AS rid, {expr} AS g FROM {tmp} r "
+        f"LEFT JOIN buildings b ON b.building_code = r.building_code AND b.grid_code IS NOT NULL "
+        f"LEFT JOIN std_addresses s ON s.code = r.address_code AND r.address_code IS NOT NULL) q WHERE t.ctid = q.rid"))
+    conn.execute(text(
+        f"INSERT INTO bd_grid_changes (kind, record_id, old_grid, new_grid, changed_at, reason) "
+        f"SELECT DISTINCT ON (x.id) :k, x.id, x.grid_code, t.grid_code, coalesce(CAST(:at AS timestamptz), now()), :why "
+        f"FROM {TABLE[kind]} x JOIN {tmp} t ON t.{key} = x.{key} "
+        f"WHERE x.grid_code IS NOT NULL AND x.grid_code IS DISTINCT FROM t.grid_code ORDER BY x.id"),
+        {"k": kind, "at": at, "why": reason})
+
+
 def relink_all(conn, at=None) -> dict:
     """Re-assign every building, house, household, person and business to the CURRENT grids.
 
