@@ -89,6 +89,7 @@ def main() -> None:
     from gridserver.db.engine import get_engine
 
     engine = get_engine()
+    cleanup(engine)
     tmp = Path(tempfile.mkdtemp(prefix="bench-bd-"))
     path = tmp / "people.csv"
     t = time.perf_counter()
@@ -143,21 +144,28 @@ def main() -> None:
     print(f"job {jid}: {res['inserted']} inserted, {res['rejected']} rejected, resumed at row {res.get('resumed_at_row')}; "
           f"{n} linked to a grid; {run_s:.0f} s running ({args.rows / run_s:,.0f} rows/s), {run_s / copy_s:.0f}× COPY", flush=True)
     if not args.keep:
-        with engine.begin() as conn:
+        cleanup(engine, jid)
+    print(json.dumps({"bench": "blockdata_import", "rows": args.rows, "copy_s": round(copy_s, 1), "job_s": round(run_s, 1),
+                      "rows_per_s": round(args.rows / run_s), "vs_copy": round(run_s / copy_s, 1),
+                      "killed_at_row": killed_at, "resumed_at_row": res.get("resumed_at_row"), "inserted": res["inserted"],
+                      "linked": n}))
+
+
+def cleanup(engine, jid=None) -> None:
+    """Remove the bench rows (and any earlier, interrupted bench import) so runs start clean."""
+    with engine.begin() as conn:
+        if True:
             conn.execute(text("DELETE FROM person_tags WHERE person_id IN (SELECT id FROM people WHERE source = :s)"), {"s": SOURCE})
             conn.execute(text("DELETE FROM people WHERE source = :s"), {"s": SOURCE})
             conn.execute(text("DELETE FROM bd_raw_rows WHERE source = :s"), {"s": SOURCE})
             conn.execute(text("DELETE FROM bd_review WHERE source = :s"), {"s": SOURCE})
-            conn.execute(text("UPDATE jobs SET result = NULL WHERE id = :i"), {"i": jid})
+            conn.execute(text("UPDATE jobs SET state = 'cancelled' WHERE task = 'blockdata.import' AND state IN ('queued', 'running')"))
             conn.execute(text("DELETE FROM bd_imports WHERE source = :s"), {"s": SOURCE})
             conn.execute(text("DELETE FROM bd_datasets WHERE name = :n"), {"n": f"people:{SOURCE}"})
             from gridserver.blockdata.service import refresh_rollups
 
             refresh_rollups(conn)
-    print(json.dumps({"bench": "blockdata_import", "rows": args.rows, "copy_s": round(copy_s, 1), "job_s": round(run_s, 1),
-                      "rows_per_s": round(args.rows / run_s), "vs_copy": round(run_s / copy_s, 1),
-                      "killed_at_row": killed_at, "resumed_at_row": res.get("resumed_at_row"), "inserted": res["inserted"],
-                      "linked": n}))
+
 
 
 if __name__ == "__main__":
