@@ -29,7 +29,7 @@ import typer
 from sqlalchemy import text
 
 from gridserver.analytics.aggregate import AggregateSpec, parse_by, parse_time
-from gridserver.analytics.jobs import FREQ, keys_partition
+from gridserver.analytics.jobs import FREQ, partial_counts
 from gridserver.errors import InvalidInput
 
 ROWS_PER_FILE = 50_000
@@ -112,14 +112,14 @@ def dask_aggregate(files: list[str], spec: AggregateSpec, grids: gpd.GeoDataFram
         ddf = ddf[ddf["category"].isin(spec.categories)]
     if spec.statuses:
         ddf = ddf[ddf["status"].isin(spec.statuses)]
-    meta = pd.DataFrame({"key": pd.Series([], dtype="object")})
-    if spec.bucket:
-        meta["period"] = pd.Series([], dtype="object")
-    grids_f = client.scatter(grids, broadcast=True) if grids is not None else None
-    keyed = ddf.map_partitions(keys_partition, spec.by, spec.h3_res, spec.bucket, grids_f, meta=meta)
     cols = ["key"] + (["period"] if spec.bucket else [])
-    counts = keyed.groupby(cols).size().compute()
-    out = counts.rename("count").reset_index()
+    meta = pd.DataFrame({c: pd.Series([], dtype="object") for c in cols} | {"count": pd.Series([], dtype="int64")})
+    grids_f = client.scatter(grids, broadcast=True) if grids is not None else None
+    # map: each partition counts its own keys (small); reduce: the partial counts are summed. No shuffle.
+    partial = ddf.map_partitions(partial_counts, spec.by, spec.h3_res, spec.bucket, grids_f, meta=meta)
+    parts = partial.compute()
+    out = parts.groupby(cols, sort=True)["count"].sum().reset_index()
+    out["count"] = out["count"].astype("int64")
     return out.sort_values(cols).reset_index(drop=True)
 
 
@@ -149,7 +149,7 @@ def open_client(scheduler: str, workers: int = 3):
     from distributed import Client, LocalCluster
 
     if scheduler == "local":
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0")
         return Client(cluster), cluster
     return Client(scheduler), None
 

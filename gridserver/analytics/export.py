@@ -1,9 +1,9 @@
 """Exports of any layer query: GeoJSON, NDJSON, CSV, GeoParquet, GeoPackage — API and ``gridserver export``.
 
-Features are read in batches through a server-side cursor (``features.stream_features``) and
-written batch by batch, so memory stays flat for GeoJSON/NDJSON/CSV/GeoPackage; GeoParquet is
-written as row groups of one file (pyarrow ``ParquetWriter`` with GeoParquet 1.0 metadata via
-geopandas). Coordinates are WGS84 (EPSG:4326, lon/lat) in every format.
+Rows are read through a server-side cursor and written batch by batch, so memory stays flat: text
+formats from GeoJSON features (``features.stream_features``), GeoPackage and GeoParquet from
+GeoDataFrames decoded from WKB in bulk (``features.stream_frames``); GeoParquet is one file with a
+row group per batch (pyarrow ``ParquetWriter``, GeoParquet 1.0 metadata via geopandas). Coordinates are WGS84 (EPSG:4326, lon/lat) in every format.
 """
 
 from __future__ import annotations
@@ -34,26 +34,6 @@ def check_format(fmt: str) -> str:
     if f not in FORMATS:
         raise InvalidInput(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     return f
-
-
-def _batches(features: Iterable[dict], size: int = BATCH) -> Iterator[list[dict]]:
-    batch = []
-    for f in features:
-        batch.append(f)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-def _frame(batch: list[dict]):
-    import geopandas as gpd
-    from shapely.geometry import shape
-
-    rows = [{"id": f["id"], **f["properties"]} for f in batch]
-    geoms = [shape(f["geometry"]) if f["geometry"] else None for f in batch]
-    return gpd.GeoDataFrame(rows, geometry=geoms, crs="EPSG:4326")
 
 
 def iter_text(features: Iterable[dict], fmt: str, header: dict | None = None) -> Iterator[str]:
@@ -90,7 +70,7 @@ def iter_text(features: Iterable[dict], fmt: str, header: dict | None = None) ->
 
 def write_file(features: Iterable[dict], fmt: str, path: Path,
                progress: Callable[[int], None] | None = None) -> int:
-    """Write ``features`` to ``path`` in ``fmt``; calls ``progress(n_written)`` after each batch; returns the count."""
+    """Write GeoJSON ``features`` to ``path`` as GeoJSON/NDJSON/CSV; ``progress(n_written)`` every 1,000; returns the count."""
     fmt = check_format(fmt)
     path = Path(path)
     n = 0
@@ -108,14 +88,22 @@ def write_file(features: Iterable[dict], fmt: str, path: Path,
         if progress:
             progress(n)
         return n
+    raise InvalidInput(f"{fmt} is written from data frames: use write_frames")
+
+
+def write_frames(frames, fmt: str, path: Path, progress: Callable[[int], None] | None = None) -> int:
+    """Write GeoDataFrame batches to ``path`` as GeoPackage or GeoParquet (one row group per batch)."""
+    fmt = check_format(fmt)
+    path = Path(path)
     if path.exists():
         path.unlink()
+    n = 0
     if fmt == "gpkg":
         import pyogrio
 
-        for batch in _batches(features):
-            pyogrio.write_dataframe(_frame(batch), path, layer=path.stem, driver="GPKG", append=n > 0)
-            n += len(batch)
+        for frame in frames:
+            pyogrio.write_dataframe(frame, path, layer=path.stem, driver="GPKG", append=n > 0)
+            n += len(frame)
             if progress:
                 progress(n)
         if n == 0:
@@ -123,18 +111,19 @@ def write_file(features: Iterable[dict], fmt: str, path: Path,
 
             gpd.GeoDataFrame({"id": []}, geometry=[], crs="EPSG:4326").to_file(path, layer=path.stem, driver="GPKG")
         return n
-    # GeoParquet: one file, one row group per batch
+    if fmt != "parquet":
+        raise InvalidInput(f"{fmt} is a text format: use write_file")
     import pyarrow.parquet as pq
     from geopandas.io.arrow import _geopandas_to_arrow
 
     writer = None
     try:
-        for batch in _batches(features):
-            table = _geopandas_to_arrow(_frame(batch))
+        for frame in frames:
+            table = _geopandas_to_arrow(frame)
             if writer is None:
                 writer = pq.ParquetWriter(path, table.schema)
             writer.write_table(table.cast(writer.schema))
-            n += len(batch)
+            n += len(frame)
             if progress:
                 progress(n)
     finally:
@@ -145,6 +134,16 @@ def write_file(features: Iterable[dict], fmt: str, path: Path,
 
         gpd.GeoDataFrame({"id": []}, geometry=[], crs="EPSG:4326").to_parquet(path)
     return n
+
+
+def export_query(conn, layer, q, user, fmt: str, path: Path, progress: Callable[[int], None] | None = None) -> int:
+    """Write what ``q`` selects from ``layer`` (as ``user`` may see it) to ``path`` in ``fmt``; returns the count."""
+    from gridserver.analytics import features
+
+    fmt = check_format(fmt)
+    if fmt in ("parquet", "gpkg"):
+        return write_frames(features.stream_frames(conn, layer, q, user), fmt, path, progress)
+    return write_file(features.stream_features(conn, layer, q, user), fmt, path, progress)
 
 
 # --- CLI ----------------------------------------------------------------------------------------
@@ -208,8 +207,7 @@ def export_command(
             with Progress(TextColumn("导出 {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                           console=console) as bar:
                 task = bar.add_task(f"{layer.id} → {out.name}", total=max(total, 1))
-                n = write_file(feat.stream_features(conn, layer, q, user), fmt, out,
-                               progress=lambda k: bar.update(task, completed=k))
+                n = export_query(conn, layer, q, user, fmt, out, progress=lambda k: bar.update(task, completed=k))
                 bar.update(task, completed=max(n, 1) if total == 0 else n)
     except GridserverError as exc:
         console.print(f"[red]错误 error:[/] {exc.detail}")

@@ -127,6 +127,33 @@ def stream_features(conn, layer: Layer, q: FeatureQuery, user: User | None, *, b
         yield _feature(layer, row, user)
 
 
+def stream_frames(conn, layer: Layer, q: FeatureQuery, user: User | None, *, batch: int = 50_000):
+    """All matching features as GeoDataFrames of ``batch`` rows (WKB decoded vectorised; for file exports)."""
+    import geopandas as gpd
+    import pandas as pd
+    import shapely
+
+    where, params = where_sql(layer, q, user)
+    props = ", ".join(f"{expr} AS \"{name}\"" for name, expr in layer.props.items())
+    sql = (f"SELECT {layer.id_sql} AS id, ST_AsBinary({layer.geom_sql}) AS wkb, {props} FROM {layer.table} "
+           f"WHERE {where} ORDER BY {layer.id_sql}")
+    if q.limit is not None:
+        sql += " LIMIT :lim"
+        params["lim"] = q.limit
+    if q.offset:
+        sql += " OFFSET :off"
+        params["off"] = q.offset
+    result = conn.execution_options(stream_results=True, yield_per=batch).execute(text(sql), params)
+    cols = list(result.keys())
+    for rows in result.partitions(batch):
+        df = pd.DataFrame(rows, columns=cols)
+        geom = shapely.from_wkb([bytes(b) if b is not None else None for b in df.pop("wkb")])
+        if layer.required_table is not None:  # block data: every row through the masking layer
+            masked = [mask_properties(layer, user, r) for r in df.drop(columns=["id"]).to_dict("records")]
+            df = pd.concat([df[["id"]], pd.DataFrame(masked, index=df.index)], axis=1)
+        yield gpd.GeoDataFrame(df, geometry=geom, crs="EPSG:4326")
+
+
 def fetch_one(conn, layer: Layer, fid: str, crs: OutputCRS, user: User | None) -> dict | None:
     q = FeatureQuery(limit=1, crs=crs)
     where, params = where_sql(layer, q, user)

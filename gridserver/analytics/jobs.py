@@ -36,3 +36,13 @@ def keys_partition(part: gpd.GeoDataFrame, by: str, res: int | None, bucket: str
         ts = pd.to_datetime(part.loc[out.index, "created_at"], utc=True).dt.tz_convert("Asia/Shanghai").dt.tz_localize(None)
         out["period"] = ts.dt.to_period(FREQ[bucket]).dt.start_time.dt.strftime("%Y-%m-%d")
     return out
+
+
+def partial_counts(part: gpd.GeoDataFrame, by: str, res: int | None, bucket: str | None,
+                   grids: gpd.GeoDataFrame | None) -> pd.DataFrame:
+    """One partition → its counts per key[, period] (the map step; the client sums the partials)."""
+    keyed = keys_partition(part, by, res, bucket, grids)
+    cols = ["key"] + (["period"] if bucket else [])
+    if len(keyed) == 0:
+        return pd.DataFrame({**{c: pd.Series([], dtype="object") for c in cols}, "count": pd.Series([], dtype="int64")})
+    return keyed.groupby(cols, sort=False).size().rename("count").reset_index().astype({"count": "int64"})

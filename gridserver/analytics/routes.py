@@ -78,7 +78,7 @@ def query(body: QueryIn, format: str | None = Query(None, description="overrides
         fd, name = tempfile.mkstemp(suffix=suffix, prefix="gridserver-export-")
         os.close(fd)
         path = Path(name)
-        export.write_file(features.stream_features(conn, layer, q, user), fmt, path)
+        export.export_query(conn, layer, q, user, fmt, path)
         return FileResponse(path, media_type=media, headers=headers, background=BackgroundTask(path.unlink, missing_ok=True))
 
     def body_chunks():

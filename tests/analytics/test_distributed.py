@@ -20,7 +20,7 @@ END = datetime(2026, 5, 1, tzinfo=timezone.utc)
 def cluster():
     from distributed import Client, LocalCluster
 
-    c = LocalCluster(n_workers=3, processes=True, threads_per_worker=1, dashboard_address=None)
+    c = LocalCluster(n_workers=3, processes=True, threads_per_worker=1, dashboard_address=":0")
     client = Client(c)
     yield client
     client.close()
