@@ -85,3 +85,12 @@ def test_rebuild_is_deterministic_and_reuses_addresses(demo, engine):
     build_demo_blockdata(engine, demo["city"], scale="tiny", seed=3)
     assert _q(engine, "SELECT count(*) FROM std_addresses")[0][0] == before
     assert sorted(r[0] for r in _q(engine, "SELECT id_hash FROM people")) == ids
+
+
+def test_demo_command_refuses_an_unknown_scale():
+    from typer.testing import CliRunner
+
+    from gridserver.cli import app
+
+    res = CliRunner().invoke(app, ["demo", "--scale", "huge"])
+    assert res.exit_code == 2 and "--scale must be full, small, tiny or none" in res.output
