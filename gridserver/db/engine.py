@@ -8,8 +8,8 @@ that is down or unreachable fails fast instead of hanging a request; ``errors.py
 resulting driver errors into 503 + ``Retry-After``. Both pools drop connections a restart has
 broken before handing them out (SQLAlchemy: ``pool_pre_ping``; ``pool()``: a zero-round-trip
 socket check), so the first request after the database is back succeeds. Processes that serve the
-API call ``enable_api_limits()`` so their connections also carry a ``statement_timeout``: one
-request cannot hold the database.
+API call ``enable_api_limits()`` so request sessions and ``pool()`` connections also carry a
+``statement_timeout``: one request cannot hold the database.
 """
 
 from __future__ import annotations
@@ -51,41 +51,53 @@ def conninfo() -> str:
 
 
 def enable_api_limits() -> None:
-    """From now on, connections of this process get ``statement_timeout`` (setting
-    ``statement_timeout_ms``). Called by the app factory; CLI imports and the demo build keep no
-    limit. Idle pooled connections made before are dropped so every request runs under the limit."""
+    """From now on, request sessions (``get_session``/``session_scope``) and ``pool()`` connections of
+    this process get ``statement_timeout`` (setting ``statement_timeout_ms``). Called by the app
+    factory. ``get_engine()`` never has the limit: imports and the demo build run long statements on
+    purpose (also when they share a process with a server, as in the tests)."""
     ms = get_settings().statement_timeout_ms
     _api_limits["statement_timeout_ms"] = ms if ms > 0 else None
-    if get_engine.cache_info().currsize:
-        get_engine().dispose(close=True)
+    _sessionmaker.cache_clear()
     if pool.cache_info().currsize:
         pool().clear_idle()
 
 
-def connect_kwargs() -> dict:
-    """libpq parameters every gridserver connection gets (timeouts; see the module docstring)."""
+def connect_kwargs(limited: bool = False) -> dict:
+    """libpq parameters of gridserver connections: a connect timeout always, the API's statement
+    timeout when ``limited`` and ``enable_api_limits()`` was called (see the module docstring)."""
     kw: dict = {"connect_timeout": get_settings().connect_timeout, "application_name": "gridserver"}
     ms = _api_limits["statement_timeout_ms"]
-    if ms:
+    if limited and ms:
         kw["options"] = f"-c statement_timeout={int(ms)}"
     return kw
 
 
-@lru_cache
-def get_engine() -> Engine:
+def _make_engine(limited: bool) -> Engine:
     s = get_settings()
     eng = create_engine(database_url(), pool_size=s.pool_size, pool_pre_ping=True, pool_timeout=10, future=True)
 
     @event.listens_for(eng, "do_connect")
-    def _connect_params(dialect, conn_rec, cargs, cparams):  # read at connect time: limits may change
-        cparams.update(connect_kwargs())
+    def _connect_params(dialect, conn_rec, cargs, cparams):
+        cparams.update(connect_kwargs(limited))
 
     return eng
 
 
 @lru_cache
+def get_engine() -> Engine:
+    """The engine for services, CLI and bulk work: connect timeout, no statement timeout."""
+    return _make_engine(limited=False)
+
+
+@lru_cache
+def _api_engine() -> Engine:
+    return _make_engine(limited=True)
+
+
+@lru_cache
 def _sessionmaker() -> sessionmaker:
-    return sessionmaker(get_engine(), expire_on_commit=False)
+    bind = _api_engine() if _api_limits["statement_timeout_ms"] else get_engine()
+    return sessionmaker(bind, expire_on_commit=False)
 
 
 @contextmanager
@@ -157,7 +169,7 @@ class ConnectionPool:
             with self._lock:
                 conn = self._idle.pop() if self._idle else None
             if conn is None:
-                return psycopg.connect(self.conninfo, autocommit=True, **self.kwargs, **connect_kwargs())
+                return psycopg.connect(self.conninfo, autocommit=True, **self.kwargs, **connect_kwargs(limited=True))
             if self._healthy(conn):
                 return conn
             conn.close()
@@ -225,8 +237,9 @@ def reset() -> None:
     if pool.cache_info().currsize:
         pool().close()
     pool.cache_clear()
-    if get_engine.cache_info().currsize:
-        get_engine().dispose()
-    get_engine.cache_clear()
+    for cached in (get_engine, _api_engine):
+        if cached.cache_info().currsize:
+            cached().dispose()
+        cached.cache_clear()
     _sessionmaker.cache_clear()
     _url_cache.clear()

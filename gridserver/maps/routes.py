@@ -16,7 +16,7 @@ from gridserver.auth.deps import optional_user
 from gridserver.auth.users import User
 from gridserver.db.engine import pool
 from gridserver.errors import NotFound, Unauthorized
-from gridserver.maps import tiles
+from gridserver.maps import tile_cache, tiles
 
 router = APIRouter(tags=["地图 maps"])
 
@@ -105,8 +105,8 @@ def vector_tile(
                                "'Authorization: Bearer <token>' (get one from POST /api/v1/auth/token)")
         viewer = tiles.Viewer.of(user)
     statuses = tiles.parse_statuses(status) if spec.kind == "incidents" else None
-    with pool().connection() as conn:
-        data = tiles.render_tile(conn, spec, z, x, y, statuses, viewer)
+    with pool().connection() as conn:  # area tiles come from tile_cache while the areas revision holds
+        data = tile_cache.get_or_render(conn, spec, z, x, y, lambda: tiles.render_tile(conn, spec, z, x, y, statuses, viewer))
     return tile_response(data, spec.max_age, request.headers.get("if-none-match"), private=private)
 
 
