@@ -39,6 +39,8 @@ CHINA_TZ = timezone(timedelta(hours=8))
 #: Road classes grid boundaries follow (OSM ``highway`` values): streets, lanes and footpaths.
 ROAD_KINDS = ("motorway", "trunk", "primary", "secondary", "tertiary", "unclassified", "residential",
               "living_street", "pedestrian", "footway", "service")
+#: The same in ``basemap_roads.class`` (footways and paths are loaded as ``path``).
+TABLE_ROAD_CLASSES = ROAD_KINDS + ("path",)
 RESPECT_CHOICES = ("roads", "rivers")
 #: Incident statuses that are finished; every other status is open and is re-linked.
 CLOSED_STATUSES = ("closed", "archived", "cancelled", "rejected")
@@ -114,7 +116,7 @@ def db_buildings(conn, area_code: str) -> Buildings | None:
     hh = "(SELECT count(*) FROM households h WHERE h.building_code = b.building_code)" if has_hh else "0"
     rows = conn.execute(text(
         f"""SELECT b.building_code, ST_AsBinary(b.geom) AS wkb, {hh} AS n FROM buildings b
-            WHERE b.geom && (SELECT ST_Extent(geom)::geometry FROM admin_areas
+            WHERE b.geom IS NOT NULL AND b.geom && (SELECT ST_Extent(geom)::geometry FROM admin_areas
                              WHERE code = :c AND valid_to IS NULL)
             ORDER BY b.building_code"""), {"c": area_code}).all()
     return Buildings([r.building_code for r in rows], [shapely.from_wkb(bytes(r.wkb)) for r in rows],
@@ -130,36 +132,37 @@ def _find_line_table(conn, names: tuple[str, ...]) -> tuple[str, set[str]] | Non
 
 
 def road_lines(conn, respect: tuple[str, ...], bbox) -> tuple[np.ndarray, list[str]]:
-    """Lines grid boundaries should follow, WGS84, and notes on where they came from."""
+    """Lines grid boundaries should follow, WGS84, and notes on where they came from.
+
+    Roads: the basemap table ``basemap_roads`` (migration 0009) when it has rows here, else the demo's
+    road files. Rivers: outlines of ``basemap_areas`` of kind ``water``.
+    """
     notes: list[str] = []
     out = []
+    env = {"x0": bbox[0], "y0": bbox[1], "x1": bbox[2], "y1": bbox[3]}
     if "roads" in respect:
-        found = _find_line_table(conn, ("basemap_roads", "roads", "map_roads"))
-        if found:
-            table, cols = found
-            kind = next((c for c in ("highway", "kind", "class", "fclass") if c in cols), None)
-            where = f"AND {kind} = ANY(:kinds)" if kind else ""
+        rows = []
+        if "class" in _table_columns(conn, "basemap_roads"):
             rows = conn.execute(text(
-                f"""SELECT ST_AsBinary(geom) FROM {table}
-                    WHERE geom && ST_MakeEnvelope(:x0, :y0, :x1, :y1, 4326) {where}"""),
-                {"x0": bbox[0], "y0": bbox[1], "x1": bbox[2], "y1": bbox[3], "kinds": list(ROAD_KINDS)}).all()
+                """SELECT ST_AsBinary(geom) FROM basemap_roads
+                   WHERE geom && ST_MakeEnvelope(:x0, :y0, :x1, :y1, 4326) AND class = ANY(:kinds)"""),
+                {**env, "kinds": list(TABLE_ROAD_CLASSES)}).all()
+        if rows:
             out.append(shapely.from_wkb([bytes(r[0]) for r in rows]))
-            notes.append(f"roads: {len(rows)} lines from table {table}")
+            notes.append(f"roads: {len(rows)} lines from basemap_roads")
         else:
             lines, src = file_roads(bbox)
             out.append(lines)
             notes.append(f"roads: {len(lines)} lines from {src}" if src else "roads: no road data found")
     if "rivers" in respect:
-        found = _find_line_table(conn, ("basemap_water", "water", "map_water"))
-        if found:
+        rows = []
+        if "kind" in _table_columns(conn, "basemap_areas"):
             rows = conn.execute(text(
-                f"""SELECT ST_AsBinary(ST_Boundary(geom)) FROM {found[0]}
-                    WHERE geom && ST_MakeEnvelope(:x0, :y0, :x1, :y1, 4326)"""),
-                {"x0": bbox[0], "y0": bbox[1], "x1": bbox[2], "y1": bbox[3]}).all()
-            out.append(shapely.from_wkb([bytes(r[0]) for r in rows if r[0] is not None]))
-            notes.append(f"rivers: {len(rows)} water outlines from table {found[0]}")
-        else:
-            notes.append("rivers: no water layer in the database; only roads respected")
+                """SELECT ST_AsBinary(ST_Boundary(geom)) FROM basemap_areas
+                   WHERE kind = 'water' AND geom && ST_MakeEnvelope(:x0, :y0, :x1, :y1, 4326)"""), env).all()
+        out.append(shapely.from_wkb([bytes(r[0]) for r in rows if r[0] is not None]))
+        notes.append(f"rivers: {len(rows)} water outlines from basemap_areas" if rows
+                     else "rivers: no water areas here; only roads respected")
     lines = shapely.get_parts(np.concatenate(out)) if out else np.empty(0, dtype=object)
     lines = lines[shapely.get_dimensions(lines) == 1] if len(lines) else lines
     return lines, notes
@@ -377,7 +380,7 @@ def get_draft(conn, draft_id: int, *, geometry: bool = True, side: str = "draft"
                        (SELECT coalesce(sum(b.households), 0) FROM grid_draft_buildings b
                          WHERE b.draft_id = :id AND b.old_grid_code = a.code) AS households,
                        (SELECT count(*) FROM grid_draft_buildings b
-                         WHERE b.draft_id = :id AND b.old_grid_code = a.code) AS buildings {geo.replace('geom', 'a.geom')}
+                         WHERE b.draft_id = :id AND b.old_grid_code = a.code) AS buildings {geo.replace('(geom', '(a.geom')}
                 FROM admin_areas a WHERE a.level = 'grid' AND a.valid_to IS NULL AND a.parent_code = ANY(:c)
                 ORDER BY a.code"""), {"id": draft_id, "c": list(row["communities"])}).mappings().all()
     else:
@@ -426,10 +429,11 @@ def _pairs(counter: Counter, hh: Counter | None = None) -> list[dict]:
 
 
 def _open_incidents(conn, communities: list[str]) -> dict[int, tuple[str | None, float, float]]:
+    finished = _optional("gridserver.incidents.relink", "FINISHED") or CLOSED_STATUSES
     rows = conn.execute(text(
         """SELECT id, grid_code, ST_X(geom) AS lon, ST_Y(geom) AS lat FROM incidents
            WHERE status <> ALL(:closed) AND (community_code = ANY(:c) OR left(grid_code, 12) = ANY(:c))"""),
-        {"closed": list(CLOSED_STATUSES), "c": communities}).all()
+        {"closed": list(finished), "c": communities}).all()
     return {int(r.id): (r.grid_code, float(r.lon), float(r.lat)) for r in rows}
 
 
@@ -484,7 +488,7 @@ def activate_draft(conn, draft_id: int, *, activated_by: str | None = None, effe
     relink: dict = {}
     fn = _optional("gridserver.blockdata.service", "relink_all")
     if fn is not None:
-        relink["blockdata"] = fn(conn)
+        relink["blockdata"] = fn(conn, at=at)
     elif {"building_code", "grid_code"} <= _table_columns(conn, "buildings"):
         n = conn.execute(text(
             """UPDATE buildings b SET grid_code = d.grid_code FROM grid_draft_buildings d

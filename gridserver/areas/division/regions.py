@@ -24,6 +24,8 @@ BOUND_WEIGHT = 20.0
 #: Growth cost multiplier for taking a unit across a road.
 ROAD_CROSSING = 3.0
 MAX_SWEEPS = 60
+#: Max-P effort (spopt defaults 99 and 10 take minutes per community on 2 cores).
+MAXP_CONSTRUCTION, MAXP_ANNEALING = 5, 2
 
 
 # ----------------------------------------------------------------------------------------------
@@ -242,7 +244,8 @@ def spopt_maxp(u: Units, k: int, lo: float, hi: float, rng: np.random.Generator)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         np.random.seed(int(rng.integers(2**31)))
-        model = MaxPHeuristic(gdf, w, ["x", "y"], "households", lo, top_n=2, max_iterations_construction=20)
+        model = MaxPHeuristic(gdf, w, ["x", "y"], "households", lo, top_n=2, max_iterations_construction=MAXP_CONSTRUCTION,
+                              max_iterations_sa=MAXP_ANNEALING)
         model.solve()
     lab = np.asarray(model.labels_, dtype=int)
     lab[lab < 0] = lab.max() + 1 if (lab >= 0).any() else 0  # unassigned units (enclaves) in one extra region

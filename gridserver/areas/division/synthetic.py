@@ -29,10 +29,12 @@ def synthetic_buildings(area, road_lines, n: int, seed: int = 0, *, clearance: f
     nh = hotspots if hotspots is not None else max(2, int(np.sqrt(area_m.area) / 600))
     hs = rng.uniform((xmin, ymin), (xmax, ymax), size=(nh, 2))
     hs_sigma = rng.uniform(80, 300, nh)
-    pts, hot = [], []
-    have, want = 0, 3 * n  # candidates: overlapping footprints are dropped below
-    for _ in range(200):
-        m = max(2 * (want - have), 256)
+    corners = np.array([[-0.5, -0.5], [0.5, -0.5], [0.5, 0.5], [-0.5, 0.5], [-0.5, -0.5]])
+    polys_l, hot_l, xy_l = [], [], []
+    have = 0
+    accepted = None  # STRtree of the footprints kept so far
+    for _ in range(60):
+        m = max(3 * (n - have), 256)
         from_hot = rng.random(m) < 0.6
         which = rng.integers(nh, size=m)
         c = np.where(from_hot[:, None], hs[which] + rng.normal(size=(m, 2)) * hs_sigma[which, None],
@@ -44,33 +46,34 @@ def synthetic_buildings(area, road_lines, n: int, seed: int = 0, *, clearance: f
             keep = np.ones(len(c), dtype=bool)
             keep[near] = False
             c, from_hot = c[keep], from_hot[keep]
-        pts.append(c)
-        hot.append(from_hot)
-        have += len(c)
-        if have >= want:
+        k = len(c)
+        if k == 0:
+            continue
+        w, h, ang = rng.uniform(8, 30, k), rng.uniform(8, 30, k), rng.uniform(0, np.pi, k)
+        cx, cy = corners[None, :, 0] * w[:, None], corners[None, :, 1] * h[:, None]
+        rx = cx * np.cos(ang)[:, None] - cy * np.sin(ang)[:, None] + c[:, 0:1]
+        ry = cx * np.sin(ang)[:, None] + cy * np.cos(ang)[:, None] + c[:, 1:2]
+        cand = shapely.polygons(np.stack([rx, ry], axis=-1))
+        clash = np.zeros(k, dtype=bool)
+        if accepted is not None:  # overlapping a footprint kept in an earlier round
+            hit, _ = accepted.query(cand, predicate="intersects")
+            clash[hit] = True
+        ti, tj = STRtree(cand).query(cand, predicate="intersects")
+        sel = ti > tj
+        for a, b in sorted(zip(tj[sel].tolist(), ti[sel].tolist())):  # greedy, in generation order
+            if not clash[a]:
+                clash[b] = True
+        keep = np.flatnonzero(~clash)[: n - have]
+        polys_l.append(cand[keep])
+        hot_l.append(from_hot[keep])
+        xy_l.append(c[keep])
+        have += len(keep)
+        accepted = STRtree(np.concatenate(polys_l))
+        if have >= n:
             break
-    xy = np.concatenate(pts)[:want]
-    hot = np.concatenate(hot)[:want]
-    k = len(xy)
-    w = rng.uniform(8, 30, k)
-    h = rng.uniform(8, 30, k)
-    ang = rng.uniform(0, np.pi, k)
-    corners = np.array([[-0.5, -0.5], [0.5, -0.5], [0.5, 0.5], [-0.5, 0.5], [-0.5, -0.5]])
-    cx = corners[None, :, 0] * w[:, None]
-    cy = corners[None, :, 1] * h[:, None]
-    rx = cx * np.cos(ang)[:, None] - cy * np.sin(ang)[:, None] + xy[:, 0:1]
-    ry = cx * np.sin(ang)[:, None] + cy * np.cos(ang)[:, None] + xy[:, 1:2]
-    rings = np.stack([rx, ry], axis=-1)
-    polys_m = shapely.polygons(rings)
-    # drop footprints overlapping an earlier one (greedy, in generation order)
-    ti, tj = STRtree(polys_m).query(polys_m, predicate="intersects")
-    sel = ti > tj
-    clash = np.zeros(k, dtype=bool)
-    for a, b in sorted(zip(tj[sel].tolist(), ti[sel].tolist())):
-        if not clash[a]:
-            clash[b] = True
-    keep = ~clash
-    polys_m, xy, hot = polys_m[keep][:n], xy[keep][:n], hot[keep][:n]
+    polys_m = np.concatenate(polys_l) if polys_l else np.empty(0, dtype=object)
+    hot = np.concatenate(hot_l) if hot_l else np.zeros(0, dtype=bool)
+    xy = np.concatenate(xy_l) if xy_l else np.zeros((0, 2))
     k = len(xy)
     polys_m = shapely.intersection(polys_m, area_m)  # a footprint never leaves the area
     polys = part.to_wgs84(polys_m)
