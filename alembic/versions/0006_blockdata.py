@@ -158,6 +158,7 @@ def upgrade() -> None:
             removed_at timestamptz
         );
         CREATE UNIQUE INDEX person_tags_live ON person_tags (person_id, tag) WHERE removed_at IS NULL;
+        CREATE INDEX person_tags_person ON person_tags (person_id);   -- FK checks when people are deleted
 
         CREATE TABLE businesses (
             id            bigserial PRIMARY KEY,

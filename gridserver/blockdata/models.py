@@ -131,7 +131,7 @@ class Person(Base):
 class PersonTag(Base):
     __tablename__ = "person_tags"
     id = Column(BigInteger, primary_key=True)
-    person_id = Column(BigInteger, ForeignKey("people.id"), nullable=False)
+    person_id = Column(BigInteger, ForeignKey("people.id"), nullable=False, index=True)
     tag = Column(Text, nullable=False)
     note = Column(Text)
     set_by = Column(Text, nullable=False)
