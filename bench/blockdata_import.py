@@ -154,13 +154,13 @@ def main() -> None:
 def cleanup(engine, jid=None) -> None:
     """Remove the bench rows (and any earlier, interrupted bench import) so runs start clean."""
     with engine.begin() as conn:
-        if True:
+        if True:  # noqa: SIM102
             conn.execute(text("DELETE FROM person_tags WHERE person_id IN (SELECT id FROM people WHERE source = :s)"), {"s": SOURCE})
             conn.execute(text("DELETE FROM people WHERE source = :s"), {"s": SOURCE})
-            conn.execute(text("DELETE FROM bd_raw_rows WHERE source = :s"), {"s": SOURCE})
             conn.execute(text("DELETE FROM bd_review WHERE source = :s"), {"s": SOURCE})
             conn.execute(text("UPDATE jobs SET state = 'cancelled' WHERE task = 'blockdata.import' AND state IN ('queued', 'running')"))
-            conn.execute(text("DELETE FROM bd_imports WHERE source = :s"), {"s": SOURCE})
+            # raw rows stay (imports keep their raw rows); the import runs are closed so a new run starts afresh
+            conn.execute(text("UPDATE bd_imports SET status = 'failed' WHERE source = :s"), {"s": SOURCE})
             conn.execute(text("DELETE FROM bd_datasets WHERE name = :n"), {"n": f"people:{SOURCE}"})
             from gridserver.blockdata.service import refresh_rollups
 
