@@ -107,13 +107,14 @@ def test_hotline_import_places_routes_and_queues_the_rest(engine, db_url, addres
     assert rows["GD001"].department == "d_sw"
     assert rows["GD002"].department is None and "could not be placed" in rows["GD002"].manual_reason
     assert rows["GD003"].category == "neighbourhood"
-    again = subprocess.run(GRIDSERVER + ["incidents", "import-hotline", str(csv_path)], env=env, capture_output=True,
-                           text=True, timeout=120)
-    s2 = json.loads(again.stdout.strip().splitlines()[-1])
-    assert s2["filed"] == 0 and s2["skipped"] == 3  # re-import files nothing twice
-    bad = subprocess.run(GRIDSERVER + ["incidents", "import-hotline", "/nonexistent.csv"], env=env,
-                         capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 2 and "does not exist" in bad.stderr
+    from gridserver.errors import InvalidInput
+    from gridserver.incidents.hotline import import_file
+
+    with engine.begin() as conn:
+        s2 = import_file(conn, csv_path)
+        assert s2["filed"] == 0 and s2["skipped"] == 3  # re-import files nothing twice
+        with pytest.raises(InvalidInput, match="does not exist"):
+            import_file(conn, "/nonexistent.csv")
 
 
 def test_relink_after_grid_change_reroutes_and_logs(engine, http, auth, admin_token, small_city):

@@ -77,11 +77,22 @@ def test_load_csv_taxonomy_makes_a_new_active_version(tmp_path, db_url, http, au
     ("departments: {a: {name: A, level: street}}\ncategories:\n  - {code: c, name: C, level: grid, deadline: 1wd,"
      " departments: {street: a}}\n", "no department for its dispatch level 'grid'"),
 ])
-def test_bad_taxonomy_file_exits_2_naming_the_entry(tmp_path, db_url, content, fragment):
+def test_bad_taxonomy_file_is_refused_naming_the_entry(tmp_path, content, fragment):
+    from gridserver.errors import InvalidInput
+
     f = tmp_path / "bad.yaml"
     f.write_text(content, encoding="utf-8")
+    with pytest.raises(InvalidInput) as exc:
+        taxonomy.read_file(f)
+    assert fragment in exc.value.detail
+
+
+def test_cli_exits_2_on_a_bad_file(tmp_path, db_url):
+    f = tmp_path / "bad.yaml"
+    f.write_text("departments: {a: {name: A, level: street}}\ncategories:\n  - {code: c, name: C, level: street, "
+                 "deadline: 1wd, departments: {street: nope}}\n", encoding="utf-8")
     r = _cli(["taxonomy", "load", str(f)], db_url)
-    assert r.returncode == 2 and fragment in " ".join(r.stderr.split()), r.stderr
+    assert r.returncode == 2 and "'nope' is not declared" in " ".join(r.stderr.split()), r.stderr
 
 
 def test_working_days_follow_the_official_holiday_calendar():
