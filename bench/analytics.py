@@ -10,7 +10,7 @@ baseline measured alongside it:
 * aggregate by grid / by month / by H3 res 9 (``aggregate.count_table``) vs the bare SQL
   ``GROUP BY grid_code`` (or the bare point fetch, for H3);
 * the hot-spot report by grid (7 d over 28 d) vs the same two windows counted in bare SQL;
-* OGC items pages of 1,000 features at offset 0 and deep offsets (``features.fetch_features``);
+* OGC items pages of 1,000 features at offset 0, deep offsets, and the last page by keyset (``after``);
 * GeoParquet export of the whole table, and the month/Hilbert-partitioned dataset;
 * the dask-geopandas job on a 3-worker LocalCluster vs PostGIS for the same aggregate (equal?);
 * table, index and file sizes.
@@ -202,6 +202,11 @@ def main() -> None:
                 q = features.FeatureQuery(limit=1000, offset=off)
                 t, page = best(lambda: features.fetch_features(conn, inc, q, analyst))
                 res[f"ogc_page_1000_offset_{off}_s"] = round(t, 3)
+            last = conn.execute(text("SELECT id FROM incidents ORDER BY id OFFSET :n LIMIT 1"),
+                                {"n": res["incidents_total"] - 1001}).scalar_one()
+            q = features.FeatureQuery(limit=1000, after=str(last))
+            t, _ = best(lambda: features.fetch_features(conn, inc, q, analyst))
+            res["ogc_page_1000_keyset_last_s"] = round(t, 3)
             t_cnt, _ = best(lambda: features.count_features(conn, inc, features.FeatureQuery(), analyst))
             res["ogc_number_matched_s"] = round(t_cnt, 3)
 

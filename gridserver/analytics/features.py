@@ -30,6 +30,7 @@ class FeatureQuery:
     cql: tuple[str, dict] | None = None  # compiled CQL2 condition
     limit: int | None = 10
     offset: int = 0
+    after: str | None = None  # keyset paging: only ids greater than this (then offset is not applied)
     crs: OutputCRS = field(default_factory=lambda: CRS_LIST[CRS84])
 
 
@@ -77,6 +78,9 @@ def where_sql(layer: Layer, q: FeatureQuery, user: User | None) -> tuple[str, di
         else:
             conds.append(f"{expr}::text = ANY(:pv_{i})")
             params[f"pv_{i}"] = list(values)
+    if q.after is not None:
+        conds.append(f"{layer.id_sql} > :after_id")
+        params["after_id"] = int(q.after) if layer.id_type == "integer" else q.after
     if q.cql:
         sql, p = q.cql
         conds.append(f"({sql})")
@@ -98,7 +102,7 @@ def _select(layer: Layer, q: FeatureQuery, user: User | None, *, geometry: bool 
     if q.limit is not None:
         sql += " LIMIT :lim"
         params["lim"] = q.limit
-    if q.offset:
+    if q.offset and q.after is None:
         sql += " OFFSET :off"
         params["off"] = q.offset
     return sql, params

@@ -8,6 +8,7 @@ Areas are public; other collections need a bearer token and follow the layer's r
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timezone
 from urllib.parse import urlencode
 
@@ -41,7 +42,7 @@ CONFORMANCE = [
     "http://www.opengis.net/spec/cql2/1.0/conf/advanced-comparison-operators",
     "http://www.opengis.net/spec/cql2/1.0/conf/basic-spatial-functions",
 ]
-ITEM_PARAMS = {"f", "limit", "offset", "bbox", "bbox-crs", "crs", "datetime", "filter", "filter-lang", "filter-crs"}
+ITEM_PARAMS = {"f", "limit", "offset", "after", "bbox", "bbox-crs", "crs", "datetime", "filter", "filter-lang", "filter-crs"}
 CORS = {"Access-Control-Allow-Origin": "*", "Access-Control-Expose-Headers": "Content-Crs, Link"}
 
 
@@ -209,6 +210,13 @@ def parse_item_query(request: Request, layer: layers.Layer) -> features.FeatureQ
                            f"{layer.id!r}; allowed: {allowed}")
     q = features.FeatureQuery(limit=params.parse_limit(qp.get("limit")), offset=params.parse_offset(qp.get("offset")),
                               crs=params.parse_crs(qp.get("crs"), "crs"))
+    if qp.get("after"):
+        if layer.id_type == "integer":
+            try:
+                int(qp["after"])
+            except ValueError:
+                raise BadParameter(f"after must be a feature id (integer) of {layer.id!r}, got {qp['after']!r}") from None
+        q.after = qp["after"]
     if qp.get("bbox"):
         q.boxes = params.parse_bbox(qp["bbox"], params.parse_crs(qp.get("bbox-crs"), "bbox-crs"))
     elif qp.get("bbox-crs"):
@@ -246,13 +254,14 @@ def _page_url(request: Request, base_url: str, **changes) -> str:
             responses={200: {"content": {"application/geo+json": {}}}})
 def items(collection_id: str, request: Request, user: User | None = Depends(optional_user),
           session: Session = Depends(get_session, scope="function")):
-    """A page of features: ``limit`` (default 10, max 10000), ``offset``, ``bbox`` + ``bbox-crs``,
+    """A page of features: ``limit`` (default 10, max 10000), ``offset`` or ``after`` (keyset: ids greater
+    than it; the ``next`` links use it), ``bbox`` + ``bbox-crs``,
     ``crs``, ``datetime``, property filters (``?status=reported``) and CQL2 text ``filter``."""
     fmt = _format(request)
     conn = session.connection()
     layer = layers.get_layer(conn, collection_id, user)
     q = parse_item_query(request, layer)
-    matched = features.count_features(conn, layer, q, user)
+    matched = features.count_features(conn, layer, dataclasses.replace(q, after=None), user)
     feats = features.fetch_features(conn, layer, q, user)
     url = f"{_base(request)}/collections/{layer.id}/items"
     for f in feats:
@@ -263,12 +272,13 @@ def items(collection_id: str, request: Request, user: User | None = Depends(opti
              _link(_page_url(request, url, f="html" if fmt == "json" else "json"), "alternate",
                    HTML if fmt == "json" else GEOJSON),
              _link(f"{_base(request)}/collections/{layer.id}", "collection", JSON)]
-    if q.offset + len(feats) < matched:
-        links.append(_link(_page_url(request, url, offset=q.offset + len(feats), limit=q.limit, f=self_fmt), "next",
-                           GEOJSON if fmt == "json" else HTML, "下一页 next page"))
+    # next pages by keyset (after = the last id, fast at any depth); offset travels along for prev links
+    if feats and q.offset + len(feats) < matched:
+        links.append(_link(_page_url(request, url, offset=q.offset + len(feats), after=feats[-1]["id"], limit=q.limit,
+                                     f=self_fmt), "next", GEOJSON if fmt == "json" else HTML, "下一页 next page"))
     if q.offset > 0:
-        links.append(_link(_page_url(request, url, offset=max(0, q.offset - q.limit), limit=q.limit, f=self_fmt),
-                           "prev", GEOJSON if fmt == "json" else HTML, "上一页 previous page"))
+        links.append(_link(_page_url(request, url, offset=max(0, q.offset - q.limit), after=None, limit=q.limit,
+                                     f=self_fmt), "prev", GEOJSON if fmt == "json" else HTML, "上一页 previous page"))
     doc = {"type": "FeatureCollection", "features": feats, "links": links,
            "timeStamp": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
            "numberMatched": matched, "numberReturned": len(feats)}

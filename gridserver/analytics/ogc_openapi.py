@@ -25,6 +25,9 @@ def openapi_document(base: str, layers) -> dict:
                   "description": "每页要素数 page size (above the maximum it is clamped)",
                   "schema": {"type": "integer", "minimum": 1, "maximum": p.MAX_LIMIT, "default": p.DEFAULT_LIMIT}},
         "offset": {"name": "offset", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0, "default": 0}},
+        "after": {"name": "after", "in": "query", "required": False,
+                  "description": "keyset paging: features with an id greater than this (used by next links)",
+                  "schema": {"type": "string"}},
         "bbox": {"name": "bbox", "in": "query", "required": False, "style": "form", "explode": False,
                  "schema": {"type": "array", "minItems": 4, "maxItems": 6, "items": {"type": "number"}}},
         "bbox-crs": {"name": "bbox-crs", "in": "query", "required": False,
@@ -59,7 +62,7 @@ def openapi_document(base: str, layers) -> dict:
             "responses": _responses("queryables", ("application/schema+json", "text/html")), "security": secure}}
         paths[f"/collections/{lay.id}/items"] = {"get": {
             "summary": f"{lay.title} features", "operationId": f"items_{lay.id}",
-            "parameters": [ref(n) for n in ("f", "limit", "offset", "bbox", "bbox-crs", "crs", "datetime",
+            "parameters": [ref(n) for n in ("f", "limit", "offset", "after", "bbox", "bbox-crs", "crs", "datetime",
                                              "filter", "filter-lang", "filter-crs")] + props,
             "responses": _responses("features", ("application/geo+json", "text/html")), "security": secure}}
         paths[f"/collections/{lay.id}/items/{{featureId}}"] = {"get": {

@@ -297,4 +297,8 @@ def test_html_items_carry_every_link(http, small_city):
     assert 'rel="next"' in r.text and "440104001001001" in r.text
     j = http.get("/ogc/collections/grids/items?limit=5").json()
     nxt = _rel(j, "next")[0]["href"]
-    assert "offset=5" in nxt and http.get(nxt).json()["features"][0]["id"] not in {f["id"] for f in j["features"]}
+    assert "offset=5" in nxt and f"after={j['features'][-1]['id']}" in nxt
+    by_keyset = [f["id"] for f in http.get(nxt).json()["features"]]
+    by_offset = [f["id"] for f in http.get("/ogc/collections/grids/items?limit=5&offset=5").json()["features"]]
+    assert by_keyset == by_offset and not set(by_keyset) & {f["id"] for f in j["features"]}
+    assert http.get("/ogc/collections/incidents/items?after=abc").status_code in (400, 401)
