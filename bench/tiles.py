@@ -21,6 +21,7 @@ layers. It prints tiles/s per zoom and the ratio HTTP / direct (tipg's published
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import socket
@@ -29,6 +30,7 @@ import sys
 import threading
 import time
 from collections import defaultdict
+from datetime import timedelta
 
 import numpy as np
 import shapely
@@ -44,6 +46,9 @@ from gridserver.settings import get_settings  # noqa: E402
 
 ZOOMS = (14, 15, 16)
 LAYERS = ("grids", "streets", "incidents")
+#: Incident tiles are per caller: the bench reads them as a city-wide admin would.
+ALL = tiles.Viewer("TRUE", {})
+TOKEN: dict[str, str] = {}
 
 
 # --- data ----------------------------------------------------------------------------------------
@@ -159,7 +164,8 @@ def direct_fn(conninfo):
             state["conn"] = psycopg.connect(conninfo, autocommit=True)
             state["close"] = state["conn"].close
         layer, z, x, y = item
-        tiles.render_tile(state["conn"], tiles.LAYERS[layer], z, x, y)
+        spec = tiles.LAYERS[layer]
+        tiles.render_tile(state["conn"], spec, z, x, y, viewer=ALL if spec.kind == "incidents" else None)
     return fn
 
 
@@ -174,7 +180,7 @@ def http_fn(base):
             state["close"] = state["conn"].close
         layer, z, x, y = item
         c = state["conn"]
-        c.request("GET", f"/tiles/{layer}/{z}/{x}/{y}.mvt")
+        c.request("GET", f"/tiles/{layer}/{z}/{x}/{y}.mvt", headers=TOKEN)
         r = c.getresponse()
         r.read()
         if r.status not in (200, 204):
@@ -245,10 +251,71 @@ def serve(mode: str, port: int) -> None:
             spec = tiles.get_layer(layer)
             tiles.check_tile(z, x, y)
             async with apool.connection() as aconn:
-                data = await tiles.render_tile_async(aconn, spec, z, x, y)
+                data = await tiles.render_tile_async(aconn, spec, z, x, y,
+                                                     viewer=ALL if spec.kind == "incidents" else None)
             return tile_response(data, spec.max_age, request.headers.get("if-none-match"))
 
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+def bench_token(db_url: str) -> None:
+    """An admin in the bench database and a bearer token the server subprocesses accept (shared secret)."""
+    import secrets
+
+    from sqlalchemy import create_engine
+
+    from gridserver.auth.security import create_access_token
+    from gridserver.auth.users import create_user
+
+    secret = secrets.token_urlsafe(32)
+    os.environ["GRIDSERVER_JWT_SECRET"] = secret
+    get_settings().jwt_secret = secret
+    eng = create_engine(db_url)
+    with eng.begin() as conn:
+        create_user(conn, "bench_admin", secrets.token_urlsafe(16), "admin")
+    eng.dispose()
+    TOKEN["Authorization"] = f"Bearer {create_access_token('bench_admin', expires_delta=timedelta(hours=12))}"
+
+
+def incident_aggregation(conninfo: str, bounds, rounds: int) -> dict:
+    """Incident tiles as served (clusters up to z14) against the same tiles as raw points: bytes and time."""
+    import psycopg
+
+    spec = tiles.LAYERS["incidents"]
+    out: dict = {}
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        def render(t, clustered):
+            sql, params = tiles.tile_query(spec, t.z, t.x, t.y, None, ALL, clustered)
+            row = conn.execute(sql, params, binary=True).fetchone()
+            return bytes(row[0]) if row and row[0] else b""
+
+        print(f"{'incident tiles':16} {'tiles':>6} {'max KB served':>14} {'max KB points':>14} {'ms/tile served':>15} "
+              f"{'ms/tile points':>15}")
+        for z in range(10, 17):
+            ts = list(tiles.TMS.tiles(*bounds, [z]))
+            served = [tiles.render_tile(conn, spec, t.z, t.x, t.y, viewer=ALL) for t in ts]
+            points = [render(t, False) for t in ts]
+            times = {}
+            for label, fn in (("served", lambda t: tiles.render_tile(conn, spec, t.z, t.x, t.y, viewer=ALL)),
+                              ("points", lambda t: render(t, False))):
+                best = None
+                for _ in range(rounds):
+                    t0 = time.perf_counter()
+                    for t in ts:
+                        fn(t)
+                    wall = time.perf_counter() - t0
+                    best = wall if best is None else min(best, wall)
+                times[label] = 1000 * best / len(ts)
+            row = {"tiles": len(ts), "max_bytes_served": max(map(len, served)), "max_bytes_points": max(map(len, points)),
+                   "ms_served": round(times["served"], 2), "ms_points": round(times["points"], 2)}
+            out[f"z{z}"] = row
+            print(f"{'z' + str(z):16} {len(ts):6d} {row['max_bytes_served'] / 1e3:14.1f} {row['max_bytes_points'] / 1e3:14.1f} "
+                  f"{row['ms_served']:15.2f} {row['ms_points']:15.2f}")
+    worst = max(v["max_bytes_served"] for v in out.values())
+    print(f"largest served incident tile: {worst / 1e3:.1f} KB (points-only would be "
+          f"{max(v['max_bytes_points'] for v in out.values()) / 1e3:.1f} KB)")
+    out["max_bytes_served"] = worst
+    return out
 
 
 # --- main ----------------------------------------------------------------------------------------
@@ -292,6 +359,7 @@ def main() -> None:
         print(f"data: {n_grids} grids, {len(incidents)} incidents, loaded in {time.perf_counter() - t0:.1f}s; "
               f"{len(work)} tiles ({', '.join(LAYERS)} at z{ZOOMS[0]}–{ZOOMS[-1]}), {args.clients} clients, "
               f"best of {args.rounds} rounds")
+        bench_token(db_url)
         runners = {"PostGIS direct": direct_fn(conninfo)}
         for mode in ("sync", "async"):
             proc, base = start_server(mode, db_url)
@@ -325,6 +393,9 @@ def main() -> None:
             zr = " ".join(f"z{z} {zoom_rates[label][z] / zoom_rates['PostGIS direct'][z]:.2f}×" for z in ZOOMS)
             print(f"{label} / PostGIS direct: {ratio:.2f}×   ({zr})   [tipg reference: 0.15× at z16]")
         print(f"tiles per zoom: {per_zoom}")
+        print()
+        agg = incident_aggregation(conninfo, bounds, args.rounds)
+        print(json.dumps({"bench": "tiles_incident_aggregation", "incidents": len(incidents), **agg}, ensure_ascii=False))
     finally:
         for p in servers:
             p.terminate()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import struct
 
 import pytest
@@ -51,17 +52,24 @@ def test_report_of_an_unknown_area_exits_2(tmp_path, small_city):
 
 
 @pytest.mark.browser
-def test_snapshot_of_the_wall_is_a_png(tmp_path, small_city, report_incidents, admin_user):
+def test_snapshot_of_the_wall_is_a_png(tmp_path, small_city, report_incidents, admin_user, db_url):
     import os
 
     if not os.path.exists("/usr/bin/chromium"):
         pytest.skip("chromium missing")
+    import subprocess
+    import sys
+
     out = tmp_path / "wall.png"
-    r = runner.invoke(app, ["map", "snapshot", "--out", str(out), "--user", admin_user["username"],
-                            "--width", "1280", "--height", "720"])
-    assert r.exit_code == 0, r.output
+    # a process of its own, as on the command line (Playwright's sync API refuses to nest in a test's browser session)
+    cmd = [sys.executable, "-c", "from gridserver.cli import app; app()", "map", "snapshot", "--out", str(out)]
+    env = {**os.environ, "DATABASE_URL": db_url}
+    r = subprocess.run(cmd + ["--user", admin_user["username"], "--width", "1280", "--height", "720"],
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
     data = out.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     assert struct.unpack(">II", data[16:24]) == (1280, 720)
-    assert "个网格着色" in r.output
-    assert runner.invoke(app, ["map", "snapshot", "--out", str(out), "--user", "nobody-here"]).exit_code == 2
+    assert "个网格着色" in r.stdout
+    bad = subprocess.run(cmd + ["--user", "nobody-here"], env=env, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "nobody-here" in bad.stdout + bad.stderr

@@ -73,6 +73,10 @@ async function setupMap() {
     layers.push({ id: 'incidents-cluster', type: 'circle', source: 'incidents', 'source-layer': 'incidents_cluster',
       paint: { 'circle-color': 'rgba(245,124,0,0.6)', 'circle-radius': ['interpolate', ['linear'], ['sqrt', ['get', 'count']], 1, 5, 10, 14] } });
   }
+  if (sources.buildings) {
+    layers.push({ id: 'key-buildings', type: 'fill', source: 'buildings', 'source-layer': 'buildings',
+      filter: ['in', ['get', 'building_code'], ['literal', []]], paint: { 'fill-color': '#8e24aa', 'fill-opacity': 0.55 } });
+  }
   layers.push({ id: 'chosen', type: 'circle', source: 'chosen',
     paint: { 'circle-color': '#e53935', 'circle-radius': 8, 'circle-stroke-color': '#fff', 'circle-stroke-width': 2 } });
   const opts = { container: 'map', style: { version: 8, sources, layers }, attributionControl: false, transformRequest };
@@ -91,6 +95,28 @@ async function setupMap() {
   await new Promise((res) => map.once('load', res));
   if (state.grid?.bbox) cacheGridTiles(doc, state.grid.bbox);
   loadCoverage();
+  loadKeyGroups();
+}
+
+/** 重点人群 of my grid: counts by tag from the block-data profile, people as the server masks them for my
+ * role, and their buildings highlighted on the map. Hidden when the server has no block data. */
+async function loadKeyGroups() {
+  if (!state.grid || !state.caps?.profile) return;
+  const prof = await apiJson(`/api/v1/areas/${state.grid.code}/profile`);
+  const groups = Object.entries(prof?.tagged_groups || {});
+  if (!groups.length) return;
+  const buildings = new Set();
+  const lines = [];
+  for (const [tag, g] of groups.slice(0, 4)) {
+    const page = await apiJson(`/api/v1/areas/${state.grid.code}/people?tag=${encodeURIComponent(tag)}&limit=20&purpose=${encodeURIComponent('网格走访')}`);
+    for (const r of page?.rows || []) if (r.building_code) buildings.add(r.building_code);
+    const names = (page?.rows || []).slice(0, 3).map((r) => r.name || r.age_band || '').filter(Boolean).join('、');
+    lines.push(`<li><b>${escapeHtml(g.label)}</b> ${g.people} 人${names ? ` · ${escapeHtml(names)}` : ''}</li>`);
+  }
+  $('#key-panel ul').innerHTML = lines.join('');
+  $('#key-panel').hidden = false;
+  state.keyBuildings = buildings.size;
+  if (map.getLayer('key-buildings')) map.setFilter('key-buildings', ['in', ['get', 'building_code'], ['literal', [...buildings]]]);
 }
 
 function cacheGridTiles(doc, bbox) {
@@ -402,6 +428,7 @@ async function start() {
     return;
   }
   $('#app').hidden = false;
+  state.caps = await apiJson('/api/v1/screen/capabilities') || {};
   $('#who').textContent = me.full_name || me.username;
   state.user = me.username;
   if (me.scope_code && me.scope_code.length === 15) {
