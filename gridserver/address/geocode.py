@@ -17,7 +17,7 @@ from sqlalchemy import text
 
 from gridserver.address.base import road_gazetteer
 from gridserver.address.keys import RoadGazetteer, ancestor_keys
-from gridserver.address.matcher import AreaNames, RowIn, match_rows
+from gridserver.address.matcher import CLEAR_ROAD_LEAD, AreaNames, RowIn, match_rows
 from gridserver.areas.locate import to_storage
 from gridserver.errors import InvalidInput, NotFound
 
@@ -76,11 +76,6 @@ def geocode(conn, q: str) -> dict:
         a = _address(conn, m.candidate_id)
         return _answer(a, q, min((m.score or 50) / 100.0, 0.84), m.method or "candidate", a["level"])
     raise NotFound(f"cannot geocode {q!r}: {m.reason or 'no standard address matches'}")
-
-
-#: A misspelt road is taken as the closest known road only when it is this much closer (rapidfuzz ratio)
-#: than the next one; otherwise the numbers cannot tell which road is meant (see _refuse_if_ambiguous).
-CLEAR_ROAD_LEAD = 10.0
 
 
 def _refuse_if_ambiguous(q: str, m) -> None:

@@ -38,6 +38,10 @@ from gridserver.address.normalize import normalize_address
 from gridserver.address.parsing import parse_parts
 
 MATCH_THRESHOLD = 85.0
+#: How many candidate roads the gazetteer lists for a misspelt road (``RoadGazetteer.resolve``'s limit).
+ROAD_CANDIDATES = 5
+#: A misspelt road counts as the closest known road only when it is this much closer than the others.
+CLEAR_ROAD_LEAD = 10.0
 FUZZY_REVIEW = 90.0
 SPATIAL_RADIUS_M = 30.0
 
@@ -68,6 +72,7 @@ class Match:
     #: the same numbers exist on a road whose name has one character more (麓湖路12号 → 麓湖横路12号):
     #: (road, address id) — a missing character is then as likely as a new address
     near: list[tuple[str, int]] = field(default_factory=list)
+    all_close_roads: bool = False    # ``alternatives`` holds every road about as close as the best
 
     def parsed(self) -> dict:
         if self.parts is None:
@@ -123,7 +128,11 @@ def prepare(rows: Sequence[RowIn], gazetteer: RoadGazetteer, areas: AreaNames | 
         if why:
             m.status, m.reason = "rejected", why
             continue
+        written_road = m.parts.road
         m.alternatives = gazetteer.resolve(m.parts, m.normalised)
+        if m.parts.road_how == "fuzzy" and written_road and len(m.alternatives) >= ROAD_CANDIDATES:
+            m.alternatives = _all_close_roads(gazetteer, written_road, m.alternatives)
+            m.all_close_roads = True
         apply_number_tail(m.parts, m.normalised)
         has_numbers = any(getattr(m.parts, f) for f in FIELDS[1:])
         if not has_numbers and re.search(r"\d", m.normalised.replace(m.parts.road, "")):
@@ -213,6 +222,19 @@ def match_rows(conn, rows: Sequence[RowIn], *, gazetteer: RoadGazetteer | None =
     return matches
 
 
+def _all_close_roads(gazetteer: RoadGazetteer, written: str, listed: list[tuple[str, float]]) -> list[tuple[str, float]]:
+    """Every known road about as close to the written (misspelt) road as the best one: the gazetteer
+    lists only a few, and an unlisted equally close road may hold the address too."""
+    top = listed[0][1]
+    hits = process.extract(written, gazetteer._spellings, scorer=fuzz.ratio, limit=None,
+                           score_cutoff=max(gazetteer.FUZZY_CUTOFF, top - CLEAR_ROAD_LEAD))
+    best: dict[str, float] = dict(listed)
+    for spelling, score, _ in hits:
+        name = gazetteer.canonical(spelling)
+        best[name] = max(best.get(name, 0.0), float(score))
+    return sorted(best.items(), key=lambda kv: -kv[1])
+
+
 def one_char_longer(gazetteer: RoadGazetteer, road: str) -> list[str]:
     """Roads of the base whose name is ``road`` with one character added (麓湖路 → 麓湖横路, 中山路 → 中山四路)."""
     if not road:
@@ -264,10 +286,19 @@ def _settle(m: Match, hits: dict[int, list[tuple]], method: str, base_score: flo
     spelling only when it is clearly closer (rapidfuzz ratio at least 10 above the next).
     """
     fuzzy_road = m.parts is not None and m.parts.road_how == "fuzzy"
+    if fuzzy_road and len(m.alternatives) == ROAD_CANDIDATES and not m.all_close_roads and \
+            m.alternatives[0][1] - m.alternatives[-1][1] < CLEAR_ROAD_LEAD:
+        # as many equally close roads as the gazetteer lists (中山路 → 中山一路 … 中山八路): the ones
+        # not listed may hold the address as well, so a single hit proves nothing
+        best = max((h for hs in hits.values() for h in hs), key=lambda h: h[1])
+        m.status, m.method, m.candidate_id = "review", method, best[0]
+        m.score = min(best[1], MATCH_THRESHOLD - 1)
+        m.reason = f"ambiguous road: {len(m.alternatives)}+ roads as close as {m.alternatives[0][0]}"
+        return
     if fuzzy_road and len(hits) > 1:
         alt_score = {a: s for a, (_, s) in enumerate(m.alternatives)}
         ranked = sorted(hits, key=lambda a: -alt_score.get(a, 0.0))
-        if alt_score.get(ranked[0], 0.0) - alt_score.get(ranked[1], 0.0) >= 10.0:
+        if alt_score.get(ranked[0], 0.0) - alt_score.get(ranked[1], 0.0) >= CLEAR_ROAD_LEAD:
             hits = {ranked[0]: hits[ranked[0]]}
     ids = {h[0] for hs in hits.values() for h in hs}
     if len(ids) == 1:
@@ -331,11 +362,14 @@ def _spatial(conn, by_idx) -> None:
     todo = [i for i, m in by_idx.items() if m.status not in ("matched", "rejected") and m.method is None]
     if not todo:
         return
+    # the road must agree too when the row names one (any of its spellings' candidates): the same
+    # number 30 m away on the next street is another house
     rows = conn.execute(text(
-        """SELECT m.idx, s.id, s.match_key, d.dist FROM (SELECT DISTINCT ON (idx) * FROM tmp_match
-                                                         WHERE idx = ANY(:todo) AND lon IS NOT NULL ORDER BY idx, alt) m
+        """SELECT DISTINCT m.idx, s.id, s.match_key, d.dist FROM (SELECT * FROM tmp_match
+                                                                  WHERE idx = ANY(:todo) AND lon IS NOT NULL) m
            CROSS JOIN LATERAL (SELECT ST_SetSRID(ST_MakePoint(m.lon, m.lat), 4326) AS pt) p
            JOIN std_addresses s ON ST_DWithin(s.geom, p.pt, 0.0006) AND s.status <> 'retired' AND s.level = m.level
+                AND (m.road = '' OR s.road_key = m.road)
                 AND (m.house_no = '' OR s.house_no = m.house_no)
                 AND (m.building = '' OR s.building = m.building)
                 AND (m.unit = '' OR s.unit = m.unit)
