@@ -161,7 +161,9 @@ async function loadTasks() {
 }
 
 const ACTION_LABELS = { accept: '受理', dispatch: '派遣', start: '开始处置', progress: '进度', resolve: '处置完成',
-  verify: '回访核实', close: '结案', return: '退回', decline: '无法办理', escalate: '上报上级', comment: '备注', supervise: '督办' };
+  verify: '回访核实', close: '结案', return: '退回', decline: '无法办理', escalate: '上报上级', comment: '备注', supervise: '督办',
+  report: '上报', relocate: '修正位置/类别', attach: '附件', rate: '评价', reopen: '重新办理', merge: '合并', route: '分拨',
+  auto_dispatch: '自动派遣', redispatch: '重新派遣' };
 
 async function openTask(id) {
   show('task-view');
@@ -178,8 +180,8 @@ async function openTask(id) {
   v.querySelector('.actions').innerHTML = allowed.map((a) => {
     const name = typeof a === 'string' ? a : a.name || a.action;
     return `<button type="button" data-action="${escapeHtml(name)}">${escapeHtml(ACTION_LABELS[name] || (a.label ?? name))}</button>`;
-  }).join('') + '<label class="photo">附照片 <input type="file" accept="image/*" capture="environment"></label>';
-  v.querySelector('.history').innerHTML = (ev?.events || []).map((e) => `<li><b>${escapeHtml(e.action_label || e.action)}</b>
+  }).join('') + '<label class="photo">📷 附照片（处置完成时） <input type="file" accept="image/*" capture="environment"><span class="file-name"></span></label>';
+  v.querySelector('.history').innerHTML = (ev?.events || []).map((e) => `<li><b>${escapeHtml(e.action_label || ACTION_LABELS[e.action] || e.action)}</b>
     ${escapeHtml(e.actor_name || e.actor || '')} <time>${formatTime(e.at || e.created_at)}</time>
     <div>${escapeHtml(e.note || '')}</div></li>`).join('');
 }
@@ -471,6 +473,11 @@ async function start() {
     renderQueues();
   });
   $('#patrol-toggle').addEventListener('click', togglePatrol);
+  document.addEventListener('change', (e) => {
+    if (e.target.type !== 'file') return;
+    const name = e.target.parentElement.querySelector('.file-name');
+    if (name) name.textContent = e.target.files[0] ? `已选：${e.target.files[0].name}` : '';
+  });
   await Promise.all([setupMap(), loadCategories(), loadTasks()]);
   renderQueues();
   renderPatrol();
