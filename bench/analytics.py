@@ -238,6 +238,10 @@ def main() -> None:
         res["dask_equals_postgis"] = bool(got.astype({"count": "int64"}).equals(want))
         res["dask_workers"] = args.workers
     finally:
+        import shutil
+
+        if "tmp" in locals():
+            shutil.rmtree(tmp, ignore_errors=True)
         if temp and not args.keep:
             from gridserver.db import engine as eng
 
