@@ -181,7 +181,10 @@ def create_incident(session, data, user: User, *, source: str = "api", channel: 
     now = now or datetime.now(timezone.utc)
     deadline_at = add_deadline(now, node.deadline, load_overrides(session))
     due_at = now + timedelta(minutes=float(tax.settings.get("dispatch_minutes", 30)))
-    channel = channel or {"citizen": "citizen"}.get(user.role, "staff")
+    asked = _field(data, "channel")
+    if asked is not None and asked not in ("citizen", "business"):
+        raise InvalidInput(f"channel must be citizen or business (商家诉求); got {asked!r}")
+    channel = channel or ("business" if asked == "business" else {"citizen": "citizen"}.get(user.role, "staff"))
     contact = _field(data, "contact")
     new_id = session.execute(
         text("""INSERT INTO incidents (category, item_code, taxonomy_version, workflow, channel, description, geom,

@@ -56,6 +56,11 @@ def test_report_is_routed_with_department_due_time_and_rule(http, auth, people):
     assert datetime.fromisoformat(body["deadline_at"]) > due
     assert body["tracking_code"].startswith("YX") and len(body["tracking_code"]) == 10
     assert body["channel"] == "citizen" and body["manual_reason"] is None and body["status"] == "reported"
+    shop = report(http, auth, people["citizen"], category="market_07", description="商铺门前施工影响经营", channel="business")
+    assert shop["channel"] == "business" and shop["department"] == "s_jj"
+    r = http.post("/api/v1/incidents", headers=auth(people["citizen"]),
+                  json={"lon": IN_GRID[0], "lat": IN_GRID[1], "category": ITEM, "channel": "fax"})
+    assert r.status_code == 422 and "channel" in r.json()["detail"]
 
 
 def test_normal_path_through_every_step_with_event_log(http, auth, people):
