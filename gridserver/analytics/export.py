@@ -152,7 +152,7 @@ def export_command(
     out: Path = typer.Option(..., "--out", help="输出文件 output file"),
     fmt: str = typer.Option(None, "--format", help="geojson | ndjson | csv | parquet | gpkg (default: from --out suffix)"),
     region: str = typer.Option(None, "--region", help='区域 JSON, e.g. \'{"area":"440104003"}\', \'{"bbox":[...]}\', '
-                                                     '\'{"grids":[...]}\', \'{"point":[x,y],"radius":500}\' or a GeoJSON polygon file'),
+                                                     '\'{"grids":[...]}\', \'{"point":\\[x,y],"radius":500}\' or a GeoJSON polygon file'),
     area: str = typer.Option(None, "--area", help="shortcut for --region '{\"area\": CODE}'"),
     crs: str = typer.Option(None, "--crs", help="CRS of the region's coordinates (wgs84, gcj02, bd09, cgcs2000, EPSG:nnnn)"),
     since: str = typer.Option(None, "--from", help="从 from (inclusive, ISO 8601; naive = UTC+8)"),

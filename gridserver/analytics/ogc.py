@@ -25,6 +25,12 @@ from gridserver.errors import GridserverError, NotFound
 
 router = APIRouter(prefix="/ogc", tags=["OGC API Features 要素服务"])
 
+
+def _get(path: str, **kw):
+    """GET and HEAD (the spec recommends HEAD on every resource)."""
+    return router.api_route(path, methods=["GET", "HEAD"], **kw)
+
+
 GEOJSON, JSON, HTML = "application/geo+json", "application/json", "text/html"
 OPENAPI_TYPE = "application/vnd.oai.openapi+json;version=3.0"
 CONFORMANCE = [
@@ -110,8 +116,8 @@ def _respond(kind: str, doc: dict, fmt: str, *, media: str = JSON, headers: dict
     return JSONResponse(doc, media_type=media, headers=h)
 
 
-@router.get("/", summary="OGC API 入口 landing page")
-@router.get("", include_in_schema=False)
+@_get("/", summary="OGC API 入口 landing page")
+@_get("", include_in_schema=False)
 def landing(request: Request):
     fmt = _format(request)
     base = _base(request)
@@ -129,14 +135,14 @@ def landing(request: Request):
     return _respond("landing", doc, fmt)
 
 
-@router.get("/conformance", summary="符合性 conformance classes")
+@_get("/conformance", summary="符合性 conformance classes")
 def conformance(request: Request):
     fmt = _format(request)
     doc = {"conformsTo": CONFORMANCE, "links": _self_links(_base(request) + "/conformance", fmt)}
     return _respond("conformance", doc, fmt)
 
 
-@router.get("/api", summary="OpenAPI 3.0 定义 the API definition", include_in_schema=False)
+@_get("/api", summary="OpenAPI 3.0 定义 the API definition", include_in_schema=False)
 def api_definition(request: Request, session: Session = Depends(get_session, scope="function")):
     from gridserver.analytics.ogc_openapi import openapi_document
 
@@ -159,7 +165,7 @@ def _collection_doc(conn, base: str, layer: layers.Layer, user: User | None, fmt
     }
 
 
-@router.get("/collections", summary="数据集合 collections")
+@_get("/collections", summary="数据集合 collections")
 def collections(request: Request, user: User | None = Depends(optional_user),
                 session: Session = Depends(get_session, scope="function")):
     """The collections the caller may read (areas for everyone; others with a token)."""
@@ -172,7 +178,7 @@ def collections(request: Request, user: User | None = Depends(optional_user),
     return _respond("collections", doc, fmt)
 
 
-@router.get("/collections/{collection_id}", summary="数据集合 one collection")
+@_get("/collections/{collection_id}", summary="数据集合 one collection")
 def collection(collection_id: str, request: Request, user: User | None = Depends(optional_user),
                session: Session = Depends(get_session, scope="function")):
     fmt = _format(request)
@@ -181,7 +187,7 @@ def collection(collection_id: str, request: Request, user: User | None = Depends
     return _respond("collection", _collection_doc(conn, _base(request), layer, user, fmt), fmt)
 
 
-@router.get("/collections/{collection_id}/queryables", summary="可查询属性 queryables (JSON Schema)",
+@_get("/collections/{collection_id}/queryables", summary="可查询属性 queryables (JSON Schema)",
             responses={200: {"content": {"application/schema+json": {}}}})
 def queryables(collection_id: str, request: Request, user: User | None = Depends(optional_user),
                session: Session = Depends(get_session, scope="function")):
@@ -250,7 +256,7 @@ def _page_url(request: Request, base_url: str, **changes) -> str:
     return f"{base_url}?{urlencode(items)}" if items else base_url
 
 
-@router.get("/collections/{collection_id}/items", summary="要素 features of a collection",
+@_get("/collections/{collection_id}/items", summary="要素 features of a collection",
             responses={200: {"content": {"application/geo+json": {}}}})
 def items(collection_id: str, request: Request, user: User | None = Depends(optional_user),
           session: Session = Depends(get_session, scope="function")):
@@ -285,7 +291,7 @@ def items(collection_id: str, request: Request, user: User | None = Depends(opti
     return _respond("items", doc, fmt, media=GEOJSON, headers={"Content-Crs": f"<{q.crs.uri}>"})
 
 
-@router.get("/collections/{collection_id}/items/{feature_id}", summary="要素 one feature",
+@_get("/collections/{collection_id}/items/{feature_id}", summary="要素 one feature",
             responses={200: {"content": {"application/geo+json": {}}}})
 def item(collection_id: str, feature_id: str, request: Request, user: User | None = Depends(optional_user),
          session: Session = Depends(get_session, scope="function")):

@@ -70,6 +70,8 @@ def test_formats_by_accept_and_f(http):
     assert "<a href=" in r.text and "/ogc/collections" in r.text
     assert http.get("/ogc/?f=html").headers["content-type"].startswith("text/html")
     assert http.get("/ogc/?f=json", headers={"Accept": "text/html"}).headers["content-type"].startswith("application/json")
+    h = http.head("/ogc/collections/grids/items")
+    assert h.status_code == 200 and h.headers["content-type"].startswith("application/geo+json") and not h.content
     r = http.get("/ogc/", headers={"Accept": "application/xml"})
     assert r.status_code == 406 and r.json()["code"] == "not_acceptable"
     assert http.get("/ogc/?f=xml").status_code == 400
