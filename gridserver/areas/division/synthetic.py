@@ -59,10 +59,7 @@ def synthetic_buildings(area, road_lines, n: int, seed: int = 0, *, clearance: f
             hit, _ = accepted.query(cand, predicate="intersects")
             clash[hit] = True
         ti, tj = STRtree(cand).query(cand, predicate="intersects")
-        sel = ti > tj
-        for a, b in sorted(zip(tj[sel].tolist(), ti[sel].tolist())):  # greedy, in generation order
-            if not clash[a]:
-                clash[b] = True
+        clash[ti[ti > tj]] = True  # overlapping an earlier candidate of this round (later rounds fill in)
         keep = np.flatnonzero(~clash)[: n - have]
         polys_l.append(cand[keep])
         hot_l.append(from_hot[keep])
