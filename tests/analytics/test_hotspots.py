@@ -82,7 +82,7 @@ def test_flat_city_has_no_hot_spot_then_the_planted_surge_is_flagged(http, engin
 
     h = auth(analyst)
     flat = _hot(http, h, by="grid", window="7d", baseline="28d")
-    assert flat["cells_tested"] == 16 and flat["flagged"] == 0
+    assert flat["cells_tested"] >= 16 and flat["flagged"] == 0
     assert sum(c["count"] + c["baseline_count"] for c in flat["cells"]) == len(flat_city)
     flat_h3 = _hot(http, h, by="h3:9")
     assert flat_h3["flagged"] == 0

@@ -29,13 +29,15 @@ def test_ogrinfo_lists_collections_and_reads_every_grid(live_url, small_city, tm
     # page size 3 forces GDAL to follow our next links through 6 pages
     _gdal(["ogr2ogr", "-f", "GeoJSON", str(out), f"OAPIF:{live_url}/ogc", "grids", "-oo", "PAGE_SIZE=3"])
     feats = json.loads(out.read_text())["features"]
-    codes = sorted(f["properties"]["code"] for f in feats)
-    assert codes == sorted(c for c, a in small_city.items() if a["level"] == "grid")
+    codes = [f["properties"]["code"] for f in feats]
+    ours = {c for c, a in small_city.items() if a["level"] == "grid"}
+    assert len(codes) == len(set(codes)) and set(codes) >= ours  # other tests may add grids elsewhere
     # a spatial filter sent as bbox
     out2 = tmp_path / "nw.geojson"
     _gdal(["ogr2ogr", "-f", "GeoJSON", str(out2), f"OAPIF:{live_url}/ogc", "grids",
            "-spat", "113.251", "23.143", "113.259", "23.149"])
-    assert [f["properties"]["code"] for f in json.loads(out2.read_text())["features"]] == ["440104001001001"]
+    got = {f["properties"]["code"] for f in json.loads(out2.read_text())["features"]}
+    assert got & set(small_city) == {"440104001001001"}
 
 
 def test_gdal_reads_incidents_with_a_token(live_url, analytics_incidents, make_user, tmp_path):
