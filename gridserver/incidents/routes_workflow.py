@@ -116,7 +116,7 @@ def tasks(limit: int = Query(200, ge=1, le=1000), session: Session = Depends(get
 # --- attachments ------------------------------------------------------------------------------------
 @router.post("/api/v1/incidents/{incident_id}/attachments", status_code=201,
              summary="上传附件 upload photos/videos to an incident")
-async def upload(incident_id: int, files: list[UploadFile] = File(..., description="照片或视频 photos/videos"),
+def upload(incident_id: int, files: list[UploadFile] = File(..., description="照片或视频 photos/videos"),
                  note: str = Form(""), session: Session = Depends(get_session, scope="function"),
                  user: User = Depends(current_user), idem: Idempotency = Depends(idempotency)):
     """JPEG/PNG/WebP/HEIC ≤ 10 MB, MP4/MOV ≤ 50 MB (422/413 otherwise, nothing stored). EXIF GPS is
@@ -126,7 +126,7 @@ async def upload(incident_id: int, files: list[UploadFile] = File(..., descripti
         return replay
     blobs = []
     for f in files:
-        data = await f.read(attachments.MAX_VIDEO + 1)
+        data = f.file.read(attachments.MAX_VIDEO + 1)  # sync route: the thread pool, not the event loop
         kind = attachments.check(f.filename or "upload", f.content_type, data)
         blobs.append((f.filename or "upload", kind, data))
     out = attachments.save_all(session, inc, blobs, user, note)
