@@ -121,7 +121,7 @@ async function loadKeyGroups() {
 
 function cacheGridTiles(doc, bbox) {
   // ask the service worker to keep my grid's public tiles (z13–17) for offline viewing
-  if (!navigator.serviceWorker?.controller) return;
+  if (!navigator.serviceWorker) return;
   const urls = [];
   const lon2x = (lon, z) => Math.floor(((lon + 180) / 360) * 2 ** z);
   const lat2y = (lat, z) => Math.floor(((1 - Math.log(Math.tan((lat * Math.PI) / 180) + 1 / Math.cos((lat * Math.PI) / 180)) / Math.PI) / 2) * 2 ** z);
@@ -133,8 +133,10 @@ function cacheGridTiles(doc, bbox) {
       }
     }
   }
-  navigator.serviceWorker.controller.postMessage({ type: 'cache-tiles', urls: urls.slice(0, 400) });
-  state.tilesRequested = Math.min(urls.length, 400);
+  navigator.serviceWorker.ready.then((reg) => {
+    reg.active?.postMessage({ type: 'cache-tiles', urls: urls.slice(0, 400) });
+    state.tilesRequested = Math.min(urls.length, 400);
+  });
 }
 
 function choose(lon, lat, source) {
@@ -145,7 +147,9 @@ function choose(lon, lat, source) {
 
 // --- tasks --------------------------------------------------------------------------------------------
 async function loadTasks() {
-  const data = await apiJson('/api/v1/tasks');
+  const fresh = await apiJson('/api/v1/tasks');
+  if (fresh) save('gridserver.m.tasks', fresh);
+  const data = fresh || load('gridserver.m.tasks', null); // offline: the last list seen
   if (!data) return;
   state.tasks = data.items.map((t) => t.id);
   $('#task-count').textContent = data.total ? String(data.total) : '';
@@ -205,7 +209,9 @@ async function act(id, action) {
 
 // --- categories -----------------------------------------------------------------------------------
 async function loadCategories() {
-  const tree = await apiJson('/api/v1/incidents/categories') || [];
+  const fresh = await apiJson('/api/v1/incidents/categories');
+  if (fresh) save('gridserver.m.categories', fresh);
+  const tree = fresh || load('gridserver.m.categories', []); // offline: the last list seen
   state.categories = tree.flatMap((c) => [{ code: c.code, label: c.label || c.name, parent: null },
     ...(c.items || []).map((i) => ({ code: i.code, label: i.label || i.name, parent: c.label || c.name }))]);
   renderCategories('');
@@ -413,7 +419,16 @@ async function start() {
   window.addEventListener('online', () => { setNet(); flushOutbox(); sendPatrolPoints(); });
   window.addEventListener('offline', setNet);
   if ('serviceWorker' in navigator) navigator.serviceWorker.register('/m/sw.js', { scope: '/m/' }).catch(() => {});
-  const me = getToken() ? await apiJson('/api/v1/auth/me') : null;
+  let me = null;
+  if (getToken()) {
+    try {
+      const r = await api('/api/v1/auth/me');
+      if (r.ok) { me = await r.json(); save('gridserver.m.me', me); } else if (r.status >= 500) me = load('gridserver.m.me', null);
+    } catch {
+      me = load('gridserver.m.me', null); // offline: the last account that logged in here
+      state.offlineStart = true;
+    }
+  }
   if (!me) {
     setToken(null);
     $('#login-view').hidden = false;
@@ -431,11 +446,15 @@ async function start() {
   }
   $('#app').hidden = false;
   state.caps = await apiJson('/api/v1/screen/capabilities') || {};
+  state.user = me.username;
   $('#who').textContent = me.full_name || me.username;
   state.user = me.username;
   if (me.scope_code && me.scope_code.length === 15) {
     const g = await apiJson(`/api/v1/areas/${me.scope_code}`);
-    if (g) { state.grid = { code: g.code, name: g.name, bbox: g.bbox }; $('#grid-name').textContent = g.name; }
+    if (g) save('gridserver.m.grid', { code: g.code, name: g.name, bbox: g.bbox });
+    state.grid = load('gridserver.m.grid', null);
+    if (state.grid?.code !== me.scope_code) state.grid = null;
+    if (state.grid) $('#grid-name').textContent = state.grid.name;
   }
   $('#logout').addEventListener('click', () => { setToken(null); window.location.reload(); });
   for (const b of document.querySelectorAll('#tabs button')) b.addEventListener('click', () => show(b.dataset.view));
@@ -478,7 +497,10 @@ async function start() {
     const name = e.target.parentElement.querySelector('.file-name');
     if (name) name.textContent = e.target.files[0] ? `已选：${e.target.files[0].name}` : '';
   });
-  await Promise.all([setupMap(), loadCategories(), loadTasks()]);
+  // the map does not hold the app back: tasks, reports and drafts work while it loads (or cannot, offline)
+  const mapReady = setupMap().catch((err) => { console.warn('地图加载失败', err); });
+  await Promise.all([loadCategories(), loadTasks()]);
+  state.mapReady = mapReady;
   renderQueues();
   renderPatrol();
   if (patrolState() && !patrolState().stopping) {

@@ -1,7 +1,10 @@
 // Service worker of the grid-worker app (/m/). Keeps the app shell and the public tiles of my grid
 // so the map opens on a bad connection; the API and the private incident tiles are never cached.
 const CACHE = 'gridserver-m-v1';
-const SHELL = ['/m/', '/m/manifest.webmanifest'];
+// the app shell: the page and the built bundle (stable file names, see web/vite.config.js)
+const SHELL = ['/m/', '/m/manifest.webmanifest', '/static/map/dist/mobile.js', '/static/map/dist/mobile.css',
+  '/static/map/dist/vendor.js', '/static/map/dist/vendor.css', '/static/map/dist/basestyle.js',
+  '/static/map/dist/maplibre-gl-worker.mjs', '/static/map/dist/icon.svg', '/tiles/layers.json'];
 const PUBLIC_TILES = /\/tiles\/(districts|streets|communities|grids|roads|landuse|buildings)\//;
 
 self.addEventListener('install', (event) => {
@@ -21,7 +24,7 @@ async function networkFirst(request) {
     if (response.ok) cache.put(request, response.clone());
     return response;
   } catch (err) {
-    const hit = await cache.match(request, { ignoreSearch: true });
+    const hit = await cache.match(request, { ignoreSearch: true, ignoreVary: true });
     if (hit) return hit;
     throw err;
   }
@@ -29,7 +32,7 @@ async function networkFirst(request) {
 
 async function cacheFirst(request) {
   const cache = await caches.open(CACHE);
-  const hit = await cache.match(request);
+  const hit = await cache.match(request, { ignoreVary: true });
   if (hit) {
     fetch(request).then((r) => { if (r.ok) cache.put(request, r); }).catch(() => {});
     return hit;
