@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 from fastapi import APIRouter, Depends, Query
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 from starlette.background import BackgroundTask
@@ -100,11 +100,12 @@ def aggregate(
     status: list[str] | None = Query(None, description="状态 status (repeat or comma-separate)"),
     bucket: str | None = Query(None, description="时间粒度 day | week | month (China Standard Time)"),
     geometry: bool = Query(False, description="include each key's polygon (areas, or H3 cell boundary)"),
+    format: str = Query("json", description="json | geojson (a FeatureCollection of the buckets, for GIS tools)"),
     session: Session = Depends(get_session, scope="function"),
     user: User = Depends(current_user),
 ):
     """Each bucket: ``key`` (area code or H3 cell), ``name`` (areas), ``period`` (with ``bucket``),
-    ``count`` and, on request, ``geometry``."""
+    ``count`` and, on request, ``geometry``. ``format=geojson``: the buckets as GeoJSON features."""
     _analytics_user(user)
     conn = session.connection()
     lay = layers.get_layer(conn, layer, user)
@@ -118,7 +119,15 @@ def aggregate(
         raise InvalidInput(f"layer {layer!r} has no category")
     if spec.statuses and "status" not in lay.queryables:
         raise InvalidInput(f"layer {layer!r} has no status")
-    return agg.aggregate(conn, lay, spec, user)
+    if format not in ("json", "geojson"):
+        raise InvalidInput(f"format must be json or geojson, got {format!r}")
+    if format == "geojson":
+        spec.geometry = True
+    out = agg.aggregate(conn, lay, spec, user)
+    if format == "geojson":
+        feats = [{"type": "Feature", "geometry": b.pop("geometry"), "properties": b} for b in out.pop("buckets")]
+        return JSONResponse({"type": "FeatureCollection", **out, "features": feats}, media_type="application/geo+json")
+    return out
 
 
 @router.get("/hotspots", summary="热点预警 grids/H3 cells whose incidents rise significantly over their baseline")

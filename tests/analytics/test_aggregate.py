@@ -75,6 +75,12 @@ def test_counts_by_h3_match_geopandas(http, analyst, auth, points, res):
     want = pd.Series([h3.latlng_to_cell(p.y, p.x, res) for p in points.geometry]).value_counts().to_dict()
     assert dict(zip(cells["code"], cells["count"])) == want
     assert all(h3.get_resolution(c) == res for c in cells["code"])
+    if res == 9:  # the same buckets as GeoJSON, readable by GIS tools
+        g = http.get("/api/v1/aggregate", headers=auth(analyst),
+                     params={"by": "h3:9", "from": FROM, "to": TO, "format": "geojson"})
+        assert g.headers["content-type"].startswith("application/geo+json")
+        fc = gpd.GeoDataFrame.from_features(g.json()["features"], crs="EPSG:4326")
+        assert dict(zip(fc["key"], fc["count"])) == want and fc.geometry.geom_type.eq("Polygon").all()
 
 
 @pytest.mark.parametrize("bucket,freq", [("day", "D"), ("week", "W-SUN"), ("month", "M")])
