@@ -2,7 +2,7 @@
 
 Building centres are drawn from a mixture of a uniform density and a few dense "neighbourhoods"
 (Gaussian hot spots), kept inside the area and at least ``clearance`` metres from every road line;
-footprints are rotated rectangles 8–30 m a side. Households per building are skewed like a real old
+footprints are rotated rectangles 6–20 m a side. Households per building are skewed like a real old
 town: most buildings hold a few households, some high-rises hold 30–160 (more often in hot spots).
 Deterministic for a given seed.
 """
@@ -42,14 +42,18 @@ def synthetic_buildings(area, road_lines, n: int, seed: int = 0, *, clearance: f
         ok = shapely.contains_xy(area_m, c[:, 0], c[:, 1])
         c, from_hot = c[ok], from_hot[ok]
         if tree is not None and len(c):
-            near, _ = tree.query(shapely.points(c), predicate="dwithin", distance=clearance + 16.0)
+            near, _ = tree.query(shapely.points(c), predicate="dwithin", distance=clearance + 10.0)
             keep = np.ones(len(c), dtype=bool)
             keep[near] = False
             c, from_hot = c[keep], from_hot[keep]
+        # at most one candidate per 14 m cell: dense hot spots would otherwise make millions of clashing pairs
+        _, first = np.unique(np.floor(c / 14.0).astype(np.int64), axis=0, return_index=True)
+        first.sort()
+        c, from_hot = c[first], from_hot[first]
         k = len(c)
         if k == 0:
             continue
-        w, h, ang = rng.uniform(8, 30, k), rng.uniform(8, 30, k), rng.uniform(0, np.pi, k)
+        w, h, ang = rng.uniform(6, 20, k), rng.uniform(6, 20, k), rng.uniform(0, np.pi, k)
         cx, cy = corners[None, :, 0] * w[:, None], corners[None, :, 1] * h[:, None]
         rx = cx * np.cos(ang)[:, None] - cy * np.sin(ang)[:, None] + c[:, 0:1]
         ry = cx * np.sin(ang)[:, None] + cy * np.cos(ang)[:, None] + c[:, 1:2]
