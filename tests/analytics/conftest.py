@@ -50,9 +50,10 @@ def insert_located(engine):
     return lambda df, source: insert_incidents(engine, df, source)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def analytics_incidents(engine, small_city):
-    """400 incidents in the small city, March–April 2026 (deterministic)."""
+    """400 incidents in the small city, March–April 2026 (deterministic); removed when tests/analytics ends,
+    so other packages' tests never see them."""
     rng = np.random.default_rng(12)
     n = 400
     cats = list(CATEGORIES)[:5]
