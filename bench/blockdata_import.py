@@ -48,7 +48,7 @@ def write_file(engine, path: Path, n: int) -> None:
     rng = np.random.default_rng(11)
     male = rng.random(n) < 0.5
     births = np.datetime64("1940-01-01") + rng.integers(0, 30_000, n).astype("timedelta64[D]")
-    ids = _id_numbers(rng, np.array(["440111"] * n), births, male)   # another district: no clash with the demo
+    ids = _id_numbers(rng, np.array(["440113"] * n), births, male)   # a district the demo never uses: no clash
     names = _names(rng, n)
     phones = rng.integers(13_000_000_000, 19_999_999_999, n)
     house = rng.integers(0, len(hh), n)
