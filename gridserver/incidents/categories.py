@@ -1,8 +1,8 @@
 """Incident categories (事件分类): first-level codes with Chinese labels.
 
-A first slice of the common urban-management taxonomies (Pingshan 17 / Longhua 17 / Yantian 12
-categories); each maps to the department that handles it, so dispatch can be automatic. The full
-multi-level taxonomy comes with the incident-workflow work.
+The first slice's flat list, kept for code that needs labels without a database (demo generation).
+The codes are the categories of the configurable taxonomy (``taxonomy.py``,
+``data/taxonomy-yuexiu.yaml``), which is what intake, routing and the API use.
 """
 
 CATEGORIES: dict[str, dict[str, str]] = {

@@ -65,7 +65,8 @@ _CANDIDATES = text(f"""
 
 def find_candidates(conn, *, lon: float, lat: float, category: str, item_code: str | None, description: str,
                     at, exclude: int = 0, limit: int = 5) -> list[dict]:
-    """Scored duplicate candidates for a report (best first), with distance and a photo thumbnail URL."""
+    """Scored duplicate candidates for a report (best first), with distance and the URL of its first photo
+    (the full image: no thumbnails are made)."""
     deg = RADIUS_M / 100000.0 / math.cos(math.radians(lat)) * 1.2
     rows = conn.execute(_CANDIDATES, {"lon": lon, "lat": lat, "category": category, "exclude": exclude,
                                       "at": at, "deg": deg}).all()
@@ -76,7 +77,7 @@ def find_candidates(conn, *, lon: float, lat: float, category: str, item_code: s
             continue
         out.append({"id": r.id, "score": s, "likely": s >= THRESHOLD, "distance_m": round(float(r.d), 1),
                     "hours_apart": round(float(r.hours), 2), "status": r.status, "description": r.description,
-                    "thumbnail": f"/api/v1/incidents/{r.id}/attachments/{r.photo}?thumb=1" if r.photo else None})
+                    "photo": f"/api/v1/incidents/{r.id}/attachments/{r.photo}" if r.photo else None})
     out.sort(key=lambda c: -c["score"])
     return out[:limit]
 
