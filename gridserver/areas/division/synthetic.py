@@ -25,7 +25,10 @@ def synthetic_buildings(area, road_lines, n: int, seed: int = 0, *, clearance: f
     shapely.prepare(area_m)
     xmin, ymin, xmax, ymax = area_m.bounds
     roads_m = part.to_metric(np.asarray(road_lines if road_lines is not None else [], dtype=object))
-    tree = STRtree(roads_m) if len(roads_m) else None
+    # one prepared polygon of everything too close to a road: a vectorised point test per candidate
+    near_road = shapely.union_all(shapely.buffer(roads_m, clearance + 10.0, quad_segs=2)) if len(roads_m) else None
+    if near_road is not None:
+        shapely.prepare(near_road)
     nh = hotspots if hotspots is not None else max(2, int(np.sqrt(area_m.area) / 600))
     hs = rng.uniform((xmin, ymin), (xmax, ymax), size=(nh, 2))
     hs_sigma = rng.uniform(80, 300, nh)
@@ -41,10 +44,8 @@ def synthetic_buildings(area, road_lines, n: int, seed: int = 0, *, clearance: f
                      rng.uniform((xmin, ymin), (xmax, ymax), size=(m, 2)))
         ok = shapely.contains_xy(area_m, c[:, 0], c[:, 1])
         c, from_hot = c[ok], from_hot[ok]
-        if tree is not None and len(c):
-            near, _ = tree.query(shapely.points(c), predicate="dwithin", distance=clearance + 10.0)
-            keep = np.ones(len(c), dtype=bool)
-            keep[near] = False
+        if near_road is not None and len(c):
+            keep = ~shapely.contains_xy(near_road, c[:, 0], c[:, 1])
             c, from_hot = c[keep], from_hot[keep]
         # at most one candidate per 14 m cell: dense hot spots would otherwise make millions of clashing pairs
         _, first = np.unique(np.floor(c / 14.0).astype(np.int64), axis=0, return_index=True)
