@@ -86,3 +86,21 @@ def near_boundary(conn, lon: float, lat: float, own: list[str]) -> dict | None:
     return {"within_m": BOUNDARY_M, "neighbours": near,
             "message": f"上报点距网格/社区边界不足 {BOUNDARY_M:g} 米，请确认所属区域 the point is within "
                        f"{BOUNDARY_M:g} m of a boundary: confirm the area"}
+
+
+def confirm_grid(conn, lon: float, lat: float, grid_code: str) -> dict:
+    """The area chain of ``grid_code`` when it lies within BOUNDARY_M of the point (the reporter or an
+    operator confirming the area of a report near a boundary); InvalidInput (422) otherwise."""
+    from gridserver.errors import InvalidInput
+
+    row = conn.execute(text(
+        """SELECT a.code, ST_Distance(ST_Transform(a.geom, 4547),
+                                      ST_Transform(ST_SetSRID(ST_MakePoint(:lon, :lat), 4326), 4547)) AS d
+           FROM admin_areas a WHERE a.level = 'grid' AND a.code = :c AND a.valid_to IS NULL"""),
+        {"lon": lon, "lat": lat, "c": grid_code}).first()
+    if row is None:
+        raise InvalidInput(f"confirm_grid {grid_code!r} is not a current grid")
+    if row.d > BOUNDARY_M:
+        raise InvalidInput(f"confirm_grid {grid_code} is {row.d:.1f} m from the point; only a grid within "
+                           f"{BOUNDARY_M:g} m can be confirmed (otherwise move the point)")
+    return {"grid": grid_code, "community": grid_code[:12], "street": grid_code[:9], "district": grid_code[:6]}

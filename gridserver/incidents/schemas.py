@@ -22,6 +22,8 @@ class IncidentIn(BaseModel):
                                 description="地址 address text; without lon/lat it is geocoded from the address base")
     contact: dict | None = Field(None, description="联系方式 reporter contact (name/phone), never shown publicly")
     channel: str | None = Field(None, description="渠道 'business' for a business's appeal (越秀商家); default by role")
+    confirm_grid: str | None = Field(None, description="确认网格 near a boundary: the grid the reporter confirms "
+                                                       "(must lie within a few metres of the point)")
     webhook_url: str | None = Field(None, max_length=500, pattern=r"^https?://",
                                     description="状态变更通知 URL POSTed on every status change of this report")
 

@@ -169,6 +169,10 @@ def create_incident(session, data, user: User, *, source: str = "api", channel: 
             loc = None
         if loc is not None:
             lon, lat, input_crs = loc.lon, loc.lat, loc.input_crs
+            confirm = _field(data, "confirm_grid")
+            if confirm and confirm != areas["grid"]:
+                areas = routing.confirm_grid(session, lon, lat, confirm)
+                check_can_report(user, areas["grid"])
     if lon is None:  # nowhere to put it: keep it at the district's centre, flagged for manual dispatch
         lon, lat = _fallback_point(session)
     r = routing.route(tax, node, areas)

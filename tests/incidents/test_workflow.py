@@ -243,6 +243,11 @@ def test_near_boundary_is_flagged_and_relocation_reroutes(http, auth, people):
     nb = near["near_boundary"]
     assert nb and nb["neighbours"][0]["code"] == "440104001001002" and nb["neighbours"][0]["distance_m"] < 5
     assert report(http, auth, people["citizen"])["near_boundary"] is None
+    confirmed = report(http, auth, people["citizen"], lon=113.25998, lat=23.146, confirm_grid="440104001001002")
+    assert confirmed["grid_code"] == "440104001001002" and confirmed["community_code"] == "440104001001"
+    r = http.post("/api/v1/incidents", headers=auth(people["citizen"]),
+                  json={"lon": 113.255, "lat": 23.146, "category": ITEM, "confirm_grid": "440104001001002"})
+    assert r.status_code == 422 and "m from the point" in r.json()["detail"]
     i = near["id"]
     out = act(http, auth, people["street_op"], i, "relocate", lon=IN_OTHER_STREET[0], lat=IN_OTHER_STREET[1],
               note="现场核实位置在北京街")
