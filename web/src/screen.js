@@ -84,9 +84,11 @@ function buildStyle() {
     layout: { 'text-field': ['get', 'name'], 'text-font': FONT, 'text-size': 14 * K },
     paint: { 'text-color': '#cfe3f7', 'text-halo-color': '#0b1a2b', 'text-halo-width': 2 } });
   if (sources.incidents) {
+    // open cases only, small enough at city zoom to leave the grid shading readable
     layers.push({ id: 'incidents-cluster', type: 'circle', source: 'incidents', 'source-layer': 'incidents_cluster',
-      paint: { 'circle-color': ['step', ['get', 'open'], 'rgba(120,200,120,0.55)', 1, 'rgba(255,179,0,0.6)', 20, 'rgba(251,140,0,0.7)', 100, 'rgba(229,57,53,0.75)'],
-        'circle-radius': ['interpolate', ['linear'], ['sqrt', ['get', 'count']], 1, 4 * K, 10, 12 * K, 40, 24 * K],
+      filter: ['>', ['get', 'open'], 0],
+      paint: { 'circle-color': ['step', ['get', 'open'], 'rgba(255,209,102,0.55)', 5, 'rgba(251,140,0,0.7)', 20, 'rgba(229,57,53,0.8)'],
+        'circle-radius': ['interpolate', ['linear'], ['sqrt', ['get', 'open']], 1, 2.2 * K, 3, 6 * K, 10, 14 * K],
         'circle-stroke-color': 'rgba(255,255,255,0.6)', 'circle-stroke-width': 0.8 } });
     layers.push({ id: 'incidents-point', type: 'circle', source: 'incidents', 'source-layer': 'incidents',
       paint: { 'circle-color': '#ffb300', 'circle-radius': 4 * K, 'circle-stroke-color': '#0b1a2b', 'circle-stroke-width': 1 } });
