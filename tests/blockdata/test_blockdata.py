@@ -410,3 +410,22 @@ def test_review_queue_lists_rows_with_reasons(city, http, auth, admin_token, mak
     assert all("*" in r["data"]["id_number"] for r in rows)  # masked even here
     w = make_user("grid_worker", T.NW)
     assert http.get("/api/v1/blockdata/review", headers=auth(w)).status_code == 403
+
+
+def test_geoparquet_buildings_with_footprints(city, engine, tmp_path):
+    """GeoParquet: footprints from the geometry column (in GCJ-02 here, converted), codes from a column."""
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    from gridserver.geo.crs import wgs84_to_gcj02
+
+    x0, y0 = wgs84_to_gcj02(113.430, 23.205)
+    x1, y1 = wgs84_to_gcj02(113.431, 23.206)
+    gdf = gpd.GeoDataFrame({"建筑编码": ["X440177SE0001"], "层数": ["4"], "用途": ["仓储"]},
+                           geometry=[box(float(x0), float(y0), float(x1), float(y1))], crs=4326)
+    f = tmp_path / "b.parquet"
+    gdf.to_parquet(f)
+    r = import_file(engine, f, kind="buildings", source="测绘院", crs="gcj02")
+    assert (r["inserted"], r["rejected"]) == (1, 0), r
+    b = _one(engine, "SELECT grid_code, floors, ST_XMin(geom) AS x FROM buildings WHERE building_code = 'X440177SE0001'")
+    assert b.grid_code == T.SE and b.floors == 4 and abs(b.x - 113.430) < 1e-5
