@@ -34,7 +34,8 @@ and add the module to :data:`TASK_MODULES`. The worker writes the schedule to ``
 start; each due schedule is advanced and enqueued in one statement, so with several workers a tick
 runs once. A periodic job carries ``dedup_key = schedule name``: a slow run is not piled up behind.
 
-Semantics: a job runs at least once. ``ctx.progress`` commits progress + checkpoint and a heartbeat;
+Workers: ``gridserver jobs worker --concurrency 2`` runs two jobs side by side (threads claiming with
+SKIP LOCKED; start more workers on more machines the same way). Semantics: a job runs at least once. ``ctx.progress`` commits progress + checkpoint and a heartbeat;
 a running job without heartbeat for ``STALE_SECONDS`` (worker killed, server restarted) is put back in
 the queue and the next attempt starts from its checkpoint. A task that raises is retried (up to
 ``max_attempts``) and then marked ``failed`` with the error.
