@@ -62,6 +62,9 @@ def test_landing_page_has_the_links_clients_need(http, ogc_schema):
     limit = api.json()["components"]["parameters"]["limit"]["schema"]
     assert (limit["minimum"], limit["maximum"], limit["default"]) == (1, 10000, 10)
     assert "/collections/grids/items" in api.json()["paths"]
+    from openapi_spec_validator import validate
+
+    validate(api.json())  # a valid OpenAPI 3.0 document (the oas30 class)
 
 
 def test_formats_by_accept_and_f(http):
