@@ -68,6 +68,10 @@ def geocode(conn, q: str) -> dict:
         chain = ancestor_keys(m.key)[:-1]
         base_conf = 0.88 if m.parts and m.parts.road_how == "fuzzy" else 1.0
         for dropped, (level, key) in enumerate(reversed(chain), start=1):
+            if level == "road" and m.parts is not None and m.parts.road_how not in ("exact", "alias"):
+                # none of the numbers is on the road we guessed (from a misspelling, or a known name
+                # inside a longer one: 北京路 in 北京路商步行街): the guess itself is doubtful
+                break
             r = conn.execute(text(_ADDR + " WHERE match_key = :k AND status <> 'retired'"), {"k": key}).first()
             if r is not None:
                 a = dict(r._mapping)

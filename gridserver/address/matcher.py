@@ -382,7 +382,13 @@ def _spatial(conn, by_idx) -> None:
         hits[idx].append((sid, 90.0 - dist / 3.0))
     for idx, hs in hits.items():
         m = by_idx[idx]
-        if len(hs) == 1:
+        if len(hs) == 1 and m.parts is not None and m.parts.road_how == "unknown":
+            # a road is written but none of ours is like it: the address near the point is on some
+            # road of ours, so it may be another house with the same numbers
+            m.status, m.method, m.candidate_id = "review", "spatial", hs[0][0]
+            m.score = min(hs[0][1], MATCH_THRESHOLD - 1)
+            m.reason = f"an address with these numbers lies near the point, but road {m.parts.road!r} is unknown"
+        elif len(hs) == 1:
             m.status, m.method, m.address_id, m.score = "matched", "spatial", hs[0][0], hs[0][1]
         else:
             best = max(hs, key=lambda h: h[1])
