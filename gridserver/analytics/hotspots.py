@@ -11,7 +11,8 @@ baseline so that one-off cells with no history need more than a couple of report
 
 Reported with it: the expected count ``b·W/B``, the Poisson z-score ``(x − e)/√max(e, 0.5)``, and
 the Getis-Ord Gi* z-score of the window counts over the cell's neighbourhood (itself plus its
-neighbours, binary weights), which says whether the cell sits in a cluster of high counts.
+neighbours, binary weights), which says whether the cell sits in a cluster of high counts; it equals
+PySAL esda's ``G_Local(star=True, transform="B").Zs`` (tested).
 """
 
 from __future__ import annotations

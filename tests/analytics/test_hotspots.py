@@ -52,6 +52,21 @@ def test_gi_star_by_formula():
     assert z.argmax() in (3, 4) and p[3] == pytest.approx(stats.norm.sf(z[3]))
 
 
+def test_gi_star_equals_pysal_esda():
+    esda = pytest.importorskip("esda.getisord")
+    from libpysal.weights import lat2W
+
+    rng = np.random.default_rng(9)
+    x = rng.poisson(2, 100).astype(float)
+    x[[44, 45, 54]] += 12  # a hot cluster on a 10 × 10 lattice
+    w = lat2W(10, 10, rook=False)  # queen contiguity, like touching grids
+    neighbours = [list(w.neighbors[i]) for i in range(100)]
+    z, p = gi_star(x, neighbours)
+    ref = esda.G_Local(x, w, transform="B", star=True, permutations=0)
+    assert z == pytest.approx(ref.Zs, abs=1e-9)
+    assert set(np.argsort(-z)[:3]) <= {33, 34, 35, 36, 43, 44, 45, 46, 53, 54, 55, 56, 63, 64, 65}
+
+
 @pytest.fixture(scope="module")
 def flat_city(engine, small_city, insert_located):
     """Every grid of the small city at the same Poisson rate (0.3 a day) for the 35 days before END."""
