@@ -105,6 +105,7 @@ def upgrade() -> None:
         CREATE INDEX incidents_manual ON incidents (id) WHERE manual_reason IS NOT NULL AND status = 'reported';
         CREATE INDEX incidents_dup ON incidents (category, created_at);
         CREATE INDEX incidents_updated ON incidents (updated_at);  -- KPI roll-up: what changed since
+        CREATE INDEX incidents_merged_into ON incidents (merged_into) WHERE merged_into IS NOT NULL;  -- FK checks on delete
         CREATE INDEX incidents_open_due ON incidents (due_at) WHERE status NOT IN ('closed', 'rated', 'merged');
 
         CREATE TABLE incident_events (
