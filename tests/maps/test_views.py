@@ -309,6 +309,31 @@ def test_phone_app_opens_offline_from_its_cache(browser, live_url, small_city, w
         ctx.close()
 
 
+def test_patrol_records_my_track_and_coverage(browser, live_url, http, small_city, worker, auth, screenshots):
+    ctx, pg = _phone(browser)
+    _with_token(ctx, worker["token"])
+    try:
+        pg.goto(live_url + "/m/")
+        pg.wait_for_function("() => window.__mobileState && window.__mobileState.ready && window.__mobileState.view === 'app'")
+        pg.click("#patrol-toggle")
+        assert pg.inner_text("#patrol-toggle") == "结束巡查"
+        for i in range(12):  # walking east along the middle of my grid
+            ctx.set_geolocation({"longitude": 113.2505 + 0.0008 * i, "latitude": 23.14625})
+            pg.wait_for_timeout(250)
+        pg.wait_for_function("() => window.__mobileState.patrol && window.__mobileState.patrol.points >= 6")
+        recorded = pg.evaluate("() => window.__mobileState.patrol.points")
+        pg.click("#patrol-toggle")  # stop: the rest of the track is sent, then the patrol is closed
+        pg.wait_for_function("() => window.__mobileState.patrol === null && window.__mobileState.coverage > 0")
+        cov = http.get("/api/v1/patrols/coverage", params={"mine": "true"}, headers=auth(worker)).json()["grids"]
+        assert cov[0]["grid_code"] == WORKER_GRID and cov[0]["coverage"] > 0
+        assert abs(pg.evaluate("() => window.__mobileState.coverage") - cov[0]["coverage"]) < 1e-9
+        assert recorded >= 6
+        pg.screenshot(path=str(screenshots / "mobile-patrol.png"))
+        assert pg.errors == []
+    finally:
+        ctx.close()
+
+
 def test_pwa_manifest_and_service_worker_are_served(http):
     m = http.get("/m/manifest.webmanifest")
     assert m.status_code == 200 and m.json()["start_url"] == "/m/" and m.json()["lang"] == "zh-CN"

@@ -353,8 +353,9 @@ async function sendPatrolPoints() {
         body: JSON.stringify({ points: pending }) });
       if (r.ok) { const cur = patrolState(); cur.id = p.id; cur.sent = pending[pending.length - 1].seq + 1; save(PATROL, cur); }
     }
-    if (p.stopping && p.sent >= p.points.length) {
-      await api(`/api/v1/patrols/${p.id}/stop`, { method: 'POST' });
+    const now = patrolState(); // after the batch above
+    if (now.stopping && now.sent >= now.points.length) {
+      await api(`/api/v1/patrols/${now.id}/stop`, { method: 'POST' });
       localStorage.removeItem(PATROL);
       loadCoverage();
     }
