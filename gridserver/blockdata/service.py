@@ -154,21 +154,22 @@ _AGE = ("CASE WHEN {y} - birth_year <= 14 THEN '0-14' WHEN {y} - birth_year <= 3
 _ROLLUP_SQL = """
 INSERT INTO bd_rollup (grid_code, metric, value, last_at)
 SELECT grid_code, metric, sum(n), max(last_at) FROM (
-    SELECT grid_code, 'buildings' AS metric, count(*) AS n, max(confirmed_at) AS last_at FROM buildings WHERE {w} GROUP BY 1
+    -- each base table is read once: every row counts towards several metrics
+    SELECT grid_code, unnest(ARRAY['buildings', 'source.building.' || source]) AS metric, count(*) AS n,
+           max(confirmed_at) AS last_at FROM buildings WHERE {w} GROUP BY 1, 2
     UNION ALL SELECT grid_code, 'houses', count(*), max(confirmed_at) FROM houses WHERE {w} GROUP BY 1
-    UNION ALL SELECT grid_code, 'households', count(*), max(confirmed_at) FROM households WHERE {w} GROUP BY 1
-    UNION ALL SELECT grid_code, 'businesses', count(*), max(confirmed_at) FROM businesses WHERE {w} GROUP BY 1
-    UNION ALL SELECT grid_code, 'business.category.' || coalesce(category, '未分类'), count(*), NULL FROM businesses WHERE {w} GROUP BY 1, 2
-    UNION ALL SELECT grid_code, m, count(*), NULL FROM (
-        SELECT grid_code, unnest(ARRAY['people', 'people.sex.' || coalesce(sex, '?'), 'people.age.' || coalesce({age}, '?'),
-                                       'people.residence.' || residence]) AS m
+    UNION ALL SELECT grid_code, unnest(ARRAY['households', 'source.household.' || source]), count(*), max(confirmed_at)
+        FROM households WHERE {w} GROUP BY 1, 2
+    UNION ALL SELECT grid_code, unnest(ARRAY['businesses', 'business.category.' || coalesce(category, '未分类'),
+                                             'source.business.' || source]), count(*), max(confirmed_at)
+        FROM businesses WHERE {w} GROUP BY 1, 2
+    UNION ALL SELECT grid_code, m, count(*), max(confirmed_at) FROM (
+        SELECT grid_code, confirmed_at,
+               unnest(ARRAY['people', 'people.sex.' || coalesce(sex, '?'), 'people.age.' || coalesce({age}, '?'),
+                            'people.residence.' || residence, 'source.person.' || source]) AS m
         FROM people WHERE {w}) p GROUP BY 1, 2
     UNION ALL SELECT p.grid_code, 'tag.' || t.tag, count(*), max(t.set_at) FROM person_tags t JOIN people p ON p.id = t.person_id
         WHERE t.removed_at IS NULL AND {pw} GROUP BY 1, 2
-    UNION ALL SELECT grid_code, 'source.building.' || source, count(*), max(confirmed_at) FROM buildings WHERE {w} GROUP BY 1, 2
-    UNION ALL SELECT grid_code, 'source.household.' || source, count(*), max(confirmed_at) FROM households WHERE {w} GROUP BY 1, 2
-    UNION ALL SELECT grid_code, 'source.person.' || source, count(*), max(confirmed_at) FROM people WHERE {w} GROUP BY 1, 2
-    UNION ALL SELECT grid_code, 'source.business.' || source, count(*), max(confirmed_at) FROM businesses WHERE {w} GROUP BY 1, 2
 ) x WHERE grid_code IS NOT NULL GROUP BY 1, 2
 """
 
