@@ -48,10 +48,13 @@ from sqlalchemy import (Column, DateTime, Integer, MetaData, PrimaryKeyConstrain
 from sqlalchemy.dialects.postgresql import JSONB
 
 from gridserver.errors import InvalidInput
+from gridserver.limits import MB, limit_request_body
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
 RETENTION_HOURS = 24 * 7
+#: Cap on a body this module reads itself (one the route did not parse first); read per request.
+MAX_BODY_BYTES = 16 * MB
 
 metadata = MetaData()
 
@@ -71,23 +74,31 @@ idempotency_keys = Table(
 
 
 async def _fingerprint(request: Request) -> str:
-    """sha256 of method, path and body: JSON compared after parsing, forms field by field (uploads
-    by name and content, read in chunks and rewound for the route)."""
+    """sha256 of method, path and body: JSON compared after parsing, forms by their parsed fields
+    (never the raw multipart bytes, whose boundary changes on every retry): each field's name and
+    value, each upload's name, filename, size and sha256 (read in chunks and rewound for the route).
+
+    A body the route has not read yet is read here under ``MAX_BODY_BYTES`` (413 ``body_too_large``
+    while it streams in)."""
     h = hashlib.sha256()
     for part in (request.method.encode(), b"\0", request.url.path.encode(), b"\0"):
         h.update(part)
+    if not hasattr(request, "_body") and getattr(request, "_form", None) is None:
+        limit_request_body(request, MAX_BODY_BYTES, what=f"request body (read for {HEADER})")
     ctype = request.headers.get("content-type", "").lower()
     if ctype.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
-        form = await request.form()  # already parsed (and cached) by FastAPI for the route
+        form = await request.form()  # usually already parsed (and cached) by FastAPI for the route
         for name, value in sorted(form.multi_items(), key=lambda kv: kv[0]):
             h.update(name.encode() + b"\0")
             if isinstance(value, str):
-                h.update(value.encode() + b"\0")
+                h.update(b"v" + value.encode() + b"\0")
                 continue
-            h.update((value.filename or "").encode() + b"\0")
+            digest, size = hashlib.sha256(), 0
             while chunk := await value.read(1 << 20):
-                h.update(chunk)
+                digest.update(chunk)
+                size += len(chunk)
             await value.seek(0)
+            h.update(b"f" + (value.filename or "").encode() + b"\0" + f"{size}:{digest.hexdigest()}".encode() + b"\0")
         return h.hexdigest()
     body = await request.body()
     try:

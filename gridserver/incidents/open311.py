@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 from datetime import datetime, timedelta, timezone
 from xml.sax.saxutils import escape
@@ -29,10 +30,15 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from gridserver.db.engine import get_session
+from gridserver.db.idempotency import Idempotency, idempotency
 from gridserver.errors import GridserverError
 from gridserver.incidents import taxonomy, workflow
+from gridserver.limits import BodyTooLarge, LimitedBodyRoute, max_body
 
-router = APIRouter(prefix="/open311/v2", tags=["Open311 GeoReport v2"])
+router = APIRouter(prefix="/open311/v2", tags=["Open311 GeoReport v2"], route_class=LimitedBodyRoute)
+
+#: A POST requests.{fmt} form: description ≤ 4000 characters, an address, contact fields, a media URL.
+POST_MAX_BODY = 256 * 1024
 SPEC = "http://wiki.open311.org/GeoReport_v2"
 CHANGESET = "2026-11-25T00:00:00Z"
 CLOSED = ("resolved", "verified", "closed", "rated", "merged")
@@ -102,6 +108,13 @@ def _jurisdiction(session, params) -> None:
         raise Open311Error(404, f"unknown jurisdiction_id {j!r}: use a district code served here (e.g. 440104)")
 
 
+def _rollback(session) -> None:
+    """An error answer is returned, not raised, so the request's session would commit: undo its
+    writes (e.g. a claimed Idempotency-Key) first."""
+    if session is not None:
+        session.rollback()
+
+
 def _wrap(fn):
     """Run an endpoint, turning Open311Error / domain errors into the spec's error list."""
     import functools
@@ -116,8 +129,12 @@ def _wrap(fn):
                 out = await out
             return out
         except Open311Error as exc:
+            _rollback(kwargs.get("session"))
             return _error(fmt, exc.status, exc.description)
+        except BodyTooLarge:
+            raise  # 413 body_too_large, like every other route
         except GridserverError as exc:
+            _rollback(kwargs.get("session"))
             status = 404 if exc.status == 404 and exc.code == "not_found" else (403 if exc.status in (401, 403) else 400)
             return _error(fmt, status, exc.detail)
 
@@ -321,9 +338,17 @@ def _key_user(session, key: str | None):
     return User(**row._mapping)
 
 
-@router.post("/requests.{fmt}", summary="Create a service request (form fields per GeoReport v2)")
+_POST_ANSWER = ("service_request_id", "service_notice", "account_id")
+
+
+@router.post("/requests.{fmt}", summary="Create a service request (form fields per GeoReport v2)",
+             openapi_extra=max_body(POST_MAX_BODY))
 @_wrap
-async def create_request(fmt: str, request: Request, session: Session = Depends(get_session, scope="function")):
+async def create_request(fmt: str, request: Request, session: Session = Depends(get_session, scope="function"),
+                         idem: Idempotency = Depends(idempotency)):
+    """The spec's form fields; the body ≤ 256 KB (413 ``body_too_large``). With an
+    ``Idempotency-Key`` header a retry (same key, same form) returns the original answer and creates
+    nothing (``gridserver.db.idempotency``; the key belongs to the api_key's account)."""
     from gridserver.incidents.service import create_incident
 
     fmt = _fmt(fmt)
@@ -331,6 +356,11 @@ async def create_request(fmt: str, request: Request, session: Session = Depends(
     fields = {k: str(v) for k, v in {**request.query_params, **form}.items() if str(v) != ""}
     _jurisdiction(session, fields)
     user = _key_user(session, fields.get("api_key"))
+    if (replay := idem.replay(session, user)) is not None:
+        stored = [{k: d.get(k) for k in _POST_ANSWER} for d in json.loads(replay.body)]  # jsonb sorts keys
+        again = _render(fmt, "service_requests", stored, replay.status_code)
+        again.headers["Idempotent-Replayed"] = "true"
+        return again
     code = fields.get("service_code")
     if not code:
         raise Open311Error(400, "service_code is required")
@@ -368,7 +398,8 @@ async def create_request(fmt: str, request: Request, session: Session = Depends(
                               outside="manual" if not has_point else "error", max_description=4000)
     except OutsideArea as exc:
         raise Open311Error(400, f"the location is outside the service area: {exc.detail}") from None
-    session.commit()
     notice = f"查询码 tracking code {out['tracking_code']}；责任部门 {out['department_name'] or '人工派遣'}"
-    return _render(fmt, "service_requests", [{"service_request_id": str(out["id"]), "service_notice": notice,
-                                              "account_id": None}])
+    answer = [{"service_request_id": str(out["id"]), "service_notice": notice, "account_id": None}]
+    idem.save(session, answer, 200)
+    session.commit()
+    return _render(fmt, "service_requests", answer)

@@ -16,8 +16,12 @@ from gridserver.db.idempotency import Idempotency, idempotency
 from gridserver.errors import Forbidden, InvalidInput, NotFound
 from gridserver.incidents import attachments, duplicates, service, taxonomy, tracking, workflow
 from gridserver.incidents.schemas import IncidentIn
+from gridserver.limits import MB, LimitedBodyRoute, max_body
 
-router = APIRouter(tags=["事件流转 incident workflow"])
+router = APIRouter(tags=["事件流转 incident workflow"], route_class=LimitedBodyRoute)
+
+#: The whole multipart body of one upload: two videos at their limit, plus the form around them.
+UPLOAD_MAX_BODY = 2 * attachments.MAX_VIDEO + MB
 
 
 def _incident_with_actions(session, incident_id: int, user: User, result: dict | None = None) -> dict:
@@ -115,11 +119,12 @@ def tasks(limit: int = Query(200, ge=1, le=1000), session: Session = Depends(get
 
 # --- attachments ------------------------------------------------------------------------------------
 @router.post("/api/v1/incidents/{incident_id}/attachments", status_code=201,
-             summary="上传附件 upload photos/videos to an incident")
+             summary="上传附件 upload photos/videos to an incident", openapi_extra=max_body(UPLOAD_MAX_BODY))
 def upload(incident_id: int, files: list[UploadFile] = File(..., description="照片或视频 photos/videos"),
                  note: str = Form(""), session: Session = Depends(get_session, scope="function"),
                  user: User = Depends(current_user), idem: Idempotency = Depends(idempotency)):
-    """JPEG/PNG/WebP/HEIC ≤ 10 MB, MP4/MOV ≤ 50 MB (422/413 otherwise, nothing stored). EXIF GPS is
+    """JPEG/PNG/WebP/HEIC ≤ 10 MB, MP4/MOV ≤ 50 MB (422/413 otherwise, nothing stored); the whole
+    request body ≤ 101 MB, counted while it streams in (413 ``body_too_large``). EXIF GPS is
     read when present and compared with the incident's location. Logged as an ``attach`` event."""
     inc = service.get_incident(session, incident_id, user)
     if (replay := idem.replay(session, user)) is not None:
