@@ -478,10 +478,11 @@ def _import_chunk(conn, kind: str, source: str, import_id: int, ch: _Chunk, repo
     conn.execute(text("UPDATE tmp_bd t SET raw_row_id = w.id FROM bd_raw_rows w "
                       "WHERE w.kind = :k AND w.source = :s AND w.row_hash = t.row_hash"), {"k": kind, "s": source})
     one = ONE[kind]
+    grids: set[str] = set()
     if kind in ("households", "people"):
         # the grid is decided before writing (one write per row instead of insert + update)
         key = "household_code" if kind == "households" else "id_hash"
-        service.grid_into(conn, one, "tmp_bd", key=key, reason=f"import {kind} from {source}")
+        grids |= service.grid_into(conn, one, "tmp_bd", key=key, reason=f"import {kind} from {source}")
     touched = conn.execute(text(_UPSERT[kind]), {"source": source}).all()
     ins = sum(1 for _, i in touched if i)
     report["inserted"] += ins
@@ -512,6 +513,14 @@ def _import_chunk(conn, kind: str, source: str, import_id: int, ch: _Chunk, repo
             {"s": source})
         service.link_grids(conn, kinds=["house"], where={"house": "r.grid_code IS NULL AND r.house_code IN (SELECT house_code FROM tmp_bd)"},
                            reason="house implied by import")
+    for move in linked["moves"]:
+        grids |= set(move.split("→"))
+    grids |= set(conn.execute(text(f"SELECT DISTINCT grid_code FROM {service.TABLE[one]} "
+                                   f"WHERE id IN (SELECT id FROM tmp_touched)")).scalars())
+    grids.discard(None)
+    grids.discard("None")
+    touched_grids = report.setdefault("touched_grids", [])
+    report["touched_grids"] = sorted(set(touched_grids) | grids)
     report["straddling_count"] += len(linked["straddling"])
     report["straddling"].extend(linked["straddling"][: max(0, 500 - len(report["straddling"]))])
     unlinked = conn.execute(text(f"SELECT count(*) FROM {service.TABLE[one]} r WHERE r.id IN (SELECT id FROM tmp_touched) "
@@ -580,7 +589,9 @@ def import_file(engine, path: Path | str, *, kind: str, source: str, mapping: st
         if progress:
             progress(hi, total)
     with engine.begin() as conn:
-        service.refresh_rollups(conn)
+        # only the grids this import touched, unless they are many (then one pass over everything is cheaper)
+        touched = report.pop("touched_grids", [])
+        service.refresh_rollups(conn, touched if len(touched) <= 300 else None)
         report["seconds"] = round(time.perf_counter() - t0, 2)
         report["rows_per_second"] = round(total / max(report["seconds"], 1e-9), 1)
         outcome = {k: report[k] for k in ("rows", "inserted", "updated", "unchanged", "review", "rejected", "no_grid")}

@@ -113,7 +113,7 @@ def link_grids(conn, *, kinds=KINDS, where: dict[str, str] | None = None, params
     return {"changed": changed, "moves": dict(moves), "straddling": straddling}
 
 
-def grid_into(conn, kind: str, tmp: str, *, key: str, reason: str, at=None) -> None:
+def grid_into(conn, kind: str, tmp: str, *, key: str, reason: str, at=None) -> set[str]:
     """Fill ``tmp.grid_code`` (a staging table with building_code, address_code and the natural
     ``key``) by the rule for ``kind`` (house/household/person), and record in bd_grid_changes the
     existing records whose grid this will change. Used by bulk imports before their upsert."""
@@ -129,6 +129,10 @@ def grid_into(conn, kind: str, tmp: str, *, key: str, reason: str, at=None) -> N
         f"FROM {TABLE[kind]} x JOIN {tmp} t ON t.{key} = x.{key} "
         f"WHERE x.grid_code IS NOT NULL AND x.grid_code IS DISTINCT FROM t.grid_code ORDER BY x.id"),
         {"k": kind, "at": at, "why": reason})
+    # grids whose roll-ups this changes: the new ones and those records leave
+    return set(conn.execute(text(
+        f"SELECT grid_code FROM {tmp} WHERE grid_code IS NOT NULL UNION "
+        f"SELECT x.grid_code FROM {TABLE[kind]} x JOIN {tmp} t ON t.{key} = x.{key} WHERE x.grid_code IS NOT NULL")).scalars())
 
 
 def relink_all(conn, at=None) -> dict:
