@@ -27,8 +27,8 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import shapely  # noqa: E402
 
-from gridserver.areas.division import Buildings, divide_community  # noqa: E402
-from gridserver.areas.division.core import existing_quality, tiling_errors  # noqa: E402
+from gridserver.areas.division import divide_community  # noqa: E402
+from gridserver.areas.division.core import existing_quality  # noqa: E402
 from gridserver.areas.division.quality import combine  # noqa: E402
 from gridserver.areas.division.synthetic import synthetic_buildings  # noqa: E402
 from gridserver.areas.division.units import _inside_index  # noqa: E402
