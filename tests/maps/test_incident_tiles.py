@@ -65,6 +65,12 @@ def _delete_dense(engine):
         conn.execute(text("DELETE FROM incidents WHERE id = ANY(:ids)"), {"ids": ids})
 
 
+def _count_in(engine, prefix: str) -> int:
+    """Incidents whose grid lies under ``prefix``, whoever made them (other modules share the database)."""
+    with engine.connect() as conn:
+        return conn.execute(text("SELECT count(*) FROM incidents WHERE grid_code LIKE :p || '%'"), {"p": prefix}).scalar()
+
+
 def _tiles(z):
     return list(TMS.tiles(*BBOX, [z]))
 
@@ -93,7 +99,7 @@ def test_area_tiles_stay_public(http, small_city):
     assert r.headers["cache-control"].startswith("public")
 
 
-def test_layers_json_tells_strangers_nothing_about_incidents(http, dense, auth, admin_token, make_user):
+def test_layers_json_tells_strangers_nothing_about_incidents(http, engine, dense, auth, admin_token, make_user):
     anon = {l["id"]: l for l in http.get("/tiles/layers.json").json()["layers"]}
     assert anon["incidents"]["count"] is None and anon["incidents"]["bounds"] is None
     assert anon["incidents"]["requires_token"] is True and anon["incidents"]["public"] is False
@@ -102,7 +108,8 @@ def test_layers_json_tells_strangers_nothing_about_incidents(http, dense, auth, 
     assert admin["incidents"]["count"] >= DENSE_N
     worker = make_user("grid_worker", "440104001001001")
     mine = {l["id"]: l for l in http.get("/tiles/layers.json", headers=auth(worker)).json()["layers"]}
-    assert mine["incidents"]["count"] == dense["per_grid"]["440104001001001"]
+    # other test modules may have left incidents in this grid: count what the database holds now
+    assert mine["incidents"]["count"] == _count_in(engine, "440104001001001") >= dense["per_grid"]["440104001001001"]
     x0, y0, x1, y1 = mine["incidents"]["bounds"]
     gx0, gy0, gx1, gy1 = (113.25, 23.1425, 113.26, 23.15)  # grid 001 of community 440104001001
     assert gx0 - 1e-9 <= x0 and x1 <= gx1 + 1e-9 and gy0 - 1e-9 <= y0 and y1 <= gy1 + 1e-9
@@ -126,12 +133,13 @@ def _visible_ids(http, headers, z=16):
     return ids
 
 
-def test_scoped_staff_sees_only_their_scope(http, dense, make_user, auth):
+def test_scoped_staff_sees_only_their_scope(http, engine, dense, make_user, auth):
     worker = make_user("community_operator", "440104001002")
     seen = _visible_ids(http, auth(worker))
     assert seen, "the community operator sees the incidents of its community"
     assert all(g.startswith("440104001002") for _, g in seen)
-    expected = sum(n for g, n in dense["per_grid"].items() if g and g.startswith("440104001002"))
+    expected = _count_in(engine, "440104001002")
+    assert expected >= sum(n for g, n in dense["per_grid"].items() if g and g.startswith("440104001002"))
     # points within the tile buffer show in two tiles: count distinct ids
     assert len({i for i, _ in seen}) == expected
 
@@ -155,7 +163,7 @@ def test_city_zoom_tiles_are_clusters_that_add_up(http, dense, auth, admin_token
             cats = {k[2:]: v for k, v in p.items() if k.startswith("c_")}
             stats = {k[2:]: v for k, v in p.items() if k.startswith("s_")}
             assert sum(cats.values()) == p["count"] == sum(stats.values())
-            assert p["open"] == p["count"] - stats.get("closed", 0)
+            assert p["open"] == p["count"] - sum(stats.get(s, 0) for s in tiles.CLOSED_STATUSES)
             assert p["top_category"] in cats and cats[p["top_category"]] == max(cats.values())
             total += p["count"]
             by_cat.update(cats)
