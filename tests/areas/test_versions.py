@@ -220,3 +220,28 @@ def test_cli_divide_dry_run_and_bad_input(db_url, versioned_city, tmp_path):
     bad = CliRunner().invoke(app, ["grids", "divide", "--area", COMM, "--buildings", str(path), "--min", "900"])
     assert bad.exit_code == 2
     assert "min <= target <= max" in bad.stderr
+
+
+def test_proposal_reads_the_block_data_tables(http, auth, admin_token, engine, versioned_city):
+    b = synthetic_buildings(AREA, ROADS, 60, seed=12)
+    hh = np.minimum(b.households, 12)
+    try:
+        with engine.begin() as conn:
+            for code, g, n in zip(b.codes, b.geoms, hh):
+                conn.execute(text("INSERT INTO buildings (building_code, geom, source) "
+                                  "VALUES (:c, ST_Multi(ST_GeomFromText(:w, 4326)), 'test-versions')"),
+                             {"c": f"T{code}", "w": g.wkt})
+                conn.execute(text("INSERT INTO households (household_code, building_code, source) "
+                                  "SELECT :c || '-' || i, :c, 'test-versions' FROM generate_series(1, :n) i"),
+                             {"c": f"T{code}", "n": int(n)})
+        r = http.post("/api/v1/grids/drafts", headers=auth(admin_token),
+                      json={"area": COMM, "target_households": 100, "min": 60, "max": 200})
+        assert r.status_code == 201, r.text
+        body = r.json()
+        assert any("block-data tables" in n for n in body["notes"])
+        assert body["report"]["proposed"]["households_total"] == int(hh.sum())
+        assert body["report"]["proposed"]["buildings_total"] == len(b)
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text("DELETE FROM households WHERE source = 'test-versions'"))
+            conn.execute(text("DELETE FROM buildings WHERE source = 'test-versions'"))
