@@ -569,10 +569,10 @@ def _relink_incidents_fallback(conn, before: dict[int, tuple[str | None, float, 
 
 
 def history(conn, area: str) -> list[dict]:
-    """Grid versions of an area: one entry per distinct valid_from among its grids, newest first."""
+    """Grid versions of an area: one entry per (valid_from, valid_to) among its grids, newest first."""
     rows = conn.execute(text(
-        """SELECT valid_from, min(valid_to) AS valid_to, count(*) AS grids, min(source) AS source
+        """SELECT valid_from, valid_to, count(*) AS grids, min(source) AS source
            FROM admin_areas WHERE level = 'grid' AND code LIKE :a || '%'
-           GROUP BY valid_from ORDER BY valid_from DESC"""), {"a": area}).mappings().all()
+           GROUP BY valid_from, valid_to ORDER BY valid_from DESC, valid_to NULLS FIRST"""), {"a": area}).mappings().all()
     return [{"valid_from": _iso(r["valid_from"]), "valid_to": _iso(r["valid_to"]), "grids": r["grids"],
              "source": r["source"]} for r in rows]
