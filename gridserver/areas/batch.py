@@ -19,6 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 import shapely
 from json.encoder import encode_basestring as _encode_str  # C-accelerated, no ASCII escaping
 
@@ -44,6 +47,7 @@ _LOGIN_HINT = f"; log in (Authorization: Bearer, POST /api/v1/auth/token) for up
 GEOGRAPHIC = ("wgs84", "cgcs2000", "gcj02", "bd09")
 OUT_FIELDS = ("grid_code", "community_code", "street_code", "district_code")
 _LINES_PER_CHUNK = 20_000
+_OUT_CHUNK_BYTES = 1 << 20
 
 
 class TooManyPoints(GridserverError):
@@ -105,8 +109,14 @@ def load_index(conn) -> LocateIndex:
         rows = conn.execute(_GRIDS_SQL).fetchall()
     finally:
         conn.rollback()
-    codes = [r[0] for r in rows]
     geoms = shapely.from_wkb([bytes(r[1]) for r in rows]) if rows else []
+    return index_from_rows(int(revision), [(r[0], g, r[2], r[3], r[4]) for r, g in zip(rows, geoms)])
+
+
+def index_from_rows(revision: int, rows: list) -> LocateIndex:
+    """Index from (code, shapely geometry, parent, grandparent, great-grandparent code) rows sorted by code."""
+    codes = [r[0] for r in rows]
+    geoms = [r[1] for r in rows]
     chains = [_chain(r[0], r[2], r[3], r[4]) for r in rows]
     level_codes = {
         "grid_code": np.array(codes + [None], dtype=object),
@@ -119,7 +129,7 @@ def load_index(conn) -> LocateIndex:
         row = {f: level_codes[f][k] for f in OUT_FIELDS}
         tails.append("," + json.dumps(row, ensure_ascii=False)[1:] + "\n")
         csv_tails.append("".join("," + _id_csv(v) for v in row.values()) + "\n")
-    return LocateIndex(revision=int(revision), grid=GridIndex.build(codes, list(geoms)),
+    return LocateIndex(revision=int(revision), grid=GridIndex.build(codes, geoms),
                        level_codes=level_codes, json_tail=tails, csv_tail=csv_tails)
 
 
@@ -249,7 +259,75 @@ _ALIASES = {"lon": ("lon", "lng", "longitude", "x", "经度"), "lat": ("lat", "l
 
 
 def _from_csv_bytes(data: bytes, crs: str | None) -> Points:
-    """CSV with a header: id (optional), lon, lat, crs (optional). Parsed in bulk by pandas."""
+    """CSV with a header: id (optional), lon, lat, crs (optional).
+
+    Clean input is parsed by pyarrow's multi-threaded CSV reader; anything it does not take as is
+    (a non-number or empty coordinate, ragged rows, leading blanks, odd headers) goes through the
+    pandas path, which accepts the same input as before and words the row/column error messages.
+    """
+    pts = _from_csv_arrow(data, crs)
+    return pts if pts is not None else _from_csv_pandas(data, crs)
+
+
+def _csv_header(data: bytes) -> list[str] | None:
+    end = data.find(b"\n")
+    line = data[: end if end >= 0 else len(data)]
+    try:
+        text = line.decode("utf-8-sig").rstrip("\r")
+    except UnicodeDecodeError:
+        return None
+    if '"' in text or not text.strip():
+        return None
+    return text.split(",")
+
+
+def _from_csv_arrow(data: bytes, crs: str | None) -> Points | None:
+    """pyarrow fast path; None when the input needs the pandas path (which then accepts or explains it)."""
+    header = _csv_header(data)
+    if header is None or len(set(header)) != len(header) or any(h[:1] in (" ", "\t") for h in header):
+        return None
+    lower = {h.strip().lower(): h for h in header}
+    cols = {want: next((lower[n] for n in names if n in lower), None) for want, names in _ALIASES.items()}
+    if cols["lon"] is None or cols["lat"] is None:
+        return None
+    types = {cols["lon"]: pa.float64(), cols["lat"]: pa.float64()}
+    types.update({cols[k]: pa.string() for k in ("id", "crs") if cols[k] is not None})
+    try:
+        tbl = pacsv.read_csv(
+            pa.py_buffer(data),
+            read_options=pacsv.ReadOptions(block_size=4 << 20),
+            convert_options=pacsv.ConvertOptions(column_types=types, include_columns=list(types),
+                                                 null_values=[""], strings_can_be_null=False,
+                                                 quoted_strings_can_be_null=False),
+        )
+    except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError):
+        return None
+    _too_many(tbl.num_rows)
+    xy = []
+    for k in ("lon", "lat"):
+        col = tbl.column(cols[k])
+        if col.null_count:
+            return None
+        arr = col.to_numpy()
+        if not np.isfinite(arr).all():
+            return None
+        xy.append(arr)
+    ids = row_crs = None
+    if cols["id"] is not None:
+        ids = tbl.column(cols["id"]).combine_chunks()
+        if pc.any(pc.match_substring_regex(ids, r"^[ \t]")).as_py():  # pandas skips these blanks
+            return None
+    if cols["crs"] is not None:
+        col = tbl.column(cols["crs"])
+        if pc.any(pc.match_substring_regex(col, r"^[ \t]")).as_py():
+            return None
+        row_crs = pc.utf8_trim_whitespace(col).to_numpy(zero_copy_only=False)
+    return Points(ids=ids if ids is not None else [None] * tbl.num_rows, x=xy[0], y=xy[1],
+                  row_crs=row_crs, crs=crs)
+
+
+def _from_csv_pandas(data: bytes, crs: str | None) -> Points:
+    """CSV parsed by pandas (the general path: lenient input, row/column error messages)."""
     opts = dict(keep_default_na=False, skipinitialspace=True, encoding="utf-8-sig")
     try:
         header = pd.read_csv(io.BytesIO(data), nrows=0, **opts).columns
@@ -374,6 +452,37 @@ def _csv(ids: list, found: np.ndarray, csv_tails: list[str]):
         yield "".join([i + csv_tails[k] for i, k in zip(strs, found[s:e].tolist())])
 
 
+def _fast_body(ids, found: np.ndarray, index: LocateIndex, as_csv: bool) -> list[bytes] | None:
+    """The whole response built by pyarrow string kernels, for ids that are one pyarrow string array
+    (CSV input) or absent (row numbers); None for other ids or ids that need escaping/quoting."""
+    n = found.size
+    if isinstance(ids, pa.Array):
+        if pc.any(pc.match_substring_regex(ids, r'[,"\\\x00-\x1f]' if as_csv else r'["\\\x00-\x1f]')).as_py():
+            return None
+        quoted = not as_csv
+    elif isinstance(ids, list) and (n == 0 or (ids[0] is None and ids[-1] is None and all(v is None for v in ids))):
+        ids = pc.cast(pa.array(np.arange(1, n + 1, dtype=np.int64)), pa.string())
+        quoted = False
+    else:
+        return None
+    tails = pa.array(index.csv_tail if as_csv else index.json_tail, pa.string())
+    k = found.astype(np.int64)
+    k[k < 0] = len(tails) - 1
+    tail = tails.take(pa.array(k))
+    if as_csv:
+        lines = pc.binary_join_element_wise(ids, tail, "")
+    else:
+        lines = pc.binary_join_element_wise('{"id":"' if quoted else '{"id":', ids, '"' if quoted else "", tail, "")
+    lines = lines.cast(pa.large_string()) if isinstance(lines, pa.ChunkedArray) else lines
+    out = [(",".join(("id",) + OUT_FIELDS) + "\n").encode()] if as_csv else []
+    if n:
+        offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32 if lines.type == pa.string() else np.int64)
+        start, end = int(offsets[lines.offset]), int(offsets[lines.offset + n])
+        body = lines.buffers()[2]
+        out += [body[s:min(s + _OUT_CHUNK_BYTES, end)].to_pybytes() for s in range(start, end, _OUT_CHUNK_BYTES)]
+    return out
+
+
 def _wants_csv(fmt: str | None, accept: str) -> bool:
     if fmt:
         f = fmt.strip().lower()
@@ -383,12 +492,23 @@ def _wants_csv(fmt: str | None, accept: str) -> bool:
     return "text/csv" in (accept or "").lower()
 
 
-def _locate_all(content_type: str, data: bytes, crs: str | None, filename: str | None):
+def _locate_all(content_type: str, data: bytes, crs: str | None, filename: str | None, as_csv: bool = False):
+    """→ (number of points, response chunks)."""
     pts = parse_points(content_type, data, crs, filename)
+    return locate_points(pts, current_index(), as_csv)
+
+
+def locate_points(pts: Points, index: LocateIndex, as_csv: bool):
     lon, lat = to_lonlat(pts)
-    index = current_index()
     found = index.grid.locate(lon, lat)  # -1 (outside) indexes the trailing all-null entry
-    return _ids_for_output(list(pts.ids)), found, index
+    body = _fast_body(pts.ids, found, index, as_csv)
+    if body is not None:
+        return found.size, body
+    ids = pts.ids.to_pylist() if isinstance(pts.ids, pa.Array) else list(pts.ids)
+    ids = _ids_for_output(ids)
+    if as_csv:
+        return len(ids), _csv(ids, found, index.csv_tail)
+    return len(ids), _ndjson(ids, found, index.json_tail)
 
 
 _OPENAPI_BODY = {
@@ -448,9 +568,9 @@ async def locate_batch(
         raise TooManyPoints(f"input of {len(data):,} bytes exceeds {MAX_BODY_BYTES:,} bytes")
     if crs is not None:
         normalize_crs(crs)  # unknown CRS → 422 before any parsing
-    ids, found, index = await run_in_threadpool(_locate_all, content_type, data, crs, filename)
-    if anonymous and len(ids) > ANONYMOUS_MAX_POINTS:
-        raise TooManyPoints(f"{len(ids):,} points without a token; the limit is {ANONYMOUS_MAX_POINTS:,}{_LOGIN_HINT}")
+    n, body = await run_in_threadpool(_locate_all, content_type, data, crs, filename, as_csv)
+    if anonymous and n > ANONYMOUS_MAX_POINTS:
+        raise TooManyPoints(f"{n:,} points without a token; the limit is {ANONYMOUS_MAX_POINTS:,}{_LOGIN_HINT}")
     if as_csv:
-        return StreamingResponse(_csv(ids, found, index.csv_tail), media_type="text/csv; charset=utf-8")
-    return StreamingResponse(_ndjson(ids, found, index.json_tail), media_type="application/x-ndjson")
+        return StreamingResponse(body, media_type="text/csv; charset=utf-8")
+    return StreamingResponse(body, media_type="application/x-ndjson")
