@@ -13,9 +13,10 @@ from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from gridserver.auth.deps import current_user, require_roles
+from gridserver.auth.deps import current_user, is_citywide, require_roles, user_in_scope
 from gridserver.auth.users import User
 from gridserver.blockdata import privacy, service
+from gridserver.blockdata import review as bd_review
 from gridserver.blockdata.datasets import list_datasets, update_dataset
 from gridserver.db.engine import get_session
 from gridserver.errors import Forbidden, InvalidInput, NotFound
@@ -167,11 +168,53 @@ def patch_dataset(name: str, body: DatasetIn, user: User = Depends(require_roles
     return update_dataset(session, name, provider=body.provider, update_rule=body.update_rule)
 
 
+_REVIEWERS = ("admin", "district_operator", "street_operator")
+
+
 @router.get("/blockdata/review", summary="待核实 rows that could not be linked or were rejected")
 def review(import_id: int | None = None, status: str | None = None, limit: int = Query(100, ge=1, le=1000),
-           user: User = Depends(require_roles("admin", "district_operator", "street_operator")), session: Session = _S):
-    rows = session.execute(text(
-        "SELECT id, import_id, kind, source, row_no, column_name, status, reason, data, created_at FROM bd_review "
-        "WHERE (CAST(:i AS bigint) IS NULL OR import_id = :i) AND (CAST(:s AS text) IS NULL OR status = :s) "
-        "ORDER BY id LIMIT :n"), {"i": import_id, "s": status, "n": limit}).mappings().all()
-    return {"rows": [dict(r) for r in rows]}
+           user: User = Depends(require_roles(*_REVIEWERS)), session: Session = _S):
+    """Rows inside the reviewer's scope (each with its ``area_code``; rows of unknown area only city-wide)."""
+    if not is_citywide(user) and not user.scope_code:
+        return {"rows": []}
+    scope = None if is_citywide(user) else user.scope_code
+    return {"rows": bd_review.list_review(session, import_id=import_id, status=status, limit=limit, scope_code=scope)}
+
+
+class ReviewLinkIn(BaseModel):
+    address_code: str | None = None
+    building_code: str | None = None
+    note: str | None = None
+
+
+class ReviewRejectIn(BaseModel):
+    reason: str
+
+
+def _review_row(session, review_id: int, user: User) -> dict:
+    row = bd_review.queued(session, review_id, lock=True)
+    if not user_in_scope(user, row["area_code"]):
+        raise Forbidden(f"无权处理 review row {review_id} lies in area {row['area_code'] or '未知 unknown'}, outside "
+                        f"your scope {user.scope_code or '-'}", code="forbidden")
+    return row
+
+
+@router.post("/blockdata/review/{review_id}/link", summary="核实关联 link a queued row to a standard address or building")
+def review_link(review_id: int, body: ReviewLinkIn, user: User = Depends(require_roles(*_REVIEWERS)),
+                session: Session = _S):
+    """The record gets the address/building and its grid by the covering-grid rule; who/when/why recorded."""
+    row = _review_row(session, review_id, user)
+    tgt = bd_review.target(session, address_code=body.address_code, building_code=body.building_code)
+    if not user_in_scope(user, tgt["area_code"]):
+        raise Forbidden(f"无权关联到辖区外 target lies in area {tgt['area_code'] or '未知 unknown'}, outside your scope "
+                        f"{user.scope_code or '-'}", code="forbidden")
+    out = bd_review.link(session, row, tgt, actor=user.username, note=body.note)
+    return out
+
+
+@router.post("/blockdata/review/{review_id}/reject", summary="驳回 reject a queued row (with a reason)")
+def review_reject(review_id: int, body: ReviewRejectIn, user: User = Depends(require_roles(*_REVIEWERS)),
+                  session: Session = _S):
+    row = _review_row(session, review_id, user)
+    out = bd_review.reject(session, row, actor=user.username, reason=body.reason)
+    return out
