@@ -1,0 +1,98 @@
+"""POST /api/v1/locate CSV bodies through the pyarrow fast path and its pandas fallback, over real HTTP.
+
+Each input is also checked against the same points sent as a plain JSON list, so both parsers must
+give the same ids, order and grids; expected grids come from the small city's known layout.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+
+from gridserver.areas import batch
+
+FIELDS = ("grid_code", "community_code", "street_code", "district_code")
+IN_A = (113.255, 23.145)  # inside 440104001001001
+IN_B = (113.285, 23.125)  # inside 440104003002004
+OUT = (113.0, 23.0)
+
+
+def ndjson(resp) -> list[dict]:
+    assert resp.status_code == 200, resp.text
+    return [json.loads(line) for line in resp.text.splitlines()]
+
+
+def post_csv(http, body: bytes | str, fmt: str = ""):
+    return http.post(f"/api/v1/locate{fmt}", content=body, headers={"content-type": "text/csv"})
+
+
+def test_quoted_bom_crlf_and_blank_lines(http, small_city):
+    body = ('\ufeffid,lon,lat\r\n'
+            f'"a,1",{IN_A[0]},{IN_A[1]}\r\n'
+            '\r\n'
+            f'"say ""hi""",{IN_B[0]},{IN_B[1]}\r\n'
+            f'点三,"{OUT[0]}",{OUT[1]}\r\n'
+            '\r\n').encode()
+    assert batch._from_csv_arrow(body, None) is not None  # really the fast path
+    rows = ndjson(post_csv(http, body))
+    assert [r["id"] for r in rows] == ["a,1", 'say "hi"', "点三"]
+    assert [r["grid_code"] for r in rows] == ["440104001001001", "440104003002004", None]
+    assert rows[1]["district_code"] == "440104" and rows[2]["district_code"] is None
+    resp = post_csv(http, body, "?format=csv")
+    got = list(csv.reader(io.StringIO(resp.text)))
+    assert got[0] == ["id", *FIELDS]
+    assert got[1] == ["a,1", "440104001001001", "440104001001", "440104001", "440104"]
+    assert got[2][0] == 'say "hi"' and got[3] == ["点三", "", "", "", ""]
+
+
+def test_no_id_column_numbers_rows_and_aliases(http, small_city):
+    body = f"经度,纬度\n{IN_B[0]},{IN_B[1]}\n{OUT[0]},{OUT[1]}\n{IN_A[0]},{IN_A[1]}\n"
+    rows = ndjson(post_csv(http, body))
+    assert [r["id"] for r in rows] == [1, 2, 3]
+    assert [r["grid_code"] for r in rows] == ["440104003002004", None, "440104001001001"]
+    text = post_csv(http, body, "?format=csv").text
+    assert text.splitlines()[1:] == ["1,440104003002004,440104003002,440104003,440104", "2,,,,",
+                                     "3,440104001001001,440104001001,440104001,440104"]
+
+
+@pytest.mark.parametrize("body", [
+    # leading blanks (pandas skips them), per-row CRS with padding, ids needing JSON escapes
+    f"id, lon, lat\n x,  {IN_A[0]}, {IN_A[1]}\ny,{IN_B[0]},{IN_B[1]}\n",
+    f"id,lon,lat,crs\nx,{IN_A[0]},{IN_A[1]}, wgs84\ny,{IN_B[0]},{IN_B[1]},WGS84 \n",
+    f"id,lon,lat\n\\x,{IN_A[0]},{IN_A[1]}\ny,{IN_B[0]},{IN_B[1]}\n",
+])
+def test_fallback_inputs_same_answers(http, small_city, body):
+    rows = ndjson(post_csv(http, body))
+    assert [r["grid_code"] for r in rows] == ["440104001001001", "440104003002004"]
+    assert rows[0]["id"] in ("x", "\\x") and rows[1]["id"] == "y"
+
+
+@pytest.mark.parametrize("body, fragment", [
+    (f"id,lon,lat\na,{IN_A[0]},{IN_A[1]}\nb,{IN_B[0]},{IN_B[1]}\nc,{IN_A[0]},north\nd,1,2\n", "row 3: 'lat'"),
+    (f"id,lon,lat\r\na,{IN_A[0]},{IN_A[1]}\r\n\r\nb,,{IN_B[1]}\r\nc,1,2\r\n", "row 2: missing 'lon'"),
+    (f"id,lon,lat\na,{IN_A[0]},{IN_A[1]}\nb,inf,{IN_B[1]}\n", "row 2: 'lon' is not a finite number"),
+    (f'id,lon,lat\na,{IN_A[0]},{IN_A[1]}\nb,"{IN_B[0]},{IN_B[1]}\n', "CSV could not be parsed"),
+    (f"id,lon,lat\na,{IN_A[0]},{IN_A[1]}\nb,{IN_B[0]},95\n", "row 2: 'lat' must be between"),
+])
+def test_bad_rows_in_the_middle(http, small_city, body, fragment):
+    resp = post_csv(http, body)
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["code"] == "invalid_input"
+    assert fragment in resp.json()["detail"], resp.json()["detail"]
+
+
+def test_fast_path_agrees_with_pandas_path(small_city):
+    """Both CSV parsers read the same numbers and ids (fast path on, then forced off)."""
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    lon, lat = rng.uniform(113.24, 113.30, 5000), rng.uniform(23.11, 23.16, 5000)
+    body = ("id,lon,lat\n" + "".join(f"p{i},{x!r},{y!r}\n" for i, (x, y) in enumerate(zip(lon.tolist(), lat.tolist())))).encode()
+    fast, slow = batch._from_csv_arrow(body, None), batch._from_csv_pandas(body, None)
+    assert fast is not None
+    assert np.array_equal(fast.x, lon) and np.array_equal(fast.y, lat)
+    assert np.array_equal(slow.x, fast.x) and np.array_equal(slow.y, fast.y)
+    assert fast.ids.to_pylist() == list(slow.ids)
