@@ -526,6 +526,9 @@ def _import_chunk(conn, kind: str, source: str, import_id: int, ch: _Chunk, repo
     unlinked = conn.execute(text(f"SELECT count(*) FROM {service.TABLE[one]} r WHERE r.id IN (SELECT id FROM tmp_touched) "
                                  f"AND r.grid_code IS NULL")).scalar()
     report["no_grid"] += unlinked
+    if kind == "people":  # the record's key (an HMAC), so a review decision finds the person by index
+        key_of = {r["_row"]: r.get("id_hash") for r in rows}
+        ch.review = [(n, col, why, {**d, "id_hash": key_of.get(n)}) for n, col, why, d in ch.review]
     reviews = [(import_id, kind, source, n, col, "review", why, json.dumps(d, ensure_ascii=False)) for n, col, why, d in ch.review]
     rejects = [(import_id, kind, source, n, col, "rejected", why, json.dumps(d, ensure_ascii=False)) for n, col, why, d in ch.rejected]
     copy_rows(conn, "bd_review", ("import_id", "kind", "source", "row_no", "column_name", "status", "reason", "data"),

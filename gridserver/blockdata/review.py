@@ -28,12 +28,27 @@ from gridserver.blockdata import service
 from gridserver.blockdata.privacy import generalise_address
 from gridserver.errors import Conflict, InvalidInput, NotFound
 
-#: The record a queued row was stored as (people/households/businesses), by its raw row's content.
-_RECORD = {kind: (f"(SELECT t.id FROM {table} t JOIN bd_raw_rows w ON w.id = t.raw_row_id "
-                  f"WHERE w.kind = r.kind AND w.source = r.source AND w.data = (r.data - 'decision') "
-                  f"ORDER BY t.id LIMIT 1)")
-           for kind, table in (("people", "people"), ("households", "households"), ("businesses", "businesses"))}
-_RECORD_GRID = {kind: sql.replace("SELECT t.id", "SELECT t.grid_code") for kind, sql in _RECORD.items()}
+#: The record a queued row was stored as, by its natural key (indexed): the person's ID-number HMAC
+#: (written into the review row by the importer), household code, credit code. Review rows written
+#: before the HMAC was kept fall back to matching the stored raw row's content (slow, unindexed).
+_SLOW_PERSON = ("(SELECT t.{col} FROM people t JOIN bd_raw_rows w ON w.id = t.raw_row_id WHERE w.kind = r.kind "
+                "AND w.source = r.source AND w.data = (r.data - 'decision' - 'id_hash') ORDER BY t.id LIMIT 1)")
+_KEYED = {"people": ("people", "id_hash", "id_hash"), "households": ("households", "household_code", "household_code"),
+          "businesses": ("businesses", "credit_code", "credit_code")}
+
+
+def _record_sql(col: str) -> dict[str, str]:
+    out = {}
+    for kind, (table, key, field) in _KEYED.items():
+        q = f"(SELECT t.{col} FROM {table} t WHERE t.{key} = r.data->>'{field}')"
+        if kind == "people":
+            q = f"(CASE WHEN r.data ? 'id_hash' THEN {q} ELSE {_SLOW_PERSON.format(col=col)} END)"
+        out[kind] = q
+    return out
+
+
+_RECORD = _record_sql("id")
+_RECORD_GRID = _record_sql("grid_code")
 
 #: ONE definition of a queued row's area (alias ``r`` = bd_review).
 AREA_EXPR = (
@@ -54,7 +69,12 @@ def list_review(conn, *, import_id=None, status=None, limit=100, scope_code: str
         f"WHERE (CAST(:i AS bigint) IS NULL OR r.import_id = :i) AND (CAST(:s AS text) IS NULL OR r.status = :s)) q "
         f"WHERE CAST(:scope AS text) IS NULL OR q.area_code LIKE :scope || '%' ORDER BY q.id LIMIT :n"),
         {"i": import_id, "s": status, "n": limit, "scope": scope_code}).mappings().all()
-    return [dict(r) for r in rows]
+    out = []
+    for r in rows:
+        d = dict(r)
+        d["data"] = {k: v for k, v in (d["data"] or {}).items() if k != "id_hash"}
+        out.append(d)
+    return out
 
 
 def queued(conn, review_id: int, *, lock: bool = False) -> dict:
@@ -136,6 +156,10 @@ def link(conn, row: dict, tgt: dict, *, actor: str, note: str | None = None) -> 
         if rid is None:
             raise Conflict(f"review row {row['id']}: its {one} record is no longer stored from this row "
                            f"(re-imported since?)", code="review_record_gone")
+        now = conn.execute(text(f"SELECT address_code FROM {table} WHERE id = :i FOR UPDATE"), {"i": rid}).scalar()
+        if now is not None:
+            raise Conflict(f"review row {row['id']}: its {one} record already has address {now} (a later import "
+                           f"linked it); reject this row instead", code="review_record_linked")
         house = ac if (kind in ("households", "people") or level in ("room", "floor", "unit")) and tgt["address_code"] else None
         conn.execute(text(f"UPDATE {table} SET address_code = :a, building_code = coalesce(:b, building_code), "
                           f"house_code = coalesce(:h, house_code), updated_at = now() WHERE id = :i"),
