@@ -76,9 +76,7 @@ def geocode(conn, q: str) -> dict:
             if r is not None:
                 a = dict(r._mapping)
                 return _answer(a, q, base_conf * LEVEL_DROP_FACTOR ** dropped, "partial", level)
-    if m.candidate_id:
-        a = _address(conn, m.candidate_id)
-        return _answer(a, q, min((m.score or 50) / 100.0, 0.84), m.method or "candidate", a["level"])
+    # (the matcher's review candidate is not an answer: it may be the neighbouring house of a digit typo)
     raise NotFound(f"cannot geocode {q!r}: {m.reason or 'no standard address matches'}")
 
 

@@ -73,6 +73,7 @@ class Match:
     #: (road, address id) — a missing character is then as likely as a new address
     near: list[tuple[str, int]] = field(default_factory=list)
     all_close_roads: bool = False    # ``alternatives`` holds every road about as close as the best
+    written_road: str = ""           # the road as the parser read it, when it had to be guessed from
 
     def parsed(self) -> dict:
         if self.parts is None:
@@ -130,9 +131,11 @@ def prepare(rows: Sequence[RowIn], gazetteer: RoadGazetteer, areas: AreaNames | 
             continue
         written_road = m.parts.road
         m.alternatives = gazetteer.resolve(m.parts, m.normalised)
-        if m.parts.road_how == "fuzzy" and written_road and len(m.alternatives) >= ROAD_CANDIDATES:
-            m.alternatives = _all_close_roads(gazetteer, written_road, m.alternatives)
-            m.all_close_roads = True
+        if m.parts.road_how == "fuzzy" and written_road:
+            m.written_road = written_road
+            if len(m.alternatives) >= ROAD_CANDIDATES:  # the gazetteer's list may have been cut short
+                m.alternatives = _all_close_roads(gazetteer, written_road, m.alternatives)
+                m.all_close_roads = True
         apply_number_tail(m.parts, m.normalised)
         has_numbers = any(getattr(m.parts, f) for f in FIELDS[1:])
         if not has_numbers and re.search(r"\d", m.normalised.replace(m.parts.road, "")):
@@ -294,6 +297,15 @@ def _settle(m: Match, hits: dict[int, list[tuple]], method: str, base_score: flo
         m.status, m.method, m.candidate_id = "review", method, best[0]
         m.score = min(best[1], MATCH_THRESHOLD - 1)
         m.reason = f"ambiguous road: {len(m.alternatives)}+ roads as close as {m.alternatives[0][0]}"
+        return
+    if fuzzy_road and 0 < len(m.written_road) < 3 and (m.parts.poi or {"town", "community"} & set(m.parts.upper)):
+        # a two-character "road" after a place name (中街 of 邮电新村中街: 邮电新村 read as a community)
+        # is a fragment: the real road may not be among the candidates at all, so a hit on one of
+        # them proves nothing
+        best = max((h for hs in hits.values() for h in hs), key=lambda h: h[1])
+        m.status, m.method, m.candidate_id = "review", method, best[0]
+        m.score = min(best[1], MATCH_THRESHOLD - 1)
+        m.reason = f"road {m.written_road!r} is too short to be corrected with confidence"
         return
     if fuzzy_road and len(hits) > 1:
         alt_score = {a: s for a, (_, s) in enumerate(m.alternatives)}
