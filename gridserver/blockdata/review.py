@@ -164,6 +164,14 @@ def link(conn, row: dict, tgt: dict, *, actor: str, note: str | None = None) -> 
         conn.execute(text(f"UPDATE {table} SET address_code = :a, building_code = coalesce(:b, building_code), "
                           f"house_code = coalesce(:h, house_code), updated_at = now() WHERE id = :i"),
                      {"a": ac, "b": bc, "h": house, "i": rid})
+        if house:  # the house (房) implied by a room-level address, as the importer makes it
+            conn.execute(text(
+                "INSERT INTO houses (house_code, building_code, address_code, floor, room, source) "
+                "SELECT :h, :b, s.code, nullif(s.floor, ''), nullif(s.room, ''), :src FROM std_addresses s "
+                "WHERE s.code = :h AND :k IN ('households', 'people') ON CONFLICT (house_code) DO NOTHING"),
+                {"h": house, "b": bc, "src": row["source"], "k": kind})
+            service.link_grids(conn, kinds=["house"], where={"house": "r.grid_code IS NULL AND r.house_code = :h"},
+                               params={"h": house}, reason=f"house implied by review {row['id']}")
     old = conn.execute(text(f"SELECT grid_code FROM {table} WHERE id = :i"), {"i": rid}).scalar()
     service.link_grids(conn, kinds=[one], where={one: "r.id = :rid"}, params={"rid": rid},
                        reason=f"review {row['id']} linked by {actor}")

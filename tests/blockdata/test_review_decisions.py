@@ -70,6 +70,7 @@ def rq(engine, tmp_path_factory):
     with engine.begin() as conn:
         conn.execute(text("DELETE FROM people WHERE source = '复核测试'"))
         conn.execute(text("DELETE FROM businesses WHERE source = '复核测试'"))
+        conn.execute(text("DELETE FROM houses WHERE source = '复核测试'"))
         conn.execute(text("DELETE FROM buildings WHERE source = '复核测试'"))
         conn.execute(text("DELETE FROM bd_rollup WHERE grid_code LIKE :p"), {"p": D + "%"})
     try:
@@ -140,6 +141,8 @@ def test_person_of_unknown_area_only_citywide_then_grid_by_rule(rq, ops, http, a
     assert r.status_code == 200, r.text
     p = _q(engine, "SELECT address_code, grid_code FROM people WHERE id = :i", i=r.json()["record_id"])
     assert (p.address_code, p.grid_code) == (rq["codes"]["2"], E)
+    h = _q(engine, "SELECT grid_code FROM houses WHERE house_code = :c", c=rq["codes"]["2"])
+    assert h is not None and h.grid_code == E   # the implied house, as the importer makes it
     assert _q(engine, "SELECT value FROM bd_rollup WHERE grid_code = :g AND metric = 'people'", g=E).value == 1
     # now the row lies in E: the east operator sees it, the west one does not
     seen = {x["id"] for x in http.get("/api/v1/blockdata/review", params={"status": "resolved"},
