@@ -130,6 +130,46 @@ class PostGIS:
         return min_code_reduce(n, pairs[:, 0], pairs[:, 1], rank, by_rank)
 
 
+def pipeline_bench(codes, geoms, x, y, repeat: int) -> dict:
+    """POST /api/v1/locate's server work from body bytes to response bytes (no socket): the previous
+    implementation (pandas CSV parsing, per-row Python string joins) against the current one (pyarrow
+    CSV parsing, pyarrow-built output), same index, same CSV body; answers must be byte-identical."""
+    from gridserver.areas import batch
+
+    index = batch.index_from_rows(1, [(c, g, None, None, None) for c, g in zip(codes, geoms)])
+    ids = np.char.add("p", np.arange(x.size).astype(str))
+    buf = io.StringIO()
+    np.savetxt(buf, np.column_stack([ids, np.char.mod("%.17g", x), np.char.mod("%.17g", y)]), fmt="%s",
+               delimiter=",", header="id,lon,lat", comments="")
+    body = buf.getvalue().encode()
+
+    def old(as_csv):
+        pts = batch._from_csv_pandas(body, None)
+        lon, lat = batch.to_lonlat(pts)
+        found = index.grid.locate(lon, lat)
+        out_ids = batch._ids_for_output(list(pts.ids))
+        gen = batch._csv(out_ids, found, index.csv_tail) if as_csv else batch._ndjson(out_ids, found, index.json_tail)
+        return b"".join(c.encode() for c in gen)
+
+    def new(as_csv):
+        pts = batch._from_csv_bytes(body, None)
+        return b"".join(batch.locate_points(pts, index, as_csv)[1])
+
+    out = {"body_mb": round(len(body) / 2**20, 1)}
+    print(f"\nPOST /api/v1/locate server work, {x.size:,} CSV points ({out['body_mb']} MB body), no socket:")
+    for fmt, as_csv in (("ndjson", False), ("csv", True)):
+        t_old, r_old = timed(lambda: old(as_csv), repeat)
+        t_new, r_new = timed(lambda: new(as_csv), repeat)
+        same = r_old == r_new
+        print(f"  {fmt:6s} previous {t_old:6.3f} s ({x.size / t_old:12,.0f} pts/s)   now {t_new:6.3f} s "
+              f"({x.size / t_new:12,.0f} pts/s)   {t_old / t_new:5.1f}× faster   identical bytes: {'yes' if same else 'NO'}")
+        if not same:
+            raise SystemExit(f"{fmt}: the two implementations answer differently")
+        out.update({f"pipeline_{fmt}_old_pts_s": round(x.size / t_old), f"pipeline_{fmt}_new_pts_s": round(x.size / t_new),
+                    f"pipeline_{fmt}_x_faster": round(t_old / t_new, 1)})
+    return out
+
+
 def timed(fn, repeat: int):
     best, result = float("inf"), None
     for _ in range(repeat):
@@ -147,6 +187,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2, help="best of this many runs per method")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--no-postgis", action="store_true")
+    ap.add_argument("--pipeline-only", action="store_true",
+                    help="only the POST /api/v1/locate server-work comparison (and GridIndex.locate)")
     ap.add_argument("--city", choices=("voronoi", "demo"), default="voronoi",
                     help="voronoi: streets cut by random seeds (default); demo: gridserver.demo.city.build_city "
                          "(real-looking grids, ~30 s to build)")
@@ -181,6 +223,14 @@ def main() -> None:
     n_exact = int((idx.raster_answers(x, y) == -2).sum())
     print(f"points sent to the exact test: {n_exact} ({n_exact / a.n:.2%}); "
           f"inside some grid: {(results['GridIndex.locate'][1] >= 0).mean():.1%}")
+
+    pipeline = pipeline_bench(codes, geoms, x, y, max(2, a.repeat))
+    pipeline["index_over_ndjson_pipeline"] = round(pipeline["pipeline_ndjson_new_pts_s"] and
+                                                   (a.n / results["GridIndex.locate"][0]) / pipeline["pipeline_ndjson_new_pts_s"], 1)
+    if a.pipeline_only:
+        emit("locate_batch", points=a.n, grids=len(geoms), gridindex_pts_s=round(a.n / results["GridIndex.locate"][0]),
+             **pipeline, identical=True)
+        return
 
     tree = shapely.STRtree(geoms)
     results["shapely STRtree covered_by"] = timed(lambda: run_strtree(tree, x, y, idx.rank, idx.by_rank), a.repeat)
@@ -219,7 +269,7 @@ def main() -> None:
         raise SystemExit("methods disagree")
     emit("locate_batch", points=a.n, grids=len(geoms), gridindex_pts_s=round(a.n / fast),
          **{f"x_vs_{k.split()[0].lower()}_{k.split()[1].lower()}": round(results[k][0] / fast, 1)
-            for k in results if k != "GridIndex.locate"}, identical=True)
+            for k in results if k != "GridIndex.locate"}, **pipeline, identical=True)
 
 
 if __name__ == "__main__":

@@ -281,6 +281,31 @@ def _csv_header(data: bytes) -> list[str] | None:
     return text.split(",")
 
 
+def _string_bytes(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(UTF-8 bytes, offsets) of a pyarrow string array, without copying."""
+    arr = arr.cast(pa.string()) if arr.type != pa.string() else arr
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32)[arr.offset: arr.offset + len(arr) + 1]
+    buf = arr.buffers()[2]
+    data = np.frombuffer(buf, dtype=np.uint8) if buf is not None else np.empty(0, np.uint8)
+    return data[offsets[0]: offsets[-1]], offsets - offsets[0]
+
+
+def _any_byte(arr: pa.Array, special: bytes, controls: bool = False) -> bool:
+    """Whether any string holds one of ``special`` (or, with ``controls``, a byte < 0x20)."""
+    data, _ = _string_bytes(arr)
+    hit = np.isin(data, np.frombuffer(special, dtype=np.uint8))
+    if controls:
+        hit |= data < 0x20
+    return bool(hit.any())
+
+
+def _any_leading_blank(arr: pa.Array) -> bool:
+    data, offsets = _string_bytes(arr)
+    starts = offsets[:-1][offsets[1:] > offsets[:-1]]
+    first = data[starts]
+    return bool(((first == 0x20) | (first == 0x09)).any())
+
+
 def _from_csv_arrow(data: bytes, crs: str | None) -> Points | None:
     """pyarrow fast path; None when the input needs the pandas path (which then accepts or explains it)."""
     header = _csv_header(data)
@@ -315,11 +340,11 @@ def _from_csv_arrow(data: bytes, crs: str | None) -> Points | None:
     ids = row_crs = None
     if cols["id"] is not None:
         ids = tbl.column(cols["id"]).combine_chunks()
-        if pc.any(pc.match_substring_regex(ids, r"^[ \t]")).as_py():  # pandas skips these blanks
+        if _any_leading_blank(ids):  # pandas skips these blanks
             return None
     if cols["crs"] is not None:
-        col = tbl.column(cols["crs"])
-        if pc.any(pc.match_substring_regex(col, r"^[ \t]")).as_py():
+        col = tbl.column(cols["crs"]).combine_chunks()
+        if _any_leading_blank(col):
             return None
         row_crs = pc.utf8_trim_whitespace(col).to_numpy(zero_copy_only=False)
     return Points(ids=ids if ids is not None else [None] * tbl.num_rows, x=xy[0], y=xy[1],
@@ -457,7 +482,7 @@ def _fast_body(ids, found: np.ndarray, index: LocateIndex, as_csv: bool) -> list
     (CSV input) or absent (row numbers); None for other ids or ids that need escaping/quoting."""
     n = found.size
     if isinstance(ids, pa.Array):
-        if pc.any(pc.match_substring_regex(ids, r'[,"\\\x00-\x1f]' if as_csv else r'["\\\x00-\x1f]')).as_py():
+        if _any_byte(ids, b',"\r\n' if as_csv else b'"\\', controls=not as_csv):
             return None
         quoted = not as_csv
     elif isinstance(ids, list) and (n == 0 or (ids[0] is None and ids[-1] is None and all(v is None for v in ids))):
