@@ -170,6 +170,82 @@ def pipeline_bench(codes, geoms, x, y, repeat: int) -> dict:
     return out
 
 
+def http_bench(codes, geoms, x, y, repeat: int) -> dict:
+    """End to end over a socket: the grids in a scratch database, the production app under uvicorn in a
+    subprocess, one admin-token POST of the CSV body per format; seconds from sending to the last byte."""
+    import http.client
+    import os
+    import secrets
+    import socket
+    import subprocess
+    import sys
+    from datetime import timedelta
+    from pathlib import Path
+
+    import psycopg
+    from sqlalchemy import create_engine
+
+    from gridserver.auth.security import create_access_token
+    from gridserver.auth.users import create_user
+    from gridserver.db.engine import conninfo
+
+    ids = np.char.add("p", np.arange(x.size).astype(str))
+    buf = io.StringIO()
+    np.savetxt(buf, np.column_stack([ids, np.char.mod("%.17g", x), np.char.mod("%.17g", y)]), fmt="%s",
+               delimiter=",", header="id,lon,lat", comments="")
+    body = buf.getvalue().encode()
+    out = {}
+    with scratch_database("gs_bench_locate_http") as db_url:
+        with psycopg.connect(conninfo()) as conn:
+            conn.cursor().executemany(
+                "INSERT INTO admin_areas (level, code, name, geom, source) "
+                "VALUES ('grid', %s, %s, ST_Multi(ST_GeomFromWKB(%s, 4326)), 'bench')",
+                [(c, f"网格{c}", shapely.to_wkb(g)) for c, g in zip(codes, geoms)])
+        secret = secrets.token_urlsafe(32)
+        get_settings().jwt_secret = secret
+        eng = create_engine(db_url)
+        with eng.begin() as conn:
+            create_user(conn, "bench_admin", secrets.token_urlsafe(16), "admin")
+        eng.dispose()
+        token = create_access_token("bench_admin", expires_delta=timedelta(hours=1))
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        env = dict(os.environ, DATABASE_URL=db_url, GRIDSERVER_JWT_SECRET=secret)
+        proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "gridserver.api:create_app", "--factory",
+                                 "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+                                env=env, cwd=Path(__file__).resolve().parent.parent)
+        try:
+            def post(fmt: str) -> bytes:
+                c = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+                c.request("POST", f"/api/v1/locate?format={fmt}", body=body,
+                          headers={"content-type": "text/csv", "authorization": f"Bearer {token}"})
+                r = c.getresponse()
+                data = r.read()
+                if r.status != 200:
+                    raise RuntimeError(f"HTTP {r.status}: {data[:300]!r}")
+                return data
+
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    post("ndjson")  # also loads the index
+                    break
+                except OSError:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.3)
+            print(f"\nPOST /api/v1/locate over HTTP (uvicorn, admin token), {x.size:,} CSV points:")
+            for fmt in ("ndjson", "csv"):
+                sec, data = timed(lambda: post(fmt), repeat)
+                print(f"  {fmt:6s} {sec:6.3f} s  {x.size / sec:12,.0f} pts/s  ({len(data) / 2**20:.0f} MB answer)")
+                out[f"http_{fmt}_pts_s"] = round(x.size / sec)
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    return out
+
+
 def timed(fn, repeat: int):
     best, result = float("inf"), None
     for _ in range(repeat):
@@ -187,6 +263,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2, help="best of this many runs per method")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--no-postgis", action="store_true")
+    ap.add_argument("--no-http", action="store_true", help="skip the end-to-end HTTP measurement")
     ap.add_argument("--pipeline-only", action="store_true",
                     help="only the POST /api/v1/locate server-work comparison (and GridIndex.locate)")
     ap.add_argument("--city", choices=("voronoi", "demo"), default="voronoi",
@@ -227,6 +304,11 @@ def main() -> None:
     pipeline = pipeline_bench(codes, geoms, x, y, max(2, a.repeat))
     pipeline["index_over_ndjson_pipeline"] = round(pipeline["pipeline_ndjson_new_pts_s"] and
                                                    (a.n / results["GridIndex.locate"][0]) / pipeline["pipeline_ndjson_new_pts_s"], 1)
+    if not a.no_http:
+        pipeline.update(http_bench(codes, geoms, x, y, max(2, a.repeat)))
+        pipeline["index_over_http_ndjson"] = round((a.n / results["GridIndex.locate"][0]) / pipeline["http_ndjson_pts_s"], 1)
+        pipeline["http_ndjson_over_previous_pipeline"] = round(pipeline["http_ndjson_pts_s"]
+                                                               / pipeline["pipeline_ndjson_old_pts_s"], 1)
     if a.pipeline_only:
         emit("locate_batch", points=a.n, grids=len(geoms), gridindex_pts_s=round(a.n / results["GridIndex.locate"][0]),
              **pipeline, identical=True)
