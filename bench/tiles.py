@@ -12,10 +12,18 @@ and district, and 5,000 incidents. Then, side by side in one run and at the same
   decide which handler style the endpoint uses.
 
 The tile list is every z14, z15 and z16 tile over the data for the grids, streets and incidents
-layers. It prints tiles/s per zoom and the ratio HTTP / direct (tipg's published z16 figure is
-0.15× of PostGIS).
+layers. It prints tiles/s per zoom and the ratio HTTP / direct.
 
-    .venv/bin/python bench/tiles.py [--clients 4] [--rounds 2] [--keep]
+Then **tipg side by side** (developmentseed's OGC Features/Tiles server, measured, not quoted): tipg
+lives only in a bench-only virtualenv ``bench/.venv-tipg`` (created on first use with
+``python3 -m venv`` + ``pip install tipg uvicorn``; never a project dependency) and runs as its own
+uvicorn process on the same scratch database, publishing a view of the current grids with the
+columns our grid tiles carry (code, name, level, parent_code, geom_3857). The z14 and z16 grid tiles
+are fetched from gridserver (as served, i.e. from its area tile cache, and rendered, cache off),
+from tipg, and made by the plain-SQL floor, with the same client threads and concurrency; it prints
+req/s, ratios and tile bytes. If tipg cannot be installed or started, it says so and goes on.
+
+    .venv/bin/python bench/tiles.py [--clients 4] [--rounds 2] [--grids 2000] [--no-tipg] [--keep]
 """
 
 from __future__ import annotations
@@ -35,7 +43,7 @@ from datetime import timedelta
 import numpy as np
 import shapely
 from fastapi import Request  # module level: the async handler's annotation must resolve
-from common import voronoi_split  # bench/common.py (the script directory is on sys.path)
+from common import machine, voronoi_split  # bench/common.py (the script directory is on sys.path)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -219,9 +227,13 @@ def serve(mode: str, port: int) -> None:
     """Subprocess entry: the production app (sync) or a variant with an async tile handler."""
     import uvicorn
 
-    if mode == "sync":
+    if mode in ("sync", "nocache"):
         from gridserver.api import create_app
 
+        if mode == "nocache":  # the production app with its area tile cache off: every tile rendered
+            from gridserver.maps import tile_cache
+
+            tile_cache.MAX_BYTES = 0
         app = create_app()
     else:
         from contextlib import asynccontextmanager
@@ -318,6 +330,163 @@ def incident_aggregation(conninfo: str, bounds, rounds: int) -> dict:
     return out
 
 
+# --- tipg, side by side ---------------------------------------------------------------------------
+
+TIPG_VENV = os.path.join(ROOT, "bench", ".venv-tipg")
+TIPG_VIEW = "bench_tipg_grids"
+TIPG_ZOOMS = (14, 16)
+
+
+def tipg_python() -> tuple[str | None, str]:
+    """The bench-only venv's python with tipg importable (created on first use); (None, why) otherwise."""
+    py = os.path.join(TIPG_VENV, "bin", "python")
+    check = [py, "-c", "import tipg, uvicorn; print(tipg.__version__)"]
+    ok = os.path.exists(py) and subprocess.run(check, capture_output=True, text=True).returncode == 0
+    if not ok:
+        print(f"tipg: creating the bench-only virtualenv {os.path.relpath(TIPG_VENV, ROOT)} (pip install tipg uvicorn) …")
+        for cmd in (["python3", "-m", "venv", TIPG_VENV], [py, "-m", "pip", "install", "-q", "tipg", "uvicorn"]):
+            try:
+                r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                return None, f"{' '.join(cmd[:3])} failed: {exc}"
+            if r.returncode != 0:
+                return None, f"{' '.join(cmd[:3])} failed: {(r.stderr or r.stdout).strip().splitlines()[-1:]}"
+    r = subprocess.run(check, capture_output=True, text=True)
+    if r.returncode != 0:
+        return None, f"tipg is not importable in {TIPG_VENV}: {r.stderr.strip().splitlines()[-1:]}"
+    return py, r.stdout.strip()
+
+
+def start_tipg(py: str, conninfo: str) -> tuple[subprocess.Popen, str]:
+    """tipg under uvicorn (one worker, like ours) on the bench database, publishing only the grids view."""
+    import psycopg
+
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(f"""CREATE OR REPLACE VIEW {TIPG_VIEW} AS
+                         SELECT code, name, level, parent_code, geom_3857 AS geom
+                         FROM admin_areas WHERE level = 'grid' AND valid_to IS NULL""")
+    port = free_port()
+    env = dict(os.environ, DATABASE_URL=conninfo, TIPG_DB_TABLES=f'["public.{TIPG_VIEW}"]', TIPG_DB_FUNCTIONS="[]",
+               TIPG_DB_SPATIAL_EXTENT="false", TIPG_DB_DATETIME_EXTENT="false", TIPG_DEBUG="false")
+    proc = subprocess.Popen([py, "-m", "uvicorn", "tipg.main:app", "--host", "127.0.0.1", "--port", str(port),
+                             "--log-level", "warning", "--no-access-log"], env=env, cwd=ROOT)
+    import http.client
+
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            c.request("GET", f"/collections/public.{TIPG_VIEW}")
+            status = c.getresponse().status
+            if status == 200:
+                return proc, f"http://127.0.0.1:{port}"
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.terminate()
+            raise RuntimeError("tipg did not start (or does not publish the grids view)")
+        time.sleep(0.3)
+
+
+def fetch_fn(base: str, path, sizes: dict | None = None):
+    """A client like http_fn for any URL pattern path(z, x, y); records tile bytes in ``sizes``."""
+    import http.client
+
+    host, port = base.split("//")[1].split(":")
+
+    def fn(state, item):
+        if "conn" not in state:
+            state["conn"] = http.client.HTTPConnection(host, int(port), timeout=60)
+            state["close"] = state["conn"].close
+        _, z, x, y = item
+        c = state["conn"]
+        c.request("GET", path(z, x, y), headers=TOKEN)
+        r = c.getresponse()
+        body = r.read()
+        if r.status not in (200, 204):
+            raise RuntimeError(f"HTTP {r.status} for {base}{path(z, x, y)}: {body[:200]!r}")
+        if sizes is not None:
+            sizes[item] = len(body)
+    return fn
+
+
+def tipg_section(conninfo: str, db_url: str, bounds, clients: int, rounds: int, servers: list) -> dict:
+    """Grid tiles at z14 and z16: gridserver (cached and rendered), tipg and the plain-SQL floor."""
+    print()
+    py, info = tipg_python()
+    if py is None:
+        print(f"tipg: SKIPPED — {info}")
+        return {"tipg": "skipped", "tipg_reason": info}
+    try:
+        proc, tipg_base = start_tipg(py, conninfo)
+    except (RuntimeError, OSError) as exc:
+        print(f"tipg: SKIPPED — tipg {info} could not be started: {exc}")
+        return {"tipg": "skipped", "tipg_reason": str(exc)}
+    servers.append(proc)
+    sync_proc, sync_base = start_server("sync", db_url)
+    servers.append(sync_proc)
+    nocache_proc, nocache_base = start_server("nocache", db_url)
+    servers.append(nocache_proc)
+    ours = lambda z, x, y: f"/tiles/grids/{z}/{x}/{y}.mvt"  # noqa: E731
+    theirs = lambda z, x, y: f"/collections/public.{TIPG_VIEW}/tiles/WebMercatorQuad/{z}/{x}/{y}"  # noqa: E731
+    print(f"tipg {info} side by side: grid tiles z{' and z'.join(map(str, TIPG_ZOOMS))} (each tile list repeated to "
+          f"≥ 400 requests per run), {clients} clients, best of {rounds} rounds")
+    print(f"{'grid tiles':22} " + " ".join(f"{'z' + str(z) + ' req/s':>10} {'KB/tile':>8} {'max KB':>7}"
+                                          for z in TIPG_ZOOMS))
+    out: dict = {"tipg": info}
+    rates: dict[str, dict[int, float]] = defaultdict(dict)
+    for z in TIPG_ZOOMS:
+        distinct = [("grids", z, t.x, t.y) for t in tiles.TMS.tiles(*bounds, [z])]
+        work = distinct * -(-400 // len(distinct))  # ≥ 400 requests per run: few z14 tiles would be all noise
+        random.shuffle(work)
+        sizes: dict[str, dict] = {k: {} for k in ("floor", "ours", "ours_rendered", "tipg")}
+
+        def floor_fn(state, item, _sizes=sizes["floor"]):
+            import psycopg
+
+            if "conn" not in state:
+                state["conn"] = psycopg.connect(conninfo, autocommit=True)
+                state["close"] = state["conn"].close
+            layer, z_, x, y = item
+            _sizes[item] = len(tiles.render_tile(state["conn"], tiles.LAYERS[layer], z_, x, y))
+
+        runners = {"PostGIS floor (SQL)": ("floor", floor_fn),
+                   "gridserver (served)": ("ours", fetch_fn(sync_base, ours, sizes["ours"])),
+                   "gridserver (no cache)": ("ours_rendered", fetch_fn(nocache_base, ours, sizes["ours_rendered"])),
+                   "tipg": ("tipg", fetch_fn(tipg_base, theirs, sizes["tipg"]))}
+        for label, (key, fn) in runners.items():
+            run_threads(clients, work, fn)  # warm-up (and the served cache filled, as in production)
+            wall = min(run_threads(clients, work, fn)[0] for _ in range(rounds))
+            rates[label][z] = len(work) / wall
+            b = list(sizes[key].values())
+            out[f"z{z}_{key}_req_s"] = round(len(work) / wall, 1)
+            out[f"z{z}_{key}_bytes_mean"] = round(sum(b) / len(b))
+            out[f"z{z}_{key}_bytes_max"] = max(b)
+        out[f"z{z}_tiles"] = len(distinct)
+        out[f"z{z}_requests"] = len(work)
+        if sum(sizes["ours"].values()) and not sum(sizes["tipg"].values()):
+            raise RuntimeError(f"tipg returned only empty z{z} grid tiles: it does not see the grids")
+    for label in rates:
+        key = runners[label][0]
+        print(f"{label:22} " + " ".join(f"{rates[label][z]:10.0f} {out[f'z{z}_{key}_bytes_mean'] / 1e3:8.1f} "
+                                        f"{out[f'z{z}_{key}_bytes_max'] / 1e3:7.1f}" for z in TIPG_ZOOMS))
+    print()
+    floor = rates["PostGIS floor (SQL)"]
+    for z in TIPG_ZOOMS:
+        t = rates["tipg"][z]
+        r = {k: rates[lbl][z] for k, lbl in (("served", "gridserver (served)"), ("rendered", "gridserver (no cache)"))}
+        out[f"z{z}_tipg_vs_floor"] = round(t / floor[z], 3)
+        out[f"z{z}_ours_vs_floor"] = round(r["served"] / floor[z], 3)
+        out[f"z{z}_ours_rendered_vs_floor"] = round(r["rendered"] / floor[z], 3)
+        out[f"z{z}_ours_vs_tipg"] = round(r["served"] / t, 2)
+        out[f"z{z}_ours_rendered_vs_tipg"] = round(r["rendered"] / t, 2)
+        print(f"z{z}: tipg / floor {t / floor[z]:.2f}×   gridserver served / floor {r['served'] / floor[z]:.2f}×, "
+              f"no cache / floor {r['rendered'] / floor[z]:.2f}×   gridserver / tipg: served {r['served'] / t:.2f}×, "
+              f"no cache {r['rendered'] / t:.2f}×")
+    print("note: gridserver's grid tiles also carry a label-point layer (grids_label); tipg's carry the polygons only.")
+    return out
+
+
 # --- main ----------------------------------------------------------------------------------------
 
 def main() -> None:
@@ -327,7 +496,8 @@ def main() -> None:
     ap.add_argument("--grids", type=int, default=2000)
     ap.add_argument("--incidents", type=int, default=5000)
     ap.add_argument("--keep", action="store_true", help="keep the temporary database")
-    ap.add_argument("--serve", choices=["sync", "async"], help=argparse.SUPPRESS)
+    ap.add_argument("--no-tipg", action="store_true", help="skip the tipg side-by-side section")
+    ap.add_argument("--serve", choices=["sync", "async", "nocache"], help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve:
@@ -391,11 +561,18 @@ def main() -> None:
         for label in ("HTTP sync", "HTTP async"):
             ratio = base / results[label][0]
             zr = " ".join(f"z{z} {zoom_rates[label][z] / zoom_rates['PostGIS direct'][z]:.2f}×" for z in ZOOMS)
-            print(f"{label} / PostGIS direct: {ratio:.2f}×   ({zr})   [tipg reference: 0.15× at z16]")
+            print(f"{label} / PostGIS direct: {ratio:.2f}×   ({zr})")
         print(f"tiles per zoom: {per_zoom}")
+        for p in servers:  # free the cores for the next sections
+            p.terminate()
+            p.wait(timeout=10)
+        servers.clear()
+        tipg = ({"tipg": "skipped", "tipg_reason": "--no-tipg"} if args.no_tipg
+                else tipg_section(conninfo, db_url, bounds, args.clients, args.rounds, servers))
         print()
         agg = incident_aggregation(conninfo, bounds, args.rounds)
-        print(json.dumps({"bench": "tiles_incident_aggregation", "incidents": len(incidents), **agg}, ensure_ascii=False))
+        print(json.dumps({"bench": "tiles_incident_aggregation", "incidents": len(incidents), **agg, **tipg,
+                          **machine()}, ensure_ascii=False))
     finally:
         for p in servers:
             p.terminate()
