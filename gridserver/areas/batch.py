@@ -18,6 +18,7 @@ import threading
 from dataclasses import dataclass
 
 import numpy as np
+import orjson
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -240,9 +241,12 @@ def _from_geojson(doc: dict, crs: str | None) -> Points:
 
 def _from_json_bytes(data: bytes, crs: str | None) -> Points:
     try:
-        doc = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidInput(f"body is not valid JSON: {exc}") from None
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError:  # also NaN/Infinity, huge ints: the stdlib accepts or words the error
+        try:
+            doc = json.loads(data)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InvalidInput(f"body is not valid JSON: {exc}") from None
     if isinstance(doc, list):
         return _from_records(doc, crs)
     if isinstance(doc, dict):
@@ -485,9 +489,23 @@ def _fast_body(ids, found: np.ndarray, index: LocateIndex, as_csv: bool) -> list
         if _any_byte(ids, b',"\r\n' if as_csv else b'"\\', controls=not as_csv):
             return None
         quoted = not as_csv
-    elif isinstance(ids, list) and (n == 0 or (ids[0] is None and ids[-1] is None and all(v is None for v in ids))):
-        ids = pc.cast(pa.array(np.arange(1, n + 1, dtype=np.int64)), pa.string())
-        quoted = False
+    elif isinstance(ids, list):
+        try:
+            arr = pa.array(ids)  # all str, all int or all None give a plain array; mixed types raise
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError):
+            return None
+        if arr.type == pa.null():
+            arr = pa.array(np.arange(1, n + 1, dtype=np.int64))
+        elif arr.null_count:
+            return None
+        if arr.type == pa.int64():
+            ids, quoted = pc.cast(arr, pa.string()), False
+        elif arr.type == pa.string():
+            if _any_byte(arr, b',"\r\n' if as_csv else b'"\\', controls=not as_csv):
+                return None
+            ids, quoted = arr, not as_csv
+        else:
+            return None
     else:
         return None
     tails = pa.array(index.csv_tail if as_csv else index.json_tail, pa.string())

@@ -96,3 +96,24 @@ def test_fast_path_agrees_with_pandas_path(small_city):
     assert np.array_equal(fast.x, lon) and np.array_equal(fast.y, lat)
     assert np.array_equal(slow.x, fast.x) and np.array_equal(slow.y, fast.y)
     assert fast.ids.to_pylist() == list(slow.ids)
+
+
+def test_json_ids_of_every_kind(http, small_city):
+    """All-str, all-int, mixed, escaped and missing ids come back as given (or as row numbers)."""
+    pts = [IN_A, IN_B, OUT]
+    for ids in (["a", "点b", "c"], [10, 20, 30], ["a", 2, None], ['q"1', "back\\slash", "tab\there"], [None] * 3):
+        body = [{"lon": x, "lat": y} | ({} if i is None else {"id": i}) for i, (x, y) in zip(ids, pts)]
+        rows = ndjson(http.post("/api/v1/locate", json=body))
+        assert [r["id"] for r in rows] == [k + 1 if i is None else i for k, i in enumerate(ids)]
+        assert [r["grid_code"] for r in rows] == ["440104001001001", "440104003002004", None]
+        resp = http.post("/api/v1/locate?format=csv", json=body)
+        got = list(csv.reader(io.StringIO(resp.text)))[1:]
+        assert [g[0] for g in got] == [str(k + 1 if i is None else i) for k, i in enumerate(ids)]
+        assert [g[1] for g in got] == ["440104001001001", "440104003002004", ""]
+
+
+def test_json_non_finite_literals_still_name_the_row(http, small_city):
+    body = '[{"lon": 113.255, "lat": 23.145}, {"lon": NaN, "lat": 23.1}]'
+    resp = http.post("/api/v1/locate", content=body, headers={"content-type": "application/json"})
+    assert resp.status_code == 422
+    assert "row 2: 'lon' is not a finite number" in resp.json()["detail"]
