@@ -325,6 +325,8 @@ def _from_csv_arrow(data: bytes, crs: str | None) -> Points | None:
         tbl = pacsv.read_csv(
             pa.py_buffer(data),
             read_options=pacsv.ReadOptions(block_size=4 << 20),
+            # a quoted field may hold a line break; only then must blocks be cut quote-aware (slower)
+            parse_options=pacsv.ParseOptions(newlines_in_values=b'"' in data),
             convert_options=pacsv.ConvertOptions(column_types=types, include_columns=list(types),
                                                  null_values=[""], strings_can_be_null=False,
                                                  quoted_strings_can_be_null=False),

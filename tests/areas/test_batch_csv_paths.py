@@ -10,6 +10,7 @@ import csv
 import io
 import json
 
+import numpy as np
 import pytest
 
 from gridserver.areas import batch
@@ -117,3 +118,15 @@ def test_json_non_finite_literals_still_name_the_row(http, small_city):
     resp = http.post("/api/v1/locate", content=body, headers={"content-type": "application/json"})
     assert resp.status_code == 422
     assert "row 2: 'lon' is not a finite number" in resp.json()["detail"]
+
+
+def test_quoted_line_breaks_across_parser_blocks(http, small_city):
+    """Ids holding line breaks, in a body larger than one pyarrow block (4 MB), keep rows aligned."""
+    n = 200_000
+    lines = [f'"id\n{i}",{IN_A[0] if i % 2 else OUT[0]},{IN_A[1] if i % 2 else OUT[1]}' for i in range(n)]
+    body = ("id,lon,lat\n" + "\n".join(lines) + "\n").encode()
+    assert len(body) > 4 << 20
+    pts = batch._from_csv_arrow(body, None)
+    assert pts is not None and len(pts.x) == n
+    assert pts.ids[n - 1].as_py() == f"id\n{n - 1}"
+    assert np.array_equal(pts.x, np.where(np.arange(n) % 2 == 1, IN_A[0], OUT[0]))
