@@ -162,15 +162,26 @@ def test_building_row_becomes_a_building(rq, http, auth, admin_token, engine):
     assert b.grid_code == E and b.has_geom and b.building_code == rq["codes"]["2"]
 
 
-def test_reject_needs_reason_and_scope(rq, ops, http, auth, engine):
+def test_reject_needs_reason_and_scope_and_is_decided_once(rq, ops, http, auth, engine, live_url):
     rid = rq["rows"][("businesses", 3)]
     assert http.post(f"/api/v1/blockdata/review/{rid}/reject", json={"reason": "重复"}, headers=auth(ops["W"])).status_code == 403
     r = http.post(f"/api/v1/blockdata/review/{rid}/reject", json={"reason": "  "}, headers=auth(ops["E"]))
     assert r.status_code == 422 and "reason" in r.json()["detail"]
-    r = http.post(f"/api/v1/blockdata/review/{rid}/reject", json={"reason": "企业已注销"}, headers=auth(ops["E"]))
-    assert r.status_code == 200, r.text
+    # two reviewers at once: one decision wins, the other is told it was already decided
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    def go(reason):
+        with httpx.Client(base_url=live_url, timeout=60) as c:
+            return c.post(f"/api/v1/blockdata/review/{rid}/reject", json={"reason": reason}, headers=auth(ops["E"]))
+
+    with ThreadPoolExecutor(2) as ex:
+        got = list(ex.map(go, ["企业已注销", "企业已注销(2)"]))
+    assert sorted(x.status_code for x in got) == [200, 409], [x.text for x in got]
+    r = next(x for x in got if x.status_code == 200)
     rv = _q(engine, "SELECT status, data->'decision' AS d FROM bd_review WHERE id = :i", i=rid)
-    assert rv.status == "rejected" and rv.d["reason"] == "企业已注销" and rv.d["by"] == ops["E"]["username"]
+    assert rv.status == "rejected" and rv.d["reason"] == r.json()["reason"] and rv.d["by"] == ops["E"]["username"]
     # the record itself is kept
     assert _q(engine, "SELECT count(*) AS n FROM businesses WHERE credit_code = :c", c=rq["credit"][1]).n == 1
     assert http.post("/api/v1/blockdata/review/999999999/reject", json={"reason": "x"},
