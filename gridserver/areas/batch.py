@@ -428,6 +428,17 @@ def to_lonlat(pts: Points) -> tuple[np.ndarray, np.ndarray]:
                 raise UnknownCRS(f"row {r}: {exc.detail}", extra={"row": r, "column": "crs"}) from None
             parts.setdefault(name, []).append(rows)
         groups = {name: np.sort(np.concatenate(rs)) for name, rs in parts.items()}
+    if len(groups) == 1 and pts.row_crs is None:  # one CRS for all rows: no gather/scatter copies
+        name = next(iter(groups))
+        if name in GEOGRAPHIC:
+            for col, v, lim in (("lon", pts.x, 180), ("lat", pts.y, 90)):
+                bad = np.nonzero(np.abs(v) > lim)[0]
+                if bad.size:
+                    r = int(bad[0]) + 1
+                    raise InvalidInput(f"row {r}: {col!r} must be between -{lim} and {lim} in {name}, "
+                                       f"got {v[r - 1]}", extra={"row": r, "column": col})
+        lon, lat = to_wgs84(pts.x, pts.y, name)
+        return np.asarray(lon, dtype=np.float64), np.asarray(lat, dtype=np.float64)
     lon = np.empty_like(pts.x)
     lat = np.empty_like(pts.y)
     for name, rows in groups.items():
