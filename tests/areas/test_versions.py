@@ -245,3 +245,33 @@ def test_proposal_reads_the_block_data_tables(http, auth, admin_token, engine, v
         with engine.begin() as conn:
             conn.execute(text("DELETE FROM households WHERE source = 'test-versions'"))
             conn.execute(text("DELETE FROM buildings WHERE source = 'test-versions'"))
+
+
+@pytest.mark.parametrize("size_m, accepted", [(0.5, True), (20.0, False)])
+def test_activation_absorbs_dust_but_refuses_a_real_gap(http, auth, admin_token, engine, versioned_city, size_m, accepted):
+    """A draft whose grids leave a corner of the community uncovered: a sub-square-metre sliver (noding
+    dust) goes to the neighbouring grid and the grids tile the community; a 400 m² hole is refused."""
+    r = http.post("/api/v1/grids/drafts", headers=auth(admin_token),
+                  json={"area": COMM, "buildings": versioned_city["fc"], "seed": 21})
+    assert r.status_code == 201, r.text
+    draft_id = r.json()["id"]
+    x0, y0 = AREA.bounds[0], AREA.bounds[1]
+    d = size_m / 102_000  # metres → degrees of longitude at 23°N (close enough for a corner notch)
+    notch = box(x0, y0, x0 + d, y0 + size_m / 110_800)
+    with engine.begin() as conn:
+        conn.execute(text(
+            """UPDATE grid_draft_grids SET geom = ST_Multi(ST_CollectionExtract(
+                   ST_Difference(geom, ST_GeomFromText(:w, 4326)), 3))
+               WHERE draft_id = :id AND ST_Intersects(geom, ST_GeomFromText(:w, 4326))"""),
+            {"w": notch.wkt, "id": draft_id})
+    r = http.post(f"/api/v1/grids/drafts/{draft_id}/activate", headers=auth(admin_token))
+    if accepted:
+        assert r.status_code == 200, r.text
+        with engine.connect() as conn:
+            uncovered = conn.execute(text(
+                """SELECT ST_Area(ST_Transform(ST_Difference(c.geom, ST_Union(g.geom)), 4547))
+                   FROM admin_areas c JOIN admin_areas g ON g.parent_code = c.code AND g.valid_to IS NULL
+                   WHERE c.code = :c AND c.valid_to IS NULL GROUP BY c.geom"""), {"c": COMM}).scalar_one()
+        assert uncovered < 0.01
+    else:
+        assert r.status_code == 422 and "topology" in r.json()["detail"], r.text
