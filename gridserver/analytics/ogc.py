@@ -27,8 +27,13 @@ router = APIRouter(prefix="/ogc", tags=["OGC API Features 要素服务"])
 
 
 def _get(path: str, **kw):
-    """GET and HEAD (the spec recommends HEAD on every resource)."""
-    return router.api_route(path, methods=["GET", "HEAD"], **kw)
+    """GET and HEAD (the spec recommends HEAD on every resource); only GET is in the OpenAPI document,
+    so every operation keeps one unique operationId."""
+    def register(fn):
+        router.api_route(path, methods=["HEAD"], **{**kw, "include_in_schema": False})(fn)
+        return router.api_route(path, methods=["GET"], **kw)(fn)
+
+    return register
 
 
 GEOJSON, JSON, HTML = "application/geo+json", "application/json", "text/html"

@@ -162,7 +162,7 @@ def _print_summary(summary: dict, host: str, port: int) -> None:
         t.add_row("GCJ-02 检查", f"IoU uncorrected {g['iou_uncorrected']}, corrected {g['iou_corrected']}")
     a = summary.get("addresses")
     if isinstance(a, dict):
-        t.add_row("标准地址 addresses", f"{a['standard_addresses']} on {a['roads']} real roads")
+        t.add_row("标准地址 addresses", f"{a['standard_addresses']} on {a['roads']} roads")
         for sc in a["scores"]:
             t.add_row(f"  {sc['source']}", f"{sc['rows']} rows: matched {sc['matched']}, "
                       f"precision {sc['precision']:.3f}, recall {sc['recall']:.3f}")
