@@ -6,6 +6,7 @@ PostGIS returns go straight into the response.
 
 from __future__ import annotations
 
+import gzip
 import mimetypes
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from gridserver.maps import tile_cache, tiles
 router = APIRouter(tags=["地图 maps"])
 
 MVT_MEDIA_TYPE = "application/vnd.mapbox-vector-tile"
+GZIP_MIN_BYTES = 1024  # smaller tiles gain too little to be worth compressing
 HERE = Path(__file__).parent
 STATIC_DIR = HERE / "static"
 DIST_DIR = STATIC_DIR / "dist"
@@ -66,7 +68,8 @@ def basemap_tile(request: Request, z: int, x: int, y: int):
     archive = open_archive()
     if archive is None:
         raise NotFound("no basemap archive yet: run `gridserver tiles build`", code="no_archive")
-    return tile_response(archive.get(z, x, y), 3600, request.headers.get("if-none-match"))
+    return tile_response(archive.get(z, x, y), 3600, request.headers.get("if-none-match"),
+                         accept_encoding=request.headers.get("accept-encoding"))
 
 
 @router.get(
@@ -107,24 +110,40 @@ def vector_tile(
     statuses = tiles.parse_statuses(status) if spec.kind == "incidents" else None
     with pool().connection() as conn:  # area tiles come from tile_cache while the areas revision holds
         data = tile_cache.get_or_render(conn, spec, z, x, y, lambda: tiles.render_tile(conn, spec, z, x, y, statuses, viewer))
-    return tile_response(data, spec.max_age, request.headers.get("if-none-match"), private=private)
+    return tile_response(data, spec.max_age, request.headers.get("if-none-match"), private=private,
+                         accept_encoding=request.headers.get("accept-encoding"))
 
 
-def tile_response(data: bytes, max_age: int, if_none_match: str | None = None, private: bool = False) -> Response:
+def tile_response(data: bytes, max_age: int, if_none_match: str | None = None, private: bool = False,
+                  accept_encoding: str | None = None) -> Response:
     """The HTTP response for tile bytes: 200 with the MVT, 204 if empty, 304 if the ETag matches.
 
     ``private``: per-caller content, cacheable by the browser only (never a shared cache).
+    ``accept_encoding``: the client's Accept-Encoding; tiles over ``GZIP_MIN_BYTES`` go gzip-encoded
+    when it allows gzip (full-scale building tiles at z15 shrink about 3×, 250 → 75 KB).
     """
-    headers = {"Cache-Control": f"{'private' if private else 'public'}, max-age={max_age}"}
-    if private:
-        headers["Vary"] = "Authorization"
+    headers = {"Cache-Control": f"{'private' if private else 'public'}, max-age={max_age}",
+               "Vary": "Authorization, Accept-Encoding" if private else "Accept-Encoding"}
     if not data:
         return Response(status_code=204, headers=headers)
     tag = tiles.etag(data)
     headers["ETag"] = tag
     if if_none_match and tag in [t.strip() for t in if_none_match.split(",")]:
         return Response(status_code=304, headers=headers)
+    if len(data) >= GZIP_MIN_BYTES and _accepts_gzip(accept_encoding):
+        headers["Content-Encoding"] = "gzip"
+        data = gzip.compress(data, compresslevel=5, mtime=0)
     return Response(data, media_type=MVT_MEDIA_TYPE, headers=headers)
+
+
+def _accepts_gzip(accept_encoding: str | None) -> bool:
+    """True when an Accept-Encoding header lists gzip (or *) without ``q=0``."""
+    for part in (accept_encoding or "").split(","):
+        name, _, params = part.strip().partition(";")
+        if name.strip().lower() in ("gzip", "*"):
+            q = params.replace(" ", "").lower()
+            return not (q.startswith("q=0") and q.strip("q=0.") == "")
+    return False
 
 
 # --- the map page -------------------------------------------------------------------------------

@@ -105,6 +105,23 @@ def test_etag_and_cache_headers(http, small_city):
     assert changed.status_code == 200 and changed.content == r.content
 
 
+
+
+def test_tiles_are_gzip_encoded_only_when_the_client_accepts_it(http, small_city):
+    import gzip
+
+    t = _tile_covering((113.2501, 23.1201, 113.2899, 23.1499))
+    url = f"/tiles/grids/{t.z}/{t.x}/{t.y}.mvt"
+    plain = http.get(url, headers={"Accept-Encoding": "identity"})
+    assert plain.status_code == 200 and "content-encoding" not in plain.headers
+    assert len(plain.content) >= 1024, "the small-city grid tile is big enough to be compressed"
+    with http.stream("GET", url, headers={"Accept-Encoding": "gzip"}) as r:
+        raw = b"".join(r.iter_raw())
+        assert r.headers["content-encoding"] == "gzip" and "accept-encoding" in r.headers["vary"].lower()
+        assert r.headers["etag"] == plain.headers["etag"]
+    assert len(raw) < len(plain.content) and gzip.decompress(raw) == plain.content
+    refused = http.get(url, headers={"Accept-Encoding": "gzip;q=0"})
+    assert "content-encoding" not in refused.headers and refused.content == plain.content
 @pytest.fixture
 def incident(engine, small_city):
     with engine.begin() as conn:
