@@ -1,8 +1,11 @@
 """Area profile latency (网格画像): roll-ups against recounting the base tables, per area level.
 
-Needs a database holding the demo city with block data — by default DATABASE_URL's (build it with
-``gridserver demo --scale full``); when it has no people yet, the demo is built there first at
-``--scale``. Then, in one run, for random grids, communities, all streets and the district:
+By default it makes a scratch database (``bench/common.py``: DATABASE_URL's server, or the embedded
+PostGIS; dropped at the end unless ``--keep``) and builds the demo city with block data there at
+``--scale`` (the same ``build_demo`` as ``gridserver demo --scale …``; a generated city when
+``../shared`` is absent). ``--db NAME`` uses an existing database on that server instead (e.g. one
+built with ``gridserver demo --scale full``; the demo is built there first when it has no people yet).
+Then, in one run, for random grids, communities, all streets and the district:
 
 * **roll-up** (what ``GET /api/v1/areas/{code}/profile`` does): ``service.profile`` over
   ``bd_rollup`` + the live 30-day incident counts and the grid workers;
@@ -12,13 +15,13 @@ Needs a database holding the demo city with block data — by default DATABASE_U
 Prints p50/p95 per level and the ratio recount / roll-up, then one JSON line.
 Targets (issue 9): grid < 50 ms, district < 1 s at full scale.
 
-    DATABASE_URL=postgresql://…/demo .venv/bin/python bench/blockdata_profile.py [--grids 200] [--scale full]
+    DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres .venv/bin/python bench/blockdata_profile.py [--scale tiny|small|full] [--grids 200]
+    .venv/bin/python bench/blockdata_profile.py --db demo          # an existing demo database on DATABASE_URL's server
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import socket
@@ -28,6 +31,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from sqlalchemy import text  # noqa: E402
 
@@ -61,8 +65,31 @@ def main() -> None:
     ap.add_argument("--communities", type=int, default=50)
     ap.add_argument("--district-rounds", type=int, default=10)
     ap.add_argument("--recount", type=int, default=5, help="areas per level for the (slow) recount baseline")
-    ap.add_argument("--scale", default="full", help="demo scale to build when the database has no block data")
+    ap.add_argument("--scale", default="small", choices=("tiny", "small", "full"),
+                    help="demo block-data scale to build (full: Yuexiu size, ~1.17 M people; minutes)")
+    ap.add_argument("--db", help="existing database on DATABASE_URL's server (default: a scratch one)")
+    ap.add_argument("--keep", action="store_true", help="keep the scratch database")
     args = ap.parse_args()
+
+    import contextlib
+
+    from common import admin_url, scratch_database  # bench/common.py
+
+    if args.db:
+        from gridserver.db import engine as eng
+        from gridserver.settings import get_settings
+
+        os.environ["DATABASE_URL"] = admin_url().rsplit("/", 1)[0] + "/" + args.db
+        get_settings.cache_clear()
+        eng.reset()
+        ctx = contextlib.nullcontext()
+    else:
+        ctx = scratch_database("gs_bench_profile", keep=args.keep)
+    with ctx:
+        run(args)
+
+
+def run(args) -> None:
 
     from gridserver.blockdata import service
     from gridserver.db import migrate
@@ -72,12 +99,13 @@ def main() -> None:
     engine = get_engine()
     with engine.connect() as conn:
         people = conn.execute(text("SELECT count(*) FROM people")).scalar()
-    if not people:
+    built = not people
+    if built:
         from gridserver.demo.build import build_demo
 
         print(f"no block data: building the demo at scale {args.scale} …", flush=True)
         t = time.perf_counter()
-        build_demo(scale=args.scale)
+        build_demo(scale=args.scale, addresses=False)
         print(f"demo built in {time.perf_counter() - t:.0f} s", flush=True)
     with engine.connect() as conn:
         counts = dict(conn.execute(text(
@@ -144,8 +172,9 @@ def main() -> None:
     server.should_exit = True
     th.join(timeout=10)
     ok = results["grid"]["http_p95_ms"] < 50 and results["district"]["http_p95_ms"] < 1000
-    print(json.dumps({"bench": "blockdata_profile", "data": counts, "levels": results,
-                      "targets_met": ok}, ensure_ascii=False))
+    from common import emit
+
+    emit("blockdata_profile", scale=args.scale if built else "existing", data=counts, levels=results, targets_met=ok)
 
 
 if __name__ == "__main__":
