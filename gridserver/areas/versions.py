@@ -446,17 +446,17 @@ def absorb_slivers(conn, communities: list[str], max_m2: float = SLIVER_M2) -> i
     """Give every uncovered piece (< ``max_m2``) of each community to its current grid with the longest
     shared edge, so the grids tile the community exactly; returns how many grids grew."""
     return conn.execute(text(
-        """WITH gaps AS (
+        """WITH gaps AS MATERIALIZED (
                SELECT c.code AS parent,
                       (ST_Dump(ST_Difference(c.geom, ST_Union(g.geom)))).geom AS piece
                FROM admin_areas c
                JOIN admin_areas g ON g.parent_code = c.code AND g.level = 'grid' AND g.valid_to IS NULL
                WHERE c.level = 'community' AND c.valid_to IS NULL AND c.code = ANY(:c)
                GROUP BY c.code, c.geom),
-           small AS (
+           small AS MATERIALIZED (
                SELECT row_number() OVER () AS n, parent, piece FROM gaps
                WHERE ST_Dimension(piece) = 2 AND ST_Area(ST_Transform(piece, 4547)) < :max),
-           best AS (
+           best AS MATERIALIZED (
                SELECT DISTINCT ON (s.n) s.n, g.id, s.piece
                FROM small s
                JOIN admin_areas g ON g.parent_code = s.parent AND g.level = 'grid' AND g.valid_to IS NULL
