@@ -97,6 +97,8 @@ def test_map_renders_the_city_from_local_tiles_only(page, shoot, live_url, small
     assert grids <= set(codes), "the initial view fits the data: every small-city grid is on screen"
     assert page.title() == "网格化管理地图"
     assert any("/tiles/grids/" in u for u in page.requests)
+    # logged in: the header shows who and 退出, not the login form
+    assert not page.is_visible("#login form") and page.is_visible("#login .logout")
     shoot("map.png")
     _only_local_requests(page, live_url)
     assert page.errors == []
@@ -183,4 +185,5 @@ def test_without_login_the_map_shows_areas_but_no_incidents(browser, live_url, s
     assert pg.evaluate("() => window.__gridmapState.authenticated") is False
     assert not any("/tiles/incidents/" in u for u in requests)
     assert "登录后显示事件" in pg.inner_text("#login")
+    assert pg.is_visible("#login form") and not pg.is_visible("#login .logout")
     ctx.close()
