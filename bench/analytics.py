@@ -1,7 +1,7 @@
 """Analytics at volume: aggregates, hot spots, OGC paging, exports and the dask job over N incidents.
 
 Uses the database at DATABASE_URL when ``--db`` names an existing database with the demo city
-built in it (``gridserver demo --no-addresses``); otherwise it creates a temporary database on that
+built in it (``gridserver demo --no-addresses --scale none``); otherwise it creates a temporary database on that
 server (or the embedded PostGIS), builds the demo city there without the address base, and drops it
 at the end (``--keep`` keeps it; with ``--db`` the added rows stay, reuse them with ``--incidents 0``). Then it adds ``--incidents`` synthetic incidents (default 1 M)
 spread over two years, located with the batch grid index, and measures in one run, each against a
@@ -137,7 +137,7 @@ def main() -> None:
         use_database(server_url(temp))
         from gridserver.demo.build import build_demo
 
-        build_demo(seed=0, incidents=3000, addresses=False)
+        build_demo(seed=0, incidents=3000, addresses=False, scale="none")  # no block data: analytics never reads it
 
     from gridserver.analytics import aggregate as agg
     from gridserver.analytics import distributed as dist
