@@ -9,6 +9,12 @@ from shapely.geometry import box
 from gridserver.db import engine as eng
 from common import emit, scratch_database  # bench/common.py: a migrated scratch DB on DATABASE_URL's server or the embedded one
 
+import argparse
+_ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+_ap.add_argument("--communities", type=int, default=222, help="Voronoi communities (default 222, ~2,000 grids)")
+_ap.add_argument("--grids-per-community", type=int, default=9)
+A = _ap.parse_args()
+
 with scratch_database("gs_bench_areas"), tempfile.TemporaryDirectory(prefix="gs-bench-areas-") as tmp:
     rng = np.random.default_rng(1)
     D = "440177"; x0, y0, x1, y1 = 113.25, 23.10, 113.31, 23.16
@@ -22,7 +28,7 @@ with scratch_database("gs_bench_areas"), tempfile.TemporaryDirectory(prefix="gs-
         cells = shapely.get_parts(shapely.voronoi_polygons(shapely.multipoints(pts), extend_to=poly.buffer(0.01)))
         out = [c.intersection(poly) for c in cells]
         return [shapely.segmentize(c, 0.0003) for c in out if c.area > 0]
-    comms = vor(dist, 222)
+    comms = vor(dist, A.communities)
     sseeds = np.array([[rng.uniform(x0, x1), rng.uniform(y0, y1)] for _ in range(18)])
     cent = np.array([[c.centroid.x, c.centroid.y] for c in comms])
     owner = np.argmin(((cent[:, None, :] - sseeds[None]) ** 2).sum(-1), axis=1)
@@ -38,7 +44,7 @@ with scratch_database("gs_bench_areas"), tempfile.TemporaryDirectory(prefix="gs-
         sc = scodes[o]; cnt[sc] = cnt.get(sc, 0) + 1
         cc = f"{sc}{cnt[sc]:03d}"
         rows.append(dict(level="community", code=cc, name=f"社{cc}", parent_code=sc, geom=c))
-        for j, g in enumerate(vor(c, 9)):
+        for j, g in enumerate(vor(c, A.grids_per_community)):
             grids.append(dict(level="grid", code=f"{cc}{j+1:03d}", name=f"格{cc}{j}", parent_code=cc, geom=g))
     nverts = shapely.get_num_coordinates([g["geom"] for g in grids])
     print(f"synthetic city: {len(rows)-len([r for r in rows if r['level']=='community'])-1} streets, "
