@@ -186,3 +186,25 @@ def test_layers_json_lists_layers_with_data_bounds(http, small_city):
     t = TMS.tile(113.255, 23.1462, 15)
     url = grids["tiles"][0].format(z=t.z, x=t.x, y=t.y)
     assert http.get(url).status_code == 200
+
+
+def test_built_assets_are_gzipped_and_revalidate_with_304(http):
+    import gzip
+
+    from gridserver.maps.routes import BUILD_HINT, DIST_DIR
+
+    if not (DIST_DIR / "vendor.js").is_file():
+        pytest.skip(f"map front-end not built: run `{BUILD_HINT}`")
+    url = "/static/map/dist/vendor.js"
+    plain = http.get(url, headers={"Accept-Encoding": "identity"})
+    assert plain.status_code == 200 and "content-encoding" not in plain.headers
+    assert plain.content == (DIST_DIR / "vendor.js").read_bytes()
+    with http.stream("GET", url, headers={"Accept-Encoding": "gzip, deflate"}) as r:
+        raw = b"".join(r.iter_raw())
+        assert r.headers["content-encoding"] == "gzip" and r.headers["content-type"].startswith("text/javascript")
+        tag = r.headers["etag"]
+    assert len(raw) < len(plain.content) / 2 and gzip.decompress(raw) == plain.content
+    assert tag == plain.headers["etag"]
+    again = http.get(url, headers={"If-None-Match": tag})
+    assert again.status_code == 304 and again.content == b""
+    assert http.get(url, headers={"If-None-Match": '"stale"'}).status_code == 200
