@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import csv
 import random
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -128,7 +129,15 @@ def main() -> None:
         print(f"ratio bulk / per-row baseline: {s.rows / wall / naive:.1f}x")
         t = time.perf_counter()
         again = import_file(engine, table, source="公安户籍", mapping="address=住址,id=编号", rejected=tmp / "r2.csv")
-        print(f"re-import of the same file: already_imported={again.already_imported} in {time.perf_counter() - t:.1f} s")
+        re_s = time.perf_counter() - t
+        print(f"re-import of the same file: already_imported={again.already_imported} in {re_s:.1f} s")
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from common import emit  # bench/common.py
+
+        emit("address_import", rows=s.rows, rows_per_s=round(s.rows / wall), baseline_rows=len(sample),
+             baseline_rows_per_s=round(naive, 1), x_vs_baseline=round(s.rows / wall / naive, 1), matched=s.matched,
+             new=s.new, review=s.review, rejected=s.rejected, parser=parser_name(), reimport_s=round(re_s, 2),
+             already_imported=again.already_imported)
     finally:
         engine.dispose()
         if not args.keep:

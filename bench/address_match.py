@@ -312,7 +312,7 @@ def main() -> int:
         print(format_table(f"geocode ({t_geo:.1f} s)", geo, ("n", "exact", "coarser", "none", "wrong")))
         print(format_table(f"import matcher ({t_imp:.1f} s)", imp,
                            ("n", "right", "wrong", "review", "new", "rejected")))
-        print(json.dumps({"geocode": {k: {"precision": v["precision"], "recall": v["recall"], "wrong": v.get("wrong", 0)}
+        print(json.dumps({"bench": "address_match", "geocode": {k: {"precision": v["precision"], "recall": v["recall"], "wrong": v.get("wrong", 0)}
                                       for k, v in geo.items()},
                           "import": {k: {"precision": v["precision"], "recall": v["recall"], "wrong": v.get("wrong", 0)}
                                      for k, v in imp.items()}}, ensure_ascii=False))

@@ -65,13 +65,23 @@ def build_city(n_grids: int, n_incidents: int, rng) -> tuple[list[dict], list[tu
     """Areas (district, streets, communities, grids) and incident rows over Yuexiu."""
     import geopandas as gpd
 
-    df = gpd.read_file(get_settings().yuexiu_dir / "yuexiu_subdistricts_osm_wgs84.geojson")
-    streets = list(df.geometry.values)
-    scodes = [str(c) for c in df["ref:admin:CN:nbs"]]
+    path = get_settings().yuexiu_dir / "yuexiu_subdistricts_osm_wgs84.geojson"
+    if path.exists():
+        df = gpd.read_file(path)
+        streets = list(df.geometry.values)
+        scodes = [str(c) for c in df["ref:admin:CN:nbs"]]
+        names = list(df.get("name", scodes))
+    else:  # no ../shared: a generated outline of Yuexiu's size cut into 18 streets (as bench/locate_batch.py)
+        from gridserver.demo.synthetic import synthetic_outline
+
+        print(f"{path} not found: using a generated city of the same size", flush=True)
+        streets = voronoi_split(synthetic_outline(rng, 33.8), 18, rng)
+        scodes = [f"440104{i + 1:03d}" for i in range(len(streets))]
+        names = [f"街道{i + 1:02d}" for i in range(len(streets))]
     district = shapely.union_all(streets)
     areas = [dict(level="district", code="440104", name="越秀区", parent_code=None, geom=district)]
     total = sum(s.area for s in streets)
-    for scode, street, name in zip(scodes, streets, df.get("name", scodes)):
+    for scode, street, name in zip(scodes, streets, names):
         areas.append(dict(level="street", code=scode, name=str(name), parent_code="440104", geom=street))
         k = max(1, round(n_grids * street.area / total))
         parts = voronoi_split(street, k, rng)
