@@ -113,7 +113,7 @@ def place_buildings(block_polys: np.ndarray, n: int, rng: np.random.Generator) -
         inside = np.unique(tree.query(boxes, predicate="within")[0])
         if inside.size >= n or step < 4:
             break
-        step *= np.sqrt(inside.size / (n * 1.05))
+        step *= max(np.sqrt(inside.size / (n * 1.05)), 0.5)  # none fitted: halve, never collapse to 0
     pick = np.sort(rng.choice(inside, size=min(n, inside.size), replace=False))
     return boxes[pick]
 
