@@ -36,6 +36,7 @@ from shapely import STRtree
 
 from gridserver.errors import InvalidInput
 from gridserver.geo.crs import metric_transformer
+from gridserver.geo.regions import grow_regions, kmeans_seeds
 
 #: Faces smaller than this (m²) are slivers and are merged into a neighbour.
 SLIVER_M2 = 1.0
@@ -296,32 +297,6 @@ def merge_slivers(faces, owner: np.ndarray | None = None, min_area: float = SLIV
 # grouping
 
 
-def _kmeans_seeds(xy: np.ndarray, w: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    """Indices of ``n`` distinct faces near the centres of an area-weighted k-means."""
-    m = len(xy)
-    p = w / w.sum()
-    centers = [xy[rng.choice(m, p=p)]]
-    for _ in range(1, n):  # k-means++ initialisation
-        d = np.min(((xy[:, None, :] - np.asarray(centers)[None]) ** 2).sum(-1), axis=1) * w
-        centers.append(xy[rng.choice(m, p=d / d.sum())] if d.sum() > 0 else xy[rng.choice(m)])
-    c = np.asarray(centers, dtype="f8")
-    for _ in range(20):
-        lab = ((xy[:, None, :] - c[None]) ** 2).sum(-1).argmin(1)
-        for j in range(n):
-            sel = lab == j
-            if sel.any():
-                c[j] = (xy[sel] * w[sel, None]).sum(0) / w[sel].sum()
-    seeds: list[int] = []
-    taken = np.zeros(m, dtype=bool)
-    for j in range(n):
-        d = ((xy - c[j]) ** 2).sum(-1)
-        d[taken] = np.inf
-        s = int(d.argmin())
-        seeds.append(s)
-        taken[s] = True
-    return np.asarray(seeds)
-
-
 def _connected_without(members: set[int], f: int, nbrs: list[dict[int, float]]) -> bool:
     rest = members - {f}
     if not rest:
@@ -352,7 +327,7 @@ def group_faces(g: FaceGraph, idx: np.ndarray, n: int, rng: np.random.Generator,
     local = {int(f): k for k, f in enumerate(idx)}
     xy, w = g.xy[idx], np.maximum(g.area[idx], 1e-9)
     nbrs = [{local[b]: s for b, s in g.nbrs[int(f)].items() if b in local} for f in idx]
-    seeds = _kmeans_seeds(xy, w, n, rng)
+    seeds = kmeans_seeds(xy, w, n, rng, iterations=20)
     label = np.full(len(idx), -1, dtype=int)
     area = np.zeros(n)
     heaps: list[list[tuple[float, int]]] = [[] for _ in range(n)]
@@ -365,19 +340,7 @@ def group_faces(g: FaceGraph, idx: np.ndarray, n: int, rng: np.random.Generator,
             if label[b] < 0:
                 heapq.heappush(heaps[r], (float(((xy[b] - anchor[r]) ** 2).sum()), b))
 
-    for r, s in enumerate(seeds):
-        take(r, int(s))
-    active = [(area[r], r) for r in range(n)]
-    heapq.heapify(active)
-    while active:
-        _, r = heapq.heappop(active)
-        while heaps[r] and label[heaps[r][0][1]] >= 0:
-            heapq.heappop(heaps[r])
-        if not heaps[r]:
-            continue
-        _, f = heapq.heappop(heaps[r])
-        take(r, f)
-        heapq.heappush(active, (area[r], r))
+    grow_regions(seeds, heaps, label, take, lambda r: area[r])
     for f in np.flatnonzero(label < 0):  # unreachable (another part of a multi-part parent)
         r = int(((anchor - xy[f]) ** 2).sum(-1).argmin())
         label[f] = r

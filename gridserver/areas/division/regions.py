@@ -14,6 +14,7 @@ import warnings
 import numpy as np
 
 from gridserver.areas.division.units import Units
+from gridserver.geo.regions import grow_regions, kmeans_seeds
 
 #: Weight of the shape term (Σ weighted perimeter / √(4πA) per region) against the balance term.
 SHAPE_WEIGHT = 0.02
@@ -51,32 +52,6 @@ def _connected_without(members: set[int], u: int, nbrs: list[dict[int, float]]) 
                 targets.discard(b)
                 stack.append(b)
     return not targets
-
-
-def kmeans_seeds(xy: np.ndarray, w: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-    """Indices of ``k`` distinct units near the centres of a ``w``-weighted k-means of ``xy``."""
-    n = len(xy)
-    w = np.asarray(w, dtype="f8")
-    p = w / w.sum()
-    centers = [xy[rng.choice(n, p=p)]]
-    for _ in range(1, k):  # k-means++
-        d = np.min(((xy[:, None, :] - np.asarray(centers)[None]) ** 2).sum(-1), axis=1) * w
-        centers.append(xy[rng.choice(n, p=d / d.sum())] if d.sum() > 0 else xy[rng.choice(n)])
-    c = np.asarray(centers, dtype="f8")
-    for _ in range(25):
-        lab = ((xy[:, None, :] - c[None]) ** 2).sum(-1).argmin(1)
-        for j in range(k):
-            sel = lab == j
-            if sel.any():
-                c[j] = (xy[sel] * w[sel, None]).sum(0) / w[sel].sum()
-    seeds, taken = [], np.zeros(n, dtype=bool)
-    for j in range(k):
-        d = ((xy - c[j]) ** 2).sum(-1)
-        d[taken] = np.inf
-        s = int(d.argmin())
-        seeds.append(s)
-        taken[s] = True
-    return np.asarray(seeds)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -149,19 +124,7 @@ def grow(u: Units, k: int, lo: float, hi: float, rng: np.random.Generator) -> np
                 d = float(np.sqrt(((u.xy[b] - anchor[r]) ** 2).sum()))
                 heapq.heappush(heaps[r], (d * (ROAD_CROSSING if u.block[b] != u.block[f] else 1.0), b))
 
-    for r, s in enumerate(seeds):
-        take(r, int(s))
-    active = [(h[r], r) for r in range(k)]
-    heapq.heapify(active)
-    while active:
-        _, r = heapq.heappop(active)
-        while heaps[r] and label[heaps[r][0][1]] >= 0:
-            heapq.heappop(heaps[r])
-        if not heaps[r]:
-            continue
-        _, f = heapq.heappop(heaps[r])
-        take(r, f)
-        heapq.heappush(active, (h[r], r))
+    grow_regions(seeds, heaps, label, take, lambda r: h[r])
     for f in np.flatnonzero(label < 0):  # another part of a multi-part parent: nearest region
         label[f] = int(((anchor - u.xy[f]) ** 2).sum(-1).argmin())
     return label
