@@ -4,16 +4,13 @@ with a new boundary replaying instead of failing."""
 
 from __future__ import annotations
 
-import json
-import select
-import socket
 import uuid
-from urllib.parse import urlsplit
 
 import pytest
 from sqlalchemy import text
 
 from gridserver.db import idempotency
+from raw_http import raw_chunked
 from gridserver.limits import LIMIT_KEY
 
 BASE = "/open311/v2"
@@ -31,44 +28,6 @@ def _multipart(boundary: str, files: list[tuple[str, bytes]], note: str) -> byte
                 f"Content-Type: image/jpeg\r\n\r\n").encode() + data + b"\r\n"
     out += f"--{boundary}\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\n{note}\r\n".encode()
     return out + f"--{boundary}--\r\n".encode()
-
-
-def _raw_chunked(live_url: str, path: str, headers: dict, head: bytes, filler: bytes, total: int):
-    """POST ``head`` then ``filler`` repeatedly (Transfer-Encoding: chunked, no Content-Length) until
-    the server answers or ``total`` bytes went out. Returns (bytes sent, status, JSON answer)."""
-    u = urlsplit(live_url)
-    sent, answer = 0, b""
-    lines = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-    with socket.create_connection((u.hostname, u.port), timeout=30) as s:
-        s.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\n{lines}Transfer-Encoding: chunked\r\n\r\n".encode()
-                  + b"%x\r\n%s\r\n" % (len(head), head))
-        try:
-            while sent < total:
-                if select.select([s], [], [], 0)[0]:
-                    break  # the server has answered
-                s.sendall(b"%x\r\n%s\r\n" % (len(filler), filler))
-                sent += len(filler)
-            else:
-                s.sendall(b"0\r\n\r\n")
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-        try:
-            while True:
-                if b"\r\n\r\n" in answer:
-                    top, _, rest = answer.partition(b"\r\n\r\n")
-                    length = next((int(line.split(b":", 1)[1]) for line in top.split(b"\r\n")
-                                   if line.lower().startswith(b"content-length:")), 0)
-                    if len(rest) >= length:
-                        break
-                part = s.recv(65536)
-                if not part:
-                    break
-                answer += part
-        except ConnectionResetError:
-            pass
-    top, _, rest = answer.partition(b"\r\n\r\n")
-    status = int(top.split(b" ", 2)[1]) if top.startswith(b"HTTP/1.1 ") else None
-    return sent, status, (json.loads(rest) if rest.strip().startswith(b"{") else rest)
 
 
 def _route_extra(router, suffix: str) -> dict:
@@ -132,7 +91,7 @@ def test_chunked_attachment_upload_over_the_limit_is_413_and_stores_nothing(live
     boundary = "gsupload"
     head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"huge.jpg\"\r\n"
             f"Content-Type: image/jpeg\r\n\r\n").encode() + b"\xff\xd8\xff\xe0"
-    sent, status, body = _raw_chunked(
+    sent, status, body = raw_chunked(
         live_url, f"/api/v1/incidents/{inc['id']}/attachments",
         {**auth(citizen), "Content-Type": f"multipart/form-data; boundary={boundary}", "Idempotency-Key": key},
         head, b"\x00" * 32768, 64 * 1024 * 1024)
@@ -155,7 +114,7 @@ def test_chunked_open311_post_over_the_limit_is_413_and_stores_nothing(live_url,
     desc = f"chunked-{uuid.uuid4().hex}"
     head = (f"api_key={api_key}&service_code=city_appearance_01&lat=23.146&long=113.255&description={desc}"
             f"&first_name=").encode()
-    sent, status, body = _raw_chunked(live_url, f"{BASE}/requests.json",
+    sent, status, body = raw_chunked(live_url, f"{BASE}/requests.json",
                                       {"Content-Type": "application/x-www-form-urlencoded"},
                                       head, b"a" * 16384, 64 * 1024 * 1024)
     assert status == 413 and body["code"] == "body_too_large", body

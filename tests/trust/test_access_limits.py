@@ -3,15 +3,12 @@ off at their limit WHILE streaming (chunked, no Content-Length) — JSON/CSV, mu
 
 from __future__ import annotations
 
-import select
-import socket
-from urllib.parse import urlsplit
-
 import pytest
 
 from gridserver.address.parser import MODEL_PATH
 from gridserver.areas import admin_routes, batch
 from gridserver.limits import LIMIT_KEY
+from raw_http import raw_chunked
 
 CSV_LINE = b"113.26,23.13\n"
 
@@ -64,32 +61,11 @@ def test_token_body_limit_applies_to_chunked_bodies(http, small_city, admin_toke
 
 def test_chunked_body_is_cut_off_while_streaming(live_url, small_city):
     """The server answers 413 after ~1 MB of an endless chunked body; it never reads the rest."""
-    u = urlsplit(live_url)
     total, chunk = 64 * 1024 * 1024, CSV_LINE * 2000  # 26 kB per chunk
-    sent, answer = 0, b""
-    with socket.create_connection((u.hostname, u.port), timeout=30) as s:
-        s.sendall(b"POST /api/v1/locate HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n"
-                  b"Transfer-Encoding: chunked\r\n\r\n" + b"8\r\nlon,lat\n\r\n")
-        try:
-            while sent < total:
-                if select.select([s], [], [], 0)[0]:
-                    break  # the server has answered
-                s.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-                sent += len(chunk)
-            else:
-                s.sendall(b"0\r\n\r\n")
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-        try:
-            while b"\r\n\r\n" not in answer:
-                part = s.recv(65536)
-                if not part:
-                    break
-                answer += part
-        except ConnectionResetError:
-            pass
+    sent, status, answer = raw_chunked(live_url, "/api/v1/locate", {"Content-Type": "text/csv"},
+                                       b"lon,lat\n", chunk, total)
     assert sent < 16 * 1024 * 1024, f"server read {sent:,} bytes before answering"
-    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert status == 413, answer
 
 
 def test_multipart_upload_to_batch_locate_is_cut_off(http, small_city):
