@@ -155,17 +155,13 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
 
+    from common import admin_url
     from tiles import build_city, load, start_server
 
     from gridserver.db import embedded, migrate
     from gridserver.settings import get_settings
 
-    s = get_settings()
-    if s.database_url:
-        admin = s.database_url.replace("postgresql://", "postgresql+psycopg://", 1).rsplit("/", 1)[0] + "/postgres"
-    else:
-        embedded.start(s)
-        admin = embedded.url(s, "postgres")
+    admin = admin_url()
     name = f"gs_bench_intake_{os.getpid()}"
     db_url = admin.rsplit("/", 1)[0] + "/" + name
     conninfo = db_url.replace("postgresql+psycopg://", "postgresql://")

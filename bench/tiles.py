@@ -43,7 +43,7 @@ from datetime import timedelta
 import numpy as np
 import shapely
 from fastapi import Request  # module level: the async handler's annotation must resolve
-from common import machine, voronoi_split  # bench/common.py (the script directory is on sys.path)
+from common import admin_url, machine, voronoi_split  # bench/common.py (the script directory is on sys.path)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -515,12 +515,7 @@ def main() -> None:
 
     from gridserver.db import embedded, migrate
 
-    s = get_settings()
-    if s.database_url:
-        admin = s.database_url.replace("postgresql://", "postgresql+psycopg://", 1).rsplit("/", 1)[0] + "/postgres"
-    else:
-        embedded.start(s)
-        admin = embedded.url(s, "postgres")
+    admin = admin_url()
     name = f"gs_bench_tiles_{os.getpid()}"
     db_url = admin.rsplit("/", 1)[0] + "/" + name
     conninfo = db_url.replace("postgresql+psycopg://", "postgresql://")
