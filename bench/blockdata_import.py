@@ -95,21 +95,9 @@ def main() -> None:
     ap.add_argument("--db", help="existing demo database on DATABASE_URL's server (default: a scratch one)")
     args = ap.parse_args()
 
-    import contextlib
+    from common import bench_database  # bench/common.py
 
-    from common import admin_url, scratch_database  # bench/common.py
-
-    if args.db:
-        from gridserver.db import engine as eng
-        from gridserver.settings import get_settings
-
-        os.environ["DATABASE_URL"] = admin_url().rsplit("/", 1)[0] + "/" + args.db
-        get_settings.cache_clear()
-        eng.reset()
-        ctx = contextlib.nullcontext()
-    else:
-        ctx = scratch_database("gs_bench_bdimport", keep=args.keep)
-    with ctx:
+    with bench_database("gs_bench_bdimport", args.db, keep=args.keep):
         run(args)
 
 

@@ -67,6 +67,23 @@ def scratch_database(prefix: str, *, keep: bool = False):
             embedded.drop_database(admin, name)
 
 
+def bench_database(prefix: str, db: str | None = None, *, keep: bool = False):
+    """Context for a bench: the existing database ``db`` on the same server when given (DATABASE_URL
+    points at it, nothing is dropped), else a fresh :func:`scratch_database`."""
+    import contextlib
+    import os
+
+    if not db:
+        return scratch_database(prefix, keep=keep)
+    from gridserver.db import engine
+    from gridserver.settings import get_settings
+
+    os.environ["DATABASE_URL"] = admin_url().rsplit("/", 1)[0] + "/" + db
+    get_settings.cache_clear()
+    engine.reset()
+    return contextlib.nullcontext()
+
+
 def machine() -> dict:
     """Where a figure was measured (bench/README.md keeps it next to the numbers)."""
     import datetime
