@@ -15,7 +15,6 @@ Training is single-threaded (one core, as the shared machine requires). Run::
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import random
@@ -24,34 +23,11 @@ import sys
 import tempfile
 import time
 import zipfile
-from collections import Counter
 from pathlib import Path
 
 
 def _blocks(path: Path) -> list[str]:
     return [b for b in path.read_text(encoding="utf-8").split("\n\n") if b.strip()]
-
-
-def entity_scores(gold: list[set], pred: list[set]) -> dict:
-    """Micro P/R/F1 over all entities and per label (exact span + type)."""
-    tp, fp, fn = Counter(), Counter(), Counter()
-    for g, p in zip(gold, pred):
-        for s in p & g:
-            tp[s[0]] += 1
-        for s in p - g:
-            fp[s[0]] += 1
-        for s in g - p:
-            fn[s[0]] += 1
-
-    def prf(t, f_p, f_n):
-        p = t / (t + f_p) if t + f_p else 0.0
-        r = t / (t + f_n) if t + f_n else 0.0
-        return {"p": p, "r": r, "f1": 2 * p * r / (p + r) if p + r else 0.0, "n": t + f_n}
-
-    out = {"all": prf(sum(tp.values()), sum(fp.values()), sum(fn.values()))}
-    for lab in sorted(set(tp) | set(fp) | set(fn)):
-        out[lab] = prf(tp[lab], fp[lab], fn[lab])
-    return out
 
 
 def with_crf_weight(model_path: Path, weight: float, tmp: Path) -> Path:
@@ -76,7 +52,7 @@ def run(train_path: Path, folds: int = 3, seed: int = 1, params: dict | None = N
     from gridserver.address.parser.corpus import read_corpus
     from gridserver.address.parser.model import AddressModel
     from gridserver.address.parser import parse_batch
-    from gridserver.address.parser.train import train
+    from gridserver.address.parser.train import entity_scores, train
 
     torch.set_num_threads(1)
     _orig = torch.set_num_threads

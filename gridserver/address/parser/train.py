@@ -115,14 +115,10 @@ class TrainReport:
     params: dict = field(default_factory=dict)
 
 
-def score(model: AddressModel, examples: Sequence[Example]) -> dict:
-    """Entity-level P/R/F1 (exact span + type) overall and per type, like the shared scorer."""
-    pred = model.tag_batch([e.text for e in examples])
+def entity_scores(gold: Sequence[set], pred: Sequence[set]) -> dict:
+    """Micro P/R/F1 (exact span + type) over all entities (``"all"``) and per label."""
     tp, fp, fn = Counter(), Counter(), Counter()
-    exact = 0
-    for ex, spans in zip(examples, pred):
-        p, g = set(spans), set(ex.spans)
-        exact += p == g
+    for g, p in zip(gold, pred):
         for s in p & g:
             tp[s[0]] += 1
         for s in p - g:
@@ -130,13 +126,24 @@ def score(model: AddressModel, examples: Sequence[Example]) -> dict:
         for s in g - p:
             fn[s[0]] += 1
 
-    def prf(t, f, n):
-        P = t / (t + f) if t + f else 0.0
-        R = t / (t + n) if t + n else 0.0
-        return {"p": P, "r": R, "f1": 2 * P * R / (P + R) if P + R else 0.0, "n": t + n}
+    def prf(t, f_p, f_n):
+        p = t / (t + f_p) if t + f_p else 0.0
+        r = t / (t + f_n) if t + f_n else 0.0
+        return {"p": p, "r": r, "f1": 2 * p * r / (p + r) if p + r else 0.0, "n": t + f_n}
 
-    per_type = {lab: prf(tp[lab], fp[lab], fn[lab]) for lab in sorted(set(tp) | set(fp) | set(fn))}
-    overall = prf(sum(tp.values()), sum(fp.values()), sum(fn.values()))
+    out = {"all": prf(sum(tp.values()), sum(fp.values()), sum(fn.values()))}
+    for lab in sorted(set(tp) | set(fp) | set(fn)):
+        out[lab] = prf(tp[lab], fp[lab], fn[lab])
+    return out
+
+
+def score(model: AddressModel, examples: Sequence[Example]) -> dict:
+    """Entity-level P/R/F1 (exact span + type) overall and per type, like the shared scorer."""
+    pred = [set(spans) for spans in model.tag_batch([e.text for e in examples])]
+    gold = [set(e.spans) for e in examples]
+    per_type = entity_scores(gold, pred)
+    overall = per_type.pop("all")
+    exact = sum(p == g for p, g in zip(pred, gold))
     return {**overall, "exact": exact / max(len(examples), 1), "per_type": per_type}
 
 
