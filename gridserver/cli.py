@@ -178,7 +178,7 @@ def serve(host: str = typer.Option(None, help="bind address (default 127.0.0.1)"
     host, port = host or s.host, port or s.port
     console.print(f"gridserver at http://{host}:{port}/map  (API docs http://{host}:{port}/docs)")
     uvicorn.run("gridserver.api:create_app", factory=True, host=host, port=port, log_level="info",
-                log_config=uvicorn_log_config())
+                log_config=uvicorn_log_config(), proxy_headers=False)  # X-Forwarded-For: GRIDSERVER_TRUSTED_PROXIES
 
 
 # --- domains ----------------------------------------------------------------------------------

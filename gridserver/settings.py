@@ -9,7 +9,7 @@ import secrets
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: Geometry is stored in WGS84 (EPSG:4326). OSM and GPS data arrive in it, CGCS2000 (EPSG:4490)
@@ -39,12 +39,24 @@ class Settings(BaseSettings):
     jwt_refresh_days: int = Field(default=7, description="refresh token lifetime (rotating, revocable)")
     bcrypt_rounds: int = Field(default=12, ge=4, le=16, description="bcrypt cost of new password hashes")
     demo_mode: bool = Field(default=False, description="set by `gridserver demo`: demo accounts may log in")
+    trusted_proxies: str = Field(default="", description="comma-separated proxy addresses/networks whose "
+                                 "X-Forwarded-For is honoured (default none: the socket peer is the client)")
+    login_ip_limit: int = Field(default=50, ge=1, description="failed logins per client address in 5 minutes → 429")
     pool_size: int = 8
     connect_timeout: int = Field(default=3, description="seconds to wait for a database connection")
     statement_timeout_ms: int = Field(default=30_000, description="API connections: longest SQL statement in ms (0 = no limit)")
     retry_after: int = Field(default=3, description="Retry-After seconds sent with 503 when the database is unavailable")
     tianditu_key: str | None = Field(default=None, description="天地图 key: offers the Tianditu WMTS basemap on /map "
                                                             "(off by default; needs internet)")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, v: str) -> str:
+        import ipaddress
+
+        for part in filter(None, (p.strip() for p in v.split(","))):
+            ipaddress.ip_network(part, strict=False)  # ValueError names the bad entry
+        return v
 
     @property
     def yuexiu_dir(self) -> Path:

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from gridserver.auth import tokens, users
 from gridserver.auth.deps import check_may_grant, current_user, require_roles, user_in_scope
-from gridserver.auth.ratelimit import LOGIN_FAILURES_PER_IP
+from gridserver.auth.ratelimit import LOGIN_FAILURES_PER_IP, client_address
 from gridserver.db.engine import get_session
 from gridserver.errors import Forbidden, Unauthorized
 from gridserver.settings import get_settings
@@ -67,11 +67,6 @@ def _too_many(detail: str, code: str, retry_after: int) -> JSONResponse:
     return JSONResponse({"detail": detail, "code": code}, 429, headers={"Retry-After": str(retry_after)})
 
 
-def _client(request: Request) -> str:
-    # The socket peer, not X-Forwarded-For: a header the client writes cannot lift its own limit.
-    return request.client.host if request.client else "unknown"
-
-
 @router.post("/auth/token", response_model=Token, summary="登录 log in: username/password → bearer token",
              responses={429: {"description": "account locked or too many failed logins from this address"}})
 def login(request: Request, form: OAuth2PasswordRequestForm = Depends(),
@@ -79,11 +74,12 @@ def login(request: Request, form: OAuth2PasswordRequestForm = Depends(),
     """Standard OAuth2 password flow (form fields ``username``, ``password``). 401 on bad credentials.
 
     5 failed logins for a username lock it for 15 minutes (429 ``account_locked``); 50 failed logins
-    from one address within 5 minutes → 429 ``too_many_attempts``. The answer also carries a refresh
-    token (see ``POST /api/v1/auth/refresh``).
+    from one address within 5 minutes → 429 ``too_many_attempts`` (counted in the database, so across
+    server processes; the address is the socket peer unless that is a trusted proxy). The answer also
+    carries a refresh token (see ``POST /api/v1/auth/refresh``).
     """
-    ip = _client(request)
-    wait = LOGIN_FAILURES_PER_IP.retry_after(ip)
+    ip = client_address(request)  # X-Forwarded-For only from GRIDSERVER_TRUSTED_PROXIES
+    wait = LOGIN_FAILURES_PER_IP.retry_after(session, ip)
     if wait:
         return _too_many(f"登录失败次数过多 too many failed logins from {ip}: try again in {wait} s",
                          "too_many_attempts", wait)
@@ -92,8 +88,8 @@ def login(request: Request, form: OAuth2PasswordRequestForm = Depends(),
     except users.AccountLocked as exc:
         return _too_many(exc.detail, exc.code, exc.retry_after)
     if user is None:
-        session.commit()  # the failure count must survive the 401
-        LOGIN_FAILURES_PER_IP.hit(ip)
+        LOGIN_FAILURES_PER_IP.hit(session, ip)  # shared by every server process (database)
+        session.commit()  # the failure counts must survive the 401
         raise Unauthorized("用户名或密码错误 wrong username or password, or the account is disabled")
     out = tokens.issue(session, user)
     session.commit()

@@ -219,4 +219,4 @@ def demo_command(
                       f"{', '.join(u for u, _, _ in summary['users'])}", highlight=False)
         console.print(f"serving at http://{host}:{port}/map — Ctrl-C to stop")
         uvicorn.run("gridserver.api:create_app", factory=True, host=host, port=port, log_level="warning",
-                    log_config=uvicorn_log_config())
+                    log_config=uvicorn_log_config(), proxy_headers=False)  # see GRIDSERVER_TRUSTED_PROXIES

@@ -58,6 +58,7 @@ TASK_MODULES = [
     "gridserver.analytics.tasks",
     "gridserver.areas.tasks",
     "gridserver.maps.tasks",
+    "gridserver.auth.tasks",
 ]
 STALE_SECONDS = 60
 
