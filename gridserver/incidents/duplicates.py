@@ -49,7 +49,9 @@ def score_pair(desc_a: str, desc_b: str, distance_m: float, hours: float, same_i
     return round(min(1.0, s), 4)
 
 
-_CANDIDATES = text(f"""
+#: Candidate rows for a report at (:lon, :lat) of :category at :at (a fragment: intake runs it inside its one
+#: context statement, ``incidents/intake.py``); :dup_deg is the bounding distance in degrees (``search_deg``).
+CANDIDATES_SQL = f"""
     SELECT i.id, i.description, i.item_code, i.status, i.created_at, i.tracking_code,
            ST_Distance(ST_Transform(i.geom, 4547), ST_Transform(ST_SetSRID(ST_MakePoint(:lon, :lat), 4326), 4547)) AS d,
            EXTRACT(EPOCH FROM (:at - i.created_at)) / 3600.0 AS hours,
@@ -59,17 +61,31 @@ _CANDIDATES = text(f"""
     WHERE i.category = :category AND i.id <> :exclude
       AND i.status NOT IN ('closed', 'rated', 'merged')
       AND i.created_at BETWEEN :at - make_interval(hours => {int(WINDOW_H)}) AND :at + make_interval(hours => 1)
-      AND ST_DWithin(i.geom, ST_SetSRID(ST_MakePoint(:lon, :lat), 4326), :deg)
-""")
+      AND ST_DWithin(i.geom, ST_SetSRID(ST_MakePoint(:lon, :lat), 4326), :dup_deg)
+"""
+_CANDIDATES = text(CANDIDATES_SQL)
+
+
+def search_deg(lat: float) -> float:
+    """A distance in degrees that surely covers RADIUS_M metres at latitude ``lat`` (index prefilter)."""
+    return RADIUS_M / 100000.0 / math.cos(math.radians(lat)) * 1.2
+
+
+def photo_url(row) -> str | None:
+    """URL of a candidate's first photo (the full image: no thumbnails are made)."""
+    return f"/api/v1/incidents/{row.id}/attachments/{row.photo}" if row.photo else None
 
 
 def find_candidates(conn, *, lon: float, lat: float, category: str, item_code: str | None, description: str,
                     at, exclude: int = 0, limit: int = 5) -> list[dict]:
-    """Scored duplicate candidates for a report (best first), with distance and the URL of its first photo
-    (the full image: no thumbnails are made)."""
-    deg = RADIUS_M / 100000.0 / math.cos(math.radians(lat)) * 1.2
+    """Scored duplicate candidates for a report (best first), with distance and the URL of its first photo."""
     rows = conn.execute(_CANDIDATES, {"lon": lon, "lat": lat, "category": category, "exclude": exclude,
-                                      "at": at, "deg": deg}).all()
+                                      "at": at, "dup_deg": search_deg(lat)}).all()
+    return score_candidates(rows, description, item_code, limit)
+
+
+def score_candidates(rows, description: str, item_code: str | None, limit: int = 5) -> list[dict]:
+    """Score candidate rows (attributes of ``CANDIDATES_SQL``'s columns), best first, at most ``limit``."""
     out = []
     for r in rows:
         s = score_pair(description, r.description, float(r.d), float(r.hours), bool(item_code) and r.item_code == item_code)
@@ -77,7 +93,7 @@ def find_candidates(conn, *, lon: float, lat: float, category: str, item_code: s
             continue
         out.append({"id": r.id, "score": s, "likely": s >= THRESHOLD, "distance_m": round(float(r.d), 1),
                     "hours_apart": round(float(r.hours), 2), "status": r.status, "description": r.description,
-                    "photo": f"/api/v1/incidents/{r.id}/attachments/{r.photo}" if r.photo else None})
+                    "photo": photo_url(r)})
     out.sort(key=lambda c: -c["score"])
     return out[:limit]
 
