@@ -7,12 +7,20 @@
   stores nothing twice). An object store would implement the same two methods.
 * EXIF GPS (JPEG APP1 ``Exif`` → GPS IFD) is read when present, with a small parser of our own
   (no imaging library needed): latitude/longitude as decimal WGS84 degrees.
+* Thumbnails (Pillow): a JPEG of at most ``THUMB_SIZE`` px, made when a photo is stored (and on
+  first request for photos stored before), turned upright by its EXIF orientation and written
+  WITHOUT any EXIF (so no GPS). Keyed by the photo's digest (``thumbs/<sha[:2]>/<sha>-<size>.jpg``):
+  the same photo has one thumbnail, and no database column is needed. JPEG/PNG/WebP only (Pillow
+  does not decode HEIC); videos and undecodable images have none (``thumbnail()`` → None).
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
+import os
 import struct
+import tempfile
 from pathlib import Path
 
 from gridserver.errors import InvalidInput
@@ -57,9 +65,13 @@ def check(filename: str, declared: str | None, data: bytes) -> str:
 
 
 class Storage:
-    """Where attachment bytes live: put returns a key, get returns the bytes."""
+    """Where attachment bytes live: put returns a (content) key, put_at writes a given key, get returns
+    the bytes (FileNotFoundError when the key holds nothing)."""
 
     def put(self, data: bytes) -> str:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def put_at(self, key: str, data: bytes) -> str:  # pragma: no cover - interface
         raise NotImplementedError
 
     def get(self, key: str) -> bytes:  # pragma: no cover - interface
@@ -70,26 +82,91 @@ class DiskStorage(Storage):
     def __init__(self, root: Path):
         self.root = Path(root)
 
-    def put(self, data: bytes) -> str:
-        digest = hashlib.sha256(data).hexdigest()
-        path = self.root / digest[:2] / digest
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(data)
-            tmp.replace(path)  # atomic: a reader never sees half a file
-        return f"{digest[:2]}/{digest}"
-
-    def get(self, key: str) -> bytes:
+    def _path(self, key: str) -> Path:
         if ".." in key or key.startswith("/"):
             raise InvalidInput(f"bad storage key {key!r}")
-        return (self.root / key).read_bytes()
+        return self.root / key
+
+    def put(self, data: bytes) -> str:
+        digest = hashlib.sha256(data).hexdigest()
+        return self.put_at(f"{digest[:2]}/{digest}", data)
+
+    def put_at(self, key: str, data: bytes) -> str:
+        path = self._path(key)
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)  # atomic: a reader never sees half a file, concurrent writers are safe
+        return key
+
+    def get(self, key: str) -> bytes:
+        return self._path(key).read_bytes()
 
 
 def storage() -> Storage:
     from gridserver.settings import get_settings
 
     return DiskStorage(get_settings().home / "attachments")
+
+
+# --- thumbnails -----------------------------------------------------------------------------------
+THUMB_SIZE = 320
+THUMB_TYPES = {"image/jpeg", "image/png", "image/webp"}
+#: Refuse to decode more pixels than this (a 10 MB PNG can claim billions: a decompression bomb).
+MAX_PIXELS = 50_000_000
+
+
+def thumbnail_key(sha256: str) -> str:
+    return f"thumbs/{sha256[:2]}/{sha256}-{THUMB_SIZE}.jpg"
+
+
+def thumbnail_url(incident_id: int, attachment_id: int) -> str:
+    return f"/api/v1/incidents/{incident_id}/attachments/{attachment_id}/thumbnail"
+
+
+def make_thumbnail(data: bytes) -> bytes | None:
+    """A JPEG ≤ THUMB_SIZE px on its longer side, upright (EXIF orientation applied), with no EXIF or
+    other metadata; None when the image cannot be decoded (or is too large to decode safely)."""
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            if im.width * im.height > MAX_PIXELS:
+                return None
+            im.draft("RGB", (THUMB_SIZE * 2, THUMB_SIZE * 2))  # JPEG: decode at a reduced scale (fast)
+            im = ImageOps.exif_transpose(im)  # reads the orientation tag before it is dropped
+            im.thumbnail((THUMB_SIZE, THUMB_SIZE), Image.Resampling.LANCZOS)
+            if im.mode in ("RGBA", "LA", "P"):
+                im = im.convert("RGBA")
+                flat = Image.new("RGB", im.size, (255, 255, 255))
+                flat.paste(im, mask=im.getchannel("A"))
+                im = flat
+            elif im.mode != "RGB":
+                im = im.convert("RGB")
+            out = io.BytesIO()
+            im.save(out, "JPEG", quality=80, optimize=True)  # no exif= / icc_profile=: nothing carried over
+            return out.getvalue()
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, struct.error):
+        return None
+
+
+def ensure_thumbnail(store: Storage, sha256: str, content_type: str, data: bytes | None = None,
+                     key: str | None = None) -> bytes | None:
+    """The stored thumbnail of a photo, made (from ``data``, else read from ``key``) and stored when
+    missing; None for videos, HEIC and undecodable images."""
+    if content_type not in THUMB_TYPES:
+        return None
+    tkey = thumbnail_key(sha256)
+    try:
+        return store.get(tkey)
+    except FileNotFoundError:
+        pass
+    thumb = make_thumbnail(data if data is not None else store.get(key))
+    if thumb is not None:
+        store.put_at(tkey, thumb)
+    return thumb
 
 
 # --- EXIF GPS -------------------------------------------------------------------------------------
@@ -168,6 +245,8 @@ def save_all(conn, incident: dict, blobs: list[tuple[str, str, bytes]], user, no
     saved = []
     for filename, kind, data in blobs:
         key = store.put(data)
+        sha = key.split("/")[-1]
+        thumb = ensure_thumbnail(store, sha, kind, data)
         gps = exif_gps(data) if kind == "image/jpeg" else None
         dist = None
         if gps is not None:
@@ -179,10 +258,11 @@ def save_all(conn, incident: dict, blobs: list[tuple[str, str, bytes]], user, no
             """INSERT INTO incident_attachments (incident_id, filename, content_type, size, sha256, storage_key,
                                                  exif_lon, exif_lat, uploader)
                VALUES (:i, :f, :c, :s, :h, :k, :x, :y, :u) RETURNING id"""),
-            {"i": incident["id"], "f": filename[:200], "c": kind, "s": len(data), "h": key.split("/")[-1], "k": key,
+            {"i": incident["id"], "f": filename[:200], "c": kind, "s": len(data), "h": sha, "k": key,
              "x": gps[0] if gps else None, "y": gps[1] if gps else None, "u": user.username}).scalar_one()
         saved.append({"id": aid, "filename": filename, "content_type": kind, "size": len(data),
                       "url": f"/api/v1/incidents/{incident['id']}/attachments/{aid}",
+                      "thumbnail": thumbnail_url(incident["id"], aid) if thumb is not None else None,
                       "exif_gps": {"lon": gps[0], "lat": gps[1], "distance_m": round(float(dist), 1)} if gps else None})
     event_id = log_event(conn, incident["id"], "attach", actor=user, from_status=incident["status"],
                          to_status=incident["status"], note=note, attachments=[a["id"] for a in saved])

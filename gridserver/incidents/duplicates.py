@@ -72,8 +72,10 @@ def search_deg(lat: float) -> float:
 
 
 def photo_url(row) -> str | None:
-    """URL of a candidate's first photo (the full image: no thumbnails are made)."""
-    return f"/api/v1/incidents/{row.id}/attachments/{row.photo}" if row.photo else None
+    """URL of the thumbnail of a candidate's first photo (made on first request for older photos)."""
+    from gridserver.incidents.attachments import thumbnail_url
+
+    return thumbnail_url(row.id, row.photo) if row.photo else None
 
 
 def find_candidates(conn, *, lon: float, lat: float, category: str, item_code: str | None, description: str,

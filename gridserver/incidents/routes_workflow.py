@@ -152,6 +152,25 @@ def download(incident_id: int, attachment_id: int, session: Session = Depends(ge
                     headers={"Cache-Control": "private, max-age=86400"})
 
 
+@router.get("/api/v1/incidents/{incident_id}/attachments/{attachment_id}/thumbnail",
+            summary="缩略图 a photo attachment's thumbnail (JPEG, no EXIF)",
+            responses={404: {"description": "no such attachment, or it has no thumbnail (video, HEIC, undecodable)"}})
+def thumbnail(incident_id: int, attachment_id: int, session: Session = Depends(get_session, scope="function"),
+              user: User = Depends(current_user)):
+    """Same access as the attachment. ≤ 320 px, upright, EXIF (and so GPS) removed; made on first
+    request for photos stored before thumbnails existed."""
+    service.get_incident(session, incident_id, user)
+    row = session.execute(text("SELECT content_type, storage_key, sha256 FROM incident_attachments "
+                               "WHERE id = :a AND incident_id = :i"), {"a": attachment_id, "i": incident_id}).first()
+    if row is None:
+        raise NotFound(f"incident {incident_id} has no attachment {attachment_id}")
+    thumb = attachments.ensure_thumbnail(attachments.storage(), row.sha256, row.content_type, key=row.storage_key)
+    if thumb is None:
+        raise NotFound(f"附件 {attachment_id} 没有缩略图 attachment {attachment_id} ({row.content_type}) has no "
+                       "thumbnail: only JPEG, PNG and WebP photos that decode have one", code="no_thumbnail")
+    return Response(thumb, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
+
+
 # --- citizens: tracking and rating --------------------------------------------------------------------
 @router.get("/api/v1/track/{tracking_code}", summary="进度查询 track a report by its code (public)")
 def track(tracking_code: str, session: Session = Depends(get_session, scope="function")):
