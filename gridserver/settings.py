@@ -42,10 +42,14 @@ class Settings(BaseSettings):
     trusted_proxies: str = Field(default="", description="comma-separated proxy addresses/networks whose "
                                  "X-Forwarded-For is honoured (default none: the socket peer is the client)")
     login_ip_limit: int = Field(default=50, ge=1, description="failed logins per client address in 5 minutes → 429")
+    access_log_retention_days: int = Field(default=365, ge=183, description="personal-data access log rows older "
+                                           "than this are purged daily (job access_log.purge); at least 183 (6 months)")
     pool_size: int = 8
     connect_timeout: int = Field(default=3, description="seconds to wait for a database connection")
     statement_timeout_ms: int = Field(default=30_000, description="API connections: longest SQL statement in ms (0 = no limit)")
     retry_after: int = Field(default=3, description="Retry-After seconds sent with 503 when the database is unavailable")
+    tile_revision_ttl: float = Field(default=1.0, ge=0, description="seconds a process trusts the areas revision it "
+                                     "last read before serving cached area tiles (0 = read it on every request)")
     tianditu_key: str | None = Field(default=None, description="天地图 key: offers the Tianditu WMTS basemap on /map "
                                                             "(off by default; needs internet)")
 

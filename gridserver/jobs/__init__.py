@@ -59,6 +59,7 @@ TASK_MODULES = [
     "gridserver.areas.tasks",
     "gridserver.maps.tasks",
     "gridserver.auth.tasks",
+    "gridserver.blockdata.retention",
 ]
 STALE_SECONDS = 60
 
