@@ -25,6 +25,7 @@ ROUTERS = [
     # domains being built (a missing module is skipped):
     "gridserver.jobs.routes",
     "gridserver.blockdata.routes",
+    "gridserver.blockdata.routes_import",
     "gridserver.incidents.routes_workflow",
     "gridserver.incidents.open311",
     "gridserver.incidents.routes_stats",
