@@ -5,6 +5,9 @@ The ``access_log.purge`` periodic job (daily) deletes rows older than
 and here), and the purge itself is written to the log (who: ``system``, how many rows, up to when).
 The table's trigger still refuses every UPDATE and any DELETE of a row younger than 183 days, for
 every database role, so the job cannot shorten the legal minimum whatever it is given.
+
+``imports.purge_uploads`` (hourly) deletes tables uploaded over HTTP once their import job has
+ended (done/cancelled after an hour, failed after a week, folders of no job after a day).
 """
 
 from __future__ import annotations
@@ -45,3 +48,45 @@ def purge_task(ctx) -> dict:
 
     with ctx.engine.begin() as conn:
         return purge_access_log(conn, get_settings().access_log_retention_days)
+
+
+# --- uploaded import files ----------------------------------------------------------------------------
+#: How long an uploaded table (personal data) stays on disk after its import job ended.
+UPLOAD_KEEP_HOURS = {"done": 1, "cancelled": 1, "failed": 24 * 7}
+ORPHAN_HOURS = 24
+
+
+def purge_uploads(conn, root=None) -> int:
+    """Delete upload folders (``POST /api/v1/imports/{kind}``) whose job ended long enough ago, and
+    folders no job refers to after ORPHAN_HOURS; returns how many were deleted."""
+    import shutil
+    import time
+
+    from gridserver.blockdata.routes_import import upload_dir
+
+    root = root or upload_dir()
+    if not root.exists():
+        return 0
+    jobs = {r.folder: r for r in conn.execute(text(
+        """SELECT regexp_replace(args->>'path', '/[^/]*$', '') AS folder, state,
+                  extract(epoch FROM now() - coalesce(finished_at, now())) / 3600 AS hours
+           FROM jobs WHERE task = 'blockdata.import' AND args->>'path' LIKE :root || '/%'"""),
+        {"root": str(root.resolve())})}
+    gone = 0
+    for folder in root.iterdir():
+        job = jobs.get(str(folder.resolve()))
+        if job is not None:
+            old = job.state in UPLOAD_KEEP_HOURS and job.hours >= UPLOAD_KEEP_HOURS[job.state]
+        else:
+            old = (time.time() - folder.stat().st_mtime) / 3600 >= ORPHAN_HOURS
+        if old:
+            shutil.rmtree(folder, ignore_errors=True)
+            gone += 1
+    return gone
+
+
+@periodic("imports.purge_uploads", every_seconds=3600)
+@task("imports.purge_uploads")
+def purge_uploads_task(ctx) -> dict:
+    with ctx.engine.connect() as conn:
+        return {"deleted_folders": purge_uploads(conn)}

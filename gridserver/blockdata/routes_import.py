@@ -71,7 +71,7 @@ def _read_header(path: Path) -> tuple[list[str], int]:
                                  skip_blank_lines=True, chunksize=100_000):
             header = header or [str(c) for c in chunk.columns]
             rows += len(chunk)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
         raise InvalidInput(f"{path.name}: malformed CSV ({str(exc).strip()})") from None
     return header or [], rows
 
@@ -81,6 +81,7 @@ def preflight(path: Path, kind: str, mapping: str | None) -> int:
     (422) names the row (``row``, the file's line: the header is row 1) or column (``column``)."""
     from gridserver.blockdata.importer import parse_mapping, resolve_columns
 
+    roles = parse_mapping(mapping)  # InvalidInput names the bad item
     try:
         header, rows = _read_header(path)
     except InvalidInput as exc:
@@ -90,7 +91,7 @@ def preflight(path: Path, kind: str, mapping: str | None) -> int:
     if rows == 0:
         raise InvalidInput(f"{path.name}: no data rows under the header", extra={"row": 2})
     try:
-        resolve_columns(kind, header, parse_mapping(mapping), path.name)
+        resolve_columns(kind, header, roles, path.name)
     except InvalidInput as exc:
         missing = re.search(r"column (?:'([^']+)'|for (\w+))", exc.detail)
         exc.extra = {**exc.extra, "row": 1, "column": (missing.group(1) or missing.group(2)) if missing else None,
@@ -121,6 +122,8 @@ def upload_import(kind: Literal["people", "households", "buildings", "businesses
     if (replay := idem.replay(session, user)) is not None:
         return replay
     name = _safe_name(file.filename)
+    if not source.strip():
+        raise InvalidInput("source must name the department the table comes from", extra={"field": "source"})
     try:
         normalize_crs(crs)
     except Exception as exc:  # noqa: BLE001 — any refusal of the CRS is the client's input

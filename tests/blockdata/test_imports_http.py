@@ -43,6 +43,11 @@ def district(engine):
         bulk_create(conn, [NewAddress("上传路", "1", "", "", "", "", lon=113.410, lat=23.215, **A),
                            NewAddress("上传路", "2", "", "", "", "", lon=113.430, lat=23.215, **A)], source="测试")
     yield
+    from gridserver.blockdata.routes_import import upload_dir
+
+    with engine.begin() as conn:  # jobs these tests queued and did not run are not for other tests' workers
+        conn.execute(text("UPDATE jobs SET state = 'cancelled', finished_at = now() WHERE task = 'blockdata.import' "
+                          "AND state = 'queued' AND args->>'path' LIKE :p || '%'"), {"p": str(upload_dir().resolve())})
     try:
         next(gen)
     except StopIteration:
@@ -180,3 +185,30 @@ def test_upload_over_the_limit_is_413_while_streaming(live_url, auth, admin_user
     assert status == 413 and body["code"] == "body_too_large", body
     assert sent < 16 * 1024 * 1024
     assert _jobs(engine) == before and _uploads() == dirs
+
+
+def test_uploaded_files_are_deleted_after_their_job_ended(http, auth, admin_user, engine, district):
+    import os
+    import time
+
+    from gridserver.blockdata.retention import purge_uploads
+    from gridserver.blockdata.routes_import import upload_dir
+    from gridserver.jobs import get_job
+
+    ended = _post(http, auth, admin_user, "people", _people_csv(), source=f"删{uuid.uuid4().hex[:6]}").json()
+    waiting = _post(http, auth, admin_user, "people", _people_csv(), source=f"等{uuid.uuid4().hex[:6]}").json()
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE jobs SET state = 'done', finished_at = now() - interval '2 hours' WHERE id = :i"),
+                     {"i": ended["job_id"]})
+        folders = {j: Path(get_job(conn, j)["args"]["path"]).parent for j in (ended["job_id"], waiting["job_id"])}
+    orphan = upload_dir() / "orphan-test"
+    orphan.mkdir()
+    day_ago = time.time() - 25 * 3600
+    os.utime(orphan, (day_ago, day_ago))
+    fresh = upload_dir() / "fresh-orphan-test"
+    fresh.mkdir()
+    with engine.connect() as conn:
+        assert purge_uploads(conn) >= 2
+    assert not folders[ended["job_id"]].exists() and not orphan.exists()
+    assert folders[waiting["job_id"]].exists() and fresh.exists()  # still queued; too young to be an orphan
+    fresh.rmdir()
