@@ -54,6 +54,10 @@ def create_app() -> FastAPI:
             raise
         app.include_router(module.router)
 
+    from gridserver.maps.fast_tiles import AreaTileFastPath
+
+    app.add_middleware(AreaTileFastPath)  # cached public area tiles answered before routing
+
     @app.get("/", include_in_schema=False)
     def index():
         return RedirectResponse("/map")

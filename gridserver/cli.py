@@ -144,8 +144,10 @@ def db_restore(file: Path = typer.Argument(..., help="archive made by `gridserve
 # --- serving ----------------------------------------------------------------------------------
 @app.command("serve")
 def serve(host: str = typer.Option(None, help="bind address (default 127.0.0.1)"),
-          port: int = typer.Option(None, help="port (default 8000)")):
-    """Serve the API, vector tiles and the map page."""
+          port: int = typer.Option(None, help="port (default 8000)"),
+          workers: int = typer.Option(1, min=1, help="server processes sharing the port (e.g. one per core); "
+                                                      "each has its own pools and tile cache")):
+    """Serve the API, vector tiles and the map page (uvicorn; uvloop and httptools when installed)."""
     import uvicorn
 
     from gridserver.db import migrate
@@ -176,9 +178,11 @@ def serve(host: str = typer.Option(None, help="bind address (default 127.0.0.1)"
                       "refused outside demo mode (`gridserver users passwd NAME` makes one a real account).[/yellow]",
                       highlight=False)
     host, port = host or s.host, port or s.port
-    console.print(f"gridserver at http://{host}:{port}/map  (API docs http://{host}:{port}/docs)")
+    console.print(f"gridserver at http://{host}:{port}/map  (API docs http://{host}:{port}/docs)"
+                  + (f", {workers} worker processes" if workers > 1 else ""))
     uvicorn.run("gridserver.api:create_app", factory=True, host=host, port=port, log_level="info",
-                log_config=uvicorn_log_config(), proxy_headers=False)  # X-Forwarded-For: GRIDSERVER_TRUSTED_PROXIES
+                log_config=uvicorn_log_config(), workers=workers,
+                proxy_headers=False)  # X-Forwarded-For: GRIDSERVER_TRUSTED_PROXIES
 
 
 # --- domains ----------------------------------------------------------------------------------

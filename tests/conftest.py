@@ -18,6 +18,9 @@ from shapely.geometry import box
 
 # Cheap bcrypt for the accounts tests create (production default: 12); set before settings are read.
 os.environ.setdefault("GRIDSERVER_BCRYPT_ROUNDS", "4")
+# Tests change areas and look at tiles at once: read the areas revision on every tile request
+# (production default 1 s); tests/maps/test_tile_fast_path.py sets its own TTL.
+os.environ.setdefault("GRIDSERVER_TILE_REVISION_TTL", "0")
 
 from gridserver.db import embedded  # noqa: E402
 from gridserver.settings import get_settings  # noqa: E402

@@ -14,9 +14,11 @@ from pathlib import Path
 from fastapi import APIRouter, Depends, Path as PathParam, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
-from gridserver.auth.deps import optional_user
+from starlette.concurrency import run_in_threadpool
+
+from gridserver.auth.deps import oauth2_scheme, optional_user
 from gridserver.auth.users import User
-from gridserver.db.engine import pool
+from gridserver.db.engine import pool, session_scope
 from gridserver.errors import NotFound, Unauthorized
 from gridserver.maps import tile_cache, tiles
 
@@ -73,13 +75,30 @@ def basemap_tile(request: Request, z: int, x: int, y: int):
                          accept_encoding=request.headers.get("accept-encoding"))
 
 
+#: Scope key under which ``fast_tiles`` hands over the exception of a tile it failed to make.
+TILE_ERROR = "gridserver.tile_error"
+
+
+async def _caller(token: str | None = Depends(oauth2_scheme)) -> User | None:
+    """``optional_user`` for tiles: anonymous callers (most tile requests) cost no ORM session and no
+    thread hop; a token is checked as everywhere (a bad one is a 401, also on public layers)."""
+    if not token:
+        return None
+
+    def check() -> User | None:
+        with session_scope() as session:
+            return optional_user(token, session)
+
+    return await run_in_threadpool(check)
+
+
 @router.get(
     "/tiles/{layer}/{z}/{x}/{y}.mvt",
     summary="矢量瓦片 vector tile (MVT)",
     response_class=Response,
     responses={200: {"content": {MVT_MEDIA_TYPE: {}}}, 204: {"description": "空瓦片 empty tile"}},
 )
-def vector_tile(
+async def vector_tile(
     request: Request,
     layer: str = PathParam(..., description="图层 districts | streets | communities | grids | roads | landuse | "
                                              "buildings (public) | incidents (token)"),
@@ -87,7 +106,7 @@ def vector_tile(
     x: int = PathParam(..., description="列号 tile column"),
     y: int = PathParam(..., description="行号 tile row (XYZ, north = 0)"),
     status: str | None = Query(None, description="仅事件图层：按状态过滤，逗号分隔 e.g. reported,assigned"),
-    user: User | None = Depends(optional_user),
+    user: User | None = Depends(_caller),
 ):
     """One Mapbox Vector Tile; 204 when nothing is in it, 304 when the client's ETag still matches.
 
@@ -95,24 +114,52 @@ def vector_tile(
     read, clustered up to z14 (``incidents_cluster`` layer) and as points deeper; served with
     ``Cache-Control: private``.
 
-    A plain ``def``: FastAPI runs it in its thread pool. bench/tiles.py measured it at least as
-    fast as an ``async def`` handler on a psycopg AsyncConnectionPool (0.51x vs 0.45x of direct
-    PostGIS overall, 0.64x vs 0.31x at z16), and it shares the app's one psycopg pool.
+    Area layers are public and cached per areas revision (``tile_cache``); a cache hit at a fresh
+    revision is usually answered before FastAPI by ``fast_tiles``, else here without a thread hop.
+    The database work (one SQL statement for a rendered tile, plus the revision once per
+    ``tile_revision_ttl``) runs in one thread-pool call on a pooled psycopg connection.
     """
+    failed = request.scope.get(TILE_ERROR)
+    if failed is not None:  # fast_tiles ran this request's database work and it failed: answer as here
+        raise failed
     spec = tiles.get_layer(layer)
     tiles.check_tile(z, x, y)
-    private = spec.name in tiles.PRIVATE_LAYERS
-    viewer = None
-    if private:
+    inm, accept = request.headers.get("if-none-match"), request.headers.get("accept-encoding")
+    if spec.name in tiles.PRIVATE_LAYERS:
         if user is None:
             raise Unauthorized(f"图层 {spec.name} 需要登录 the {spec.name} tile layer needs a token: send "
                                "'Authorization: Bearer <token>' (get one from POST /api/v1/auth/token)")
         viewer = tiles.Viewer.of(user)
-    statuses = tiles.parse_statuses(status) if spec.kind == "incidents" else None
-    with pool().connection() as conn:  # area tiles come from tile_cache while the areas revision holds
-        data = tile_cache.get_or_render(conn, spec, z, x, y, lambda: tiles.render_tile(conn, spec, z, x, y, statuses, viewer))
-    return tile_response(data, spec.max_age, request.headers.get("if-none-match"), private=private,
-                         accept_encoding=request.headers.get("accept-encoding"))
+        statuses = tiles.parse_statuses(status) if spec.kind == "incidents" else None
+        data = await run_in_threadpool(_render, spec, z, x, y, statuses, viewer)
+        return tile_response(data, spec.max_age, inm, private=True, accept_encoding=accept)
+    if spec.kind != "area":
+        data = await run_in_threadpool(_render, spec, z, x, y, None, None)
+        return tile_response(data, spec.max_age, inm, accept_encoding=accept)
+    entry = tile_cache.lookup_fresh(spec.name, z, x, y)
+    if entry is None:
+        entry = await run_in_threadpool(area_entry, spec, z, x, y)
+    return PrebuiltResponse(entry.pick(inm, accept))
+
+
+def _render(spec, z, x, y, statuses, viewer) -> bytes:
+    with pool().connection() as conn:
+        return tiles.render_tile(conn, spec, z, x, y, statuses, viewer)
+
+
+def area_entry(spec, z, x, y) -> tile_cache.Entry:
+    """A public area tile from the cache at the current areas revision, rendered on a miss (blocking)."""
+    p = pool()
+    with p.connection() as conn:
+        return tile_cache.get_or_render(conn, p.conninfo, spec, z, x, y, lambda: tiles.render_tile(conn, spec, z, x, y))
+
+
+class PrebuiltResponse(Response):
+    """A response whose status, raw headers and body were made before (tile_cache entries)."""
+
+    def __init__(self, raw: tile_cache.Raw):
+        self.status_code, self.raw_headers, self.body = raw
+        self.background = None
 
 
 def tile_response(data: bytes, max_age: int, if_none_match: str | None = None, private: bool = False,

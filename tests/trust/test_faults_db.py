@@ -18,6 +18,7 @@ from trust.private_pg import AppServer, PrivateCluster, any_category, setup_city
 
 TILE = "/tiles/grids/14/13346/7109.mvt"  # over the small city
 UNCACHED_TILE = "/tiles/communities/14/13346/7109.mvt"
+ANONYMOUS_UNCACHED_TILE = "/tiles/streets/14/13346/7109.mvt"
 POINT = {"lon": 113.255, "lat": 23.145}
 
 #: Values for path parameters when walking every route of the OpenAPI document.
@@ -91,6 +92,10 @@ def test_database_down_means_503_with_retry_after_then_the_first_request_succeed
             assert r.status_code == 503, (name, r.status_code, r.text)
             assert r.json()["code"] == "database_unavailable", (name, r.text)
             assert r.headers["Retry-After"] == "4", name
+        # anonymous area tiles go through maps/fast_tiles.py (outside FastAPI's routing): same 503
+        anonymous = httpx.get(server.base + UNCACHED_TILE, timeout=30)
+        assert anonymous.status_code == 503 and anonymous.json()["code"] == "database_unavailable", anonymous.text
+        assert anonymous.headers["Retry-After"] == "4"
         login = client.post("/api/v1/auth/token", data={"username": "fault_admin", "password": "whatever-123"})
         assert login.status_code == 503, login.text
         for path, r in _every_get(client):
@@ -124,7 +129,8 @@ def test_statement_timeout_cancels_a_stuck_query_with_a_clear_503(faulty):
     with psycopg.connect(cluster.conninfo) as blocker:
         blocker.execute("LOCK TABLE admin_areas IN ACCESS EXCLUSIVE MODE")  # held until rollback
         # a tile not asked for before (TILE may be served from the area tile cache without the table)
-        for r in (client.get("/api/v1/areas", params={"limit": 5}), client.get(UNCACHED_TILE)):
+        for r in (client.get("/api/v1/areas", params={"limit": 5}), client.get(UNCACHED_TILE),
+                  httpx.get(server.base + ANONYMOUS_UNCACHED_TILE, timeout=30)):  # fast_tiles' thread-pool call
             assert r.status_code == 503, r.text
             body = r.json()
             assert body["code"] == "query_timeout"
