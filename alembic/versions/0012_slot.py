@@ -1,9 +1,12 @@
-"""Reserved migration slot 12 (session 16; a helper fills it in and renames the docstring).
+"""Intake fast path: a revision for the working-day overrides, so every process knows when its cached
+calendar is stale (read in the same statement intake already runs; see incidents/intake.py).
 
 Revision ID: 0012
 Revises: 0011
 Create Date: 2026-12-04
 """
+from alembic import op
+
 revision = "0012"
 down_revision = "0011"
 branch_labels = None
@@ -11,8 +14,25 @@ depends_on = None
 
 
 def upgrade() -> None:
-    pass
+    op.execute(
+        """
+        INSERT INTO gridserver_meta (key, value) VALUES ('calendar_revision', 0) ON CONFLICT (key) DO NOTHING;
+        CREATE FUNCTION bump_calendar_revision() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            UPDATE gridserver_meta SET value = value + 1 WHERE key = 'calendar_revision';
+            RETURN NULL;
+        END $$;
+        CREATE TRIGGER calendar_overrides_revision AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
+            ON calendar_overrides FOR EACH STATEMENT EXECUTE FUNCTION bump_calendar_revision();
+        """
+    )
 
 
 def downgrade() -> None:
-    pass
+    op.execute(
+        """
+        DROP TRIGGER IF EXISTS calendar_overrides_revision ON calendar_overrides;
+        DROP FUNCTION IF EXISTS bump_calendar_revision();
+        DELETE FROM gridserver_meta WHERE key = 'calendar_revision';
+        """
+    )

@@ -25,7 +25,14 @@ CITYWIDE_ROLES = ("admin", "analyst")
 
 def _user_from_token(session: Session, token: str) -> User:
     username, version = decode_access_claims(token)
-    user = get_user(session, username)
+    return check_token_user(get_user(session, username), username, version)
+
+
+def check_token_user(user: User | None, username: str, version: int) -> User:
+    """``user`` (the account row of a valid token's ``username``, read in this request) when the token may
+    still act for it; Unauthorized (401) for a missing or disabled account, a revoked token version, or a
+    demo account outside demo mode. Callers that fold the account read into a statement they run anyway
+    (incident intake) use this, so revocation stays immediate there too."""
     if user is None or not user.active:
         raise Unauthorized(f"账号不存在或已停用 account {username!r} does not exist or is disabled")
     if user.token_version != version:
@@ -37,11 +44,14 @@ def _user_from_token(session: Session, token: str) -> User:
     return user
 
 
+NO_TOKEN = ("需要登录 not authenticated: send 'Authorization: Bearer <token>' "
+            "(get one from POST /api/v1/auth/token)")
+
+
 def current_user(token: str | None = Depends(oauth2_scheme), session: Session = Depends(get_session, scope="function")) -> User:
     """The authenticated caller; 401 when there is no valid bearer token."""
     if not token:
-        raise Unauthorized("需要登录 not authenticated: send 'Authorization: Bearer <token>' "
-                           "(get one from POST /api/v1/auth/token)")
+        raise Unauthorized(NO_TOKEN)
     return _user_from_token(session, token)
 
 

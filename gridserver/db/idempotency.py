@@ -127,6 +127,11 @@ class Idempotency:
     response_model: object = None
     _principal: str | None = field(default=None, repr=False)
 
+    def principal(self, user=None) -> str:
+        """Whose key it is: ``user:<id>`` for an authenticated caller, else ``client:<address>``."""
+        return f"user:{user.id}" if user is not None and getattr(user, "id", None) is not None \
+            else f"client:{self.client}"
+
     def replay(self, session, user=None) -> JSONResponse | None:
         """Claim the key for this request, or return the stored answer of the request that holds it.
 
@@ -135,8 +140,7 @@ class Idempotency:
         """
         if self.key is None:
             return None
-        self._principal = f"user:{user.id}" if user is not None and getattr(user, "id", None) is not None \
-            else f"client:{self.client}"
+        self._principal = self.principal(user)
         params = {"p": self._principal, "k": self.key}
         claimed = session.execute(
             text("""INSERT INTO idempotency_keys (principal, key, endpoint, request_hash)
@@ -145,20 +149,23 @@ class Idempotency:
         if claimed:
             return None
         # The key's holder has committed (we waited on the unique index); a new statement sees its row.
-        row = session.execute(
-            text("""SELECT endpoint, request_hash, status_code, response_body, response_headers
-                    FROM idempotency_keys WHERE principal = :p AND key = :k"""), params).one()
-        if row.request_hash != self.request_hash:
+        row = session.execute(text(LOOKUP_SQL), {"idem_principal": self._principal, "idem_key": self.key}).one()
+        return self.answer(row._mapping)
+
+    def answer(self, row) -> JSONResponse:
+        """The replay of a stored row (mapping with ``LOOKUP_SQL``'s columns): 422 when it was another
+        request, 409 when it holds no answer."""
+        if row["request_hash"] != self.request_hash:
             raise InvalidInput(
-                f"{HEADER} {self.key!r} was already used for a different request ({row.endpoint} with another "
+                f"{HEADER} {self.key!r} was already used for a different request ({row['endpoint']} with another "
                 f"body): use a new key for a new request", code="idempotency_key_reused")
-        if row.status_code is None:
+        if row["status_code"] is None:
             from gridserver.errors import Conflict
 
             raise Conflict(f"{HEADER} {self.key!r}: the original request stored no answer; use a new key",
                            code="idempotency_key_unfinished")
-        headers = {**(row.response_headers or {}), "Idempotent-Replayed": "true"}
-        return JSONResponse(row.response_body, status_code=row.status_code, headers=headers)
+        headers = {**(row["response_headers"] or {}), "Idempotent-Replayed": "true"}
+        return JSONResponse(row["response_body"], status_code=row["status_code"], headers=headers)
 
     def save(self, session, content, status_code: int, headers: dict | None = None) -> None:
         """Store the answer with the key, in the caller's transaction (before its commit).
@@ -179,12 +186,44 @@ class Idempotency:
              "p": self._principal, "k": self.key})
 
     def _shape(self, content):
-        if self.response_model is not None:
-            from pydantic import TypeAdapter
+        return shape(self.response_model, content)
 
-            adapter = TypeAdapter(self.response_model)
-            return adapter.dump_python(adapter.validate_python(content, from_attributes=True), mode="json")
+
+_adapters: dict = {}
+
+
+def shape(model, content):
+    """``content`` as the JSON document FastAPI would send for ``response_model`` ``model`` (None: as is)."""
+    if model is None:
         return jsonable_encoder(content)
+    adapter = _adapters.get(model)
+    if adapter is None:
+        from pydantic import TypeAdapter
+
+        adapter = _adapters[model] = TypeAdapter(model)
+    return adapter.dump_python(adapter.validate_python(content, from_attributes=True), mode="json")
+
+
+#: The stored answer of (:idem_principal, :idem_key) (intake runs it inside its one context statement).
+LOOKUP_SQL = """SELECT endpoint, request_hash, status_code, response_body, response_headers
+                FROM idempotency_keys WHERE principal = CAST(:idem_principal AS text) AND key = CAST(:idem_key AS text)"""
+#: The key with its complete answer, inserted in the same statement as the row it answers (a CTE over
+#: ``ins``, the created row with column ``id``): params %(idem_principal)s, %(idem_key)s, %(idem_endpoint)s,
+#: %(idem_hash)s, %(idem_body)s (the answer with a placeholder id) and %(idem_path)s (Location = path/id).
+#: A plain INSERT on purpose: a concurrent request holding the key makes it wait, then fail with a unique
+#: violation (``is_key_conflict``), which undoes the whole statement; that request then replays.
+INSERT_ANSWER_SQL = """INSERT INTO idempotency_keys (principal, key, endpoint, request_hash, status_code,
+                                                     response_body, response_headers)
+                       SELECT %(idem_principal)s, %(idem_key)s, %(idem_endpoint)s, %(idem_hash)s, 201,
+                              jsonb_set(CAST(%(idem_body)s AS jsonb), '{id}', to_jsonb(ins.id)),
+                              jsonb_build_object('Location', %(idem_path)s || '/' || ins.id)
+                       FROM ins"""
+
+
+def is_key_conflict(exc: Exception) -> bool:
+    """True for the unique violation of ``INSERT_ANSWER_SQL`` (another request holds the key)."""
+    diag = getattr(exc, "diag", None)
+    return getattr(diag, "constraint_name", None) == "idempotency_keys_pkey"
 
 
 async def idempotency(request: Request, key: str | None = Header(

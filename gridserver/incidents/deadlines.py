@@ -14,7 +14,6 @@ Rules:
 from __future__ import annotations
 
 import math
-import time
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -24,8 +23,12 @@ from gridserver.errors import InvalidInput
 
 LOCAL_TZ = ZoneInfo("Asia/Shanghai")
 WORKDAY_START = 9  # 09:00
-_overrides: dict[str, tuple[float, dict[date, bool]]] = {}
-_TTL = 30.0
+#: database → (calendar revision, overrides). The revision (``gridserver_meta.calendar_revision``) is bumped
+#: by a trigger on every change of ``calendar_overrides``, from any process: a cached copy is used only
+#: while the database still has the revision it was read at. Intake reads the revision inside its one
+#: context statement (``intake.py``); other callers pay one small query.
+_overrides: dict[str, tuple[int, dict[date, bool]]] = {}
+REVISION_SQL = "SELECT value FROM gridserver_meta WHERE key = 'calendar_revision'"
 
 
 def is_workday(day: date, overrides: dict[date, bool] | None = None) -> bool:
@@ -41,14 +44,22 @@ def is_workday(day: date, overrides: dict[date, bool] | None = None) -> bool:
 
 
 def load_overrides(conn, *, fresh: bool = False) -> dict[date, bool]:
-    """Local calendar overrides (cached for a few seconds per database)."""
-    key = str(getattr(getattr(conn, "engine", None), "url", "")) or str(id(conn))
-    hit = _overrides.get(key)
-    if hit and not fresh and time.monotonic() - hit[0] < _TTL:
+    """Local calendar overrides (SQLAlchemy connection or session), cached while their revision holds."""
+    from gridserver.incidents.taxonomy import _db_key
+
+    rev = conn.execute(text(REVISION_SQL)).scalar() or 0
+    return overrides_at(_db_key(conn), -1 if fresh else rev,
+                        lambda: conn.execute(text("SELECT day, workday FROM calendar_overrides")).all(), store_as=rev)
+
+
+def overrides_at(db: str, revision: int, read, store_as: int | None = None) -> dict[date, bool]:
+    """The overrides of database ``db`` at ``revision``: the cached copy when it has that revision, else
+    ``read()`` (rows of day, workday), cached under it."""
+    hit = _overrides.get(db)
+    if hit and hit[0] == revision:
         return hit[1]
-    rows = conn.execute(text("SELECT day, workday FROM calendar_overrides")).all()
-    out = {r.day: r.workday for r in rows}
-    _overrides[key] = (time.monotonic(), out)
+    out = {r[0]: r[1] for r in read()}
+    _overrides[db] = (revision if store_as is None else store_as, out)
     return out
 
 

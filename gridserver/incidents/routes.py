@@ -8,15 +8,18 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
-from gridserver.auth.deps import current_user
-from gridserver.auth.users import User
-from gridserver.db.engine import get_session
-from gridserver.db.idempotency import Idempotency, idempotency
+from gridserver.auth.deps import NO_TOKEN, check_token_user, current_user, oauth2_scheme
+from gridserver.auth.security import decode_access_claims
+from gridserver.auth.users import User, get_user
+from gridserver.db.engine import get_session, pool, session_scope
+from gridserver.db.idempotency import Idempotency, idempotency, shape
+from gridserver.errors import Unauthorized
 from gridserver.geo.crs import KNOWN
-from gridserver.incidents import service
+from gridserver.incidents import intake, service
 from gridserver.incidents import taxonomy
 from gridserver.incidents.schemas import IncidentIn, IncidentOut, IncidentPage
 
@@ -31,22 +34,40 @@ def categories(session: Session = Depends(get_session, scope="function")):
     return taxonomy.active(session).tree()
 
 
-@router.post("", response_model=IncidentOut, status_code=201, summary="上报事件 report an incident")
-def create(body: IncidentIn, response: Response, session: Session = Depends(get_session, scope="function"),
-           user: User = Depends(current_user), idem: Idempotency = Depends(idempotency)):
-    """Locate the point to its grid and store the report.
+def token_claims(token: str | None = Depends(oauth2_scheme)) -> tuple[str, int]:
+    """The verified token's (username, version), 401 without one; the account itself is checked by
+    intake inside the statement it runs anyway (``intake.py``), so revocation is still immediate."""
+    if not token:
+        raise Unauthorized(NO_TOKEN)
+    return decode_access_claims(token)
 
-    422 for a bad category/coordinates/CRS, 404 when the point is outside every grid (nothing is
-    stored), 403 when the caller's role or scope does not allow reporting there. With an
-    ``Idempotency-Key`` header a retry returns the original answer (``gridserver.db.idempotency``).
+
+@router.post("", response_model=IncidentOut, status_code=201, summary="上报事件 report an incident")
+def create(body: IncidentIn, claims: tuple[str, int] = Depends(token_claims),
+           idem: Idempotency = Depends(idempotency)):
+    """Locate the point to its grid, route it and store the report (two database round trips).
+
+    422 for a bad category/coordinates/CRS; a point in no grid but inside the territory (a gap, a
+    river) is stored for manual dispatch (``manual_reason``); 404 ``outside_area`` when it is outside
+    the territory (nothing stored); 403 when the caller's role or scope does not allow reporting there.
+    With an ``Idempotency-Key`` header a retry returns the original answer (``gridserver.db.idempotency``).
     """
-    if (replay := idem.replay(session, user)) is not None:
-        return replay
-    out = service.create_incident(session, body, user)
-    response.headers["Location"] = f"{service.LIST_PATH}/{out['id']}"
-    idem.save(session, out, 201, {"Location": response.headers["Location"]})
-    session.commit()  # before the response: a client may GET the Location right away
-    return out
+    if body.lon is not None:
+        with pool().connection() as conn:
+            out = intake.create(conn, body, claims=claims, idem=idem)
+    else:  # only an address: geocoding reads the address base through a session
+        with session_scope() as session:
+            user = check_token_user(get_user(session, claims[0]), *claims)
+            if (replay := idem.replay(session, user)) is not None:
+                return replay
+            out = service.create_incident(session, body, user)
+            location = {"Location": f"{service.LIST_PATH}/{out['id']}"}
+            idem.save(session, out, 201, location)
+        # committed before the response: a client may GET the Location right away
+    if isinstance(out, JSONResponse):
+        return out
+    return JSONResponse(shape(IncidentOut, out), status_code=201,
+                        headers={"Location": f"{service.LIST_PATH}/{out['id']}"})
 
 
 @router.get("", response_model=IncidentPage, summary="事件列表 list incidents (filters, pages)")

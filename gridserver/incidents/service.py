@@ -115,122 +115,38 @@ def check_can_report(user: User, grid_code: str | None = None, grid_name: str | 
 
 def create_incident(session, data, user: User, *, source: str = "api", channel: str | None = None,
                     outside: str = "error", now=None, max_description: int = 2000) -> dict:
-    """Locate and store a new incident reported by ``user``; return it as IncidentOut fields.
+    """Locate and store a new incident reported by ``user`` in ``session``'s transaction (no commit);
+    return it as IncidentOut fields.
 
     ``data`` is an IncidentIn or a dict with lon, lat, crs (default wgs84), category, description,
     address. Raises InvalidInput/UnknownCRS (422), OutsideArea (404, nothing stored) or Forbidden (403).
-    ``outside="manual"`` stores a report that cannot be placed (outside every grid, an address that
-    does not geocode) in the manual dispatch queue instead. The report is routed (department, level,
-    rule), gets its dispatch due time, overall deadline, a tracking code and a first event.
-    Does not commit.
+    A point no grid covers but inside the territory waits in the manual dispatch queue with the reason;
+    ``outside="manual"`` also keeps reports that cannot be placed at all (outside the territory, an
+    address that does not geocode) there instead of refusing them. The report is routed (department,
+    level, rule), gets its dispatch due time, overall deadline, a tracking code and a first event: all
+    in ``intake.create`` (two statements).
     """
-    from gridserver.errors import OutsideArea
+    from gridserver.incidents import intake
 
-    category = _field(data, "category")
-    tax = taxonomy.active(session)
-    node = tax.node(category)
     check_can_report(user)
     x, y = _field(data, "lon"), _field(data, "lat")
     address = _field(data, "address")
-    description = _field(data, "description", "") or ""
-    if len(description) > max_description:
-        raise InvalidInput(f"description is {len(description)} characters, at most {max_description} are allowed")
-    crs = _field(data, "crs", "wgs84") or "wgs84"
-    geocoded, confidence, address_code = False, None, None
-    unplaced = None
+    point, unplaced, geocode = None, None, None
     if x is None and y is None and address and address.strip():
         # no point: place the report at the standard address its text matches (NotFound → 404)
         from gridserver.address.geocode import geocode_for_incident
 
         try:
             x, y, confidence, address_code = geocode_for_incident(session, address)
-            crs, geocoded = "wgs84", True
+            point, geocode = (float(x), float(y), "wgs84"), (True, confidence, address_code)
         except NotFound as exc:
             if outside != "manual":
                 raise
             unplaced = f"地址无法定位 the address could not be placed: {exc.detail}"
-    if unplaced is None and (x is None or y is None):
-        raise InvalidInput("give lon and lat (both), or an address 需要经纬度或地址")
-    areas: dict = {}
-    lon = lat = None
-    input_crs = crs
-    if unplaced is None:
-        try:
-            loc = locate_point(session, float(x), float(y), crs)
-            areas = {lv: loc.code(lv) for lv in ("grid", "community", "street", "district")}
-            check_can_report(user, loc.code("grid"), loc.areas.get("grid", {}).get("name"))
-        except OutsideArea as exc:
-            if outside != "manual":
-                raise
-            from gridserver.areas.locate import to_storage
-
-            unplaced = exc.detail
-            lon, lat, _ = to_storage(float(x), float(y), crs)
-            loc = None
-        if loc is not None:
-            lon, lat, input_crs = loc.lon, loc.lat, loc.input_crs
-            confirm = _field(data, "confirm_grid")
-            if confirm and confirm != areas["grid"]:
-                areas = routing.confirm_grid(session, lon, lat, confirm)
-                check_can_report(user, areas["grid"])
-    if lon is None:  # nowhere to put it: keep it at the district's centre, flagged for manual dispatch
-        lon, lat = _fallback_point(session)
-    r = routing.route(tax, node, areas)
-    if unplaced:
-        r.manual_reason = f"{r.manual_reason}: {unplaced}" if r.manual_reason else unplaced
-    near = routing.near_boundary(session, lon, lat, [areas.get("grid"), areas.get("community")]) \
-        if areas.get("grid") else None
-    from datetime import timedelta, timezone
-
-    now = now or datetime.now(timezone.utc)
-    deadline_at = add_deadline(now, node.deadline, load_overrides(session))
-    due_at = now + timedelta(minutes=float(tax.settings.get("dispatch_minutes", 30)))
-    asked = _field(data, "channel")
-    if asked is not None and asked not in ("citizen", "business"):
-        raise InvalidInput(f"channel must be citizen or business (商家诉求); got {asked!r}")
-    channel = channel or ("business" if asked == "business" else {"citizen": "citizen"}.get(user.role, "staff"))
-    contact = _field(data, "contact")
-    new_id = session.execute(
-        text("""INSERT INTO incidents (category, item_code, taxonomy_version, workflow, channel, description, geom,
-                                       input_x, input_y, input_crs, address_text,
-                                       geocoded, geocode_confidence, address_code,
-                                       grid_code, community_code, street_code, district_code, reporter_id, source,
-                                       department, department_name, route_level, route_area_code, route_rule,
-                                       manual_reason, near_boundary, due_at, deadline_at, tracking_code,
-                                       webhook_url, contact, created_at, updated_at)
-                VALUES (:category, :item, :tv, :workflow, :channel, :description,
-                        ST_SetSRID(ST_MakePoint(:lon, :lat), 4326), :x, :y, :crs,
-                        :address, :geocoded, :confidence, :address_code,
-                        :grid, :community, :street, :district, :reporter, :source,
-                        :department, :department_name, :route_level, :route_area_code, CAST(:route_rule AS jsonb),
-                        :manual_reason, CAST(:near AS jsonb), :due_at, :deadline_at, :tracking, :webhook,
-                        CAST(:contact AS jsonb), :now, :now)
-                RETURNING id"""),
-        {"category": node.parent or node.code, "item": node.code if node.is_item else None, "tv": tax.version,
-         "workflow": node.workflow, "channel": channel, "description": description, "lon": lon, "lat": lat,
-         "x": None if x is None else float(x), "y": None if y is None else float(y), "crs": input_crs,
-         "address": address, "geocoded": geocoded, "confidence": confidence, "address_code": address_code,
-         **{k: areas.get(lv) for k, lv in (("grid", "grid"), ("community", "community"), ("street", "street"),
-                                           ("district", "district"))},
-         "reporter": user.id, "source": source, **r.as_columns(), "route_rule": json.dumps(r.rule),
-         "near": json.dumps(near) if near else None, "due_at": due_at, "deadline_at": deadline_at,
-         "tracking": new_tracking_code(), "webhook": _field(data, "webhook_url"),
-         "contact": json.dumps(contact) if contact else None, "now": now},
-    ).scalar_one()
-    session.execute(text(
-        """INSERT INTO incident_events (incident_id, at, actor_id, actor, action, to_status, note, data)
-           VALUES (:id, :now, :uid, :actor, 'report', 'reported', :note, CAST(:data AS jsonb))"""),
-        {"id": new_id, "now": now, "uid": user.id, "actor": user.username, "note": description[:200],
-         "data": json.dumps({"channel": channel, "route": r.rule, "department": r.department,
-                             "manual_reason": r.manual_reason, "near_boundary": bool(near)})})
-    out = get_incident(session, new_id)
-    if areas.get("grid"):
-        from gridserver.incidents.duplicates import find_candidates
-
-        out["duplicates"] = find_candidates(session, lon=lon, lat=lat, category=node.parent or node.code,
-                                            item_code=out["item_code"], description=description, at=now,
-                                            exclude=new_id) or None
-    return out
+            point = (*_fallback_point(session), "wgs84")  # kept at the district's centre for manual dispatch
+    return intake.create(intake.driver_connection(session), data, sa=session, user=user, point=point,
+                         unplaced=unplaced, geocode=geocode, source=source, channel=channel, outside=outside,
+                         now=now, max_description=max_description)
 
 
 def _fallback_point(session) -> tuple[float, float]:

@@ -260,12 +260,20 @@ def load_file(conn, path: str | Path, loaded_by: str | None = None) -> dict:
 
 
 _cache: dict[tuple[str, int], Taxonomy] = {}
+#: database → the active version this process saw last (intake's first guess; it checks it in the same
+#: statement it runs anyway and reloads when another process or a CLI load changed it).
+_last_active: dict[str, int] = {}
 _lock = threading.Lock()
 
 
 def _db_key(conn) -> str:
+    """host:port/dbname of a psycopg connection or of a SQLAlchemy connection/session's bind."""
+    info = getattr(conn, "info", None)
+    if hasattr(info, "dbname"):  # psycopg (SQLAlchemy's .info is a dict)
+        return f"{info.host}:{info.port}/{info.dbname}"
     try:
-        return str(conn.get_bind().url) if hasattr(conn, "get_bind") else str(conn.engine.url)
+        u = (conn.get_bind() if hasattr(conn, "get_bind") else conn.engine).url
+        return f"{u.host}:{u.port or 5432}/{u.database}"
     except Exception:  # pragma: no cover
         return "?"
 
@@ -280,12 +288,24 @@ def active(conn) -> Taxonomy:
             vid = conn.execute(text("SELECT id FROM taxonomy_versions WHERE active")).scalar()
             if vid is None:
                 vid = store(conn, doc, source=DEFAULT_FILE.name, sha256=digest, loaded_by="default")
-    key = (_db_key(conn), vid)
-    tax = _cache.get(key)
+    return version(conn, vid)
+
+
+def version(conn, vid: int) -> Taxonomy:
+    """Version ``vid`` of the taxonomy (SQLAlchemy connection/session), cached: versions never change."""
+    key = _db_key(conn)
+    tax = _cache.get((key, vid))
     if tax is None:
         tax = _load_version(conn, vid)
-        _cache[key] = tax
+        _cache[(key, vid)] = tax
+    _last_active[key] = vid
     return tax
+
+
+def cached(db: str, vid: int | None = None) -> Taxonomy | None:
+    """The cached version ``vid`` (default: the active one this process saw last) of database ``db``."""
+    vid = _last_active.get(db) if vid is None else vid
+    return _cache.get((db, vid)) if vid is not None else None
 
 
 def _load_version(conn, vid: int) -> Taxonomy:
