@@ -6,7 +6,8 @@ span and type, as the shared scorer counts) is reported per fold, as mean ± spr
 CRF mixing weight is an inference-time choice, so each fold model is also scored at several weights
 (``--crf-weights``) at no extra training cost.
 
-Fold files are written to a scratch directory and deleted; nothing derived from the corpus is kept.
+Fold files are written to a scratch directory and deleted; nothing derived from the corpus is kept
+(unless ``--keep DIR`` asks for the fold models, to score decoding-time variants on them later).
 Training is single-threaded (one core, as the shared machine requires). Run::
 
     nice -n 19 .venv/bin/python -m gridserver.address.parser.cv --folds 3 [--epochs 20] [--out cv.json]
@@ -18,6 +19,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -46,7 +48,7 @@ def with_crf_weight(model_path: Path, weight: float, tmp: Path) -> Path:
 
 def run(train_path: Path, folds: int = 3, seed: int = 1, params: dict | None = None,
         crf_weights: tuple[float, ...] = (0.0, 0.2, 0.3, 0.4), only: list[int] | None = None,
-        log=print) -> dict:
+        log=print, keep: Path | None = None) -> dict:
     import torch
 
     from gridserver.address.parser.corpus import read_corpus
@@ -75,6 +77,9 @@ def run(train_path: Path, folds: int = 3, seed: int = 1, params: dict | None = N
             t0 = time.time()
             train(d, d / "model.npz", dict(params or {}))
             t_train = time.time() - t0
+            if keep is not None:  # the fold model, for scoring decoding-time variants later (scratch only)
+                keep.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(d / "model.npz", keep / f"fold{f}of{folds}_seed{seed}.npz")
             ex = read_corpus(held)
             gold = [set(e.spans) for e in ex]
             per_w = {}
@@ -105,11 +110,13 @@ def main(argv=None) -> int:
     ap.add_argument("--params", default="{}", help="JSON of training parameters (train_nn.DEFAULT_NN keys)")
     ap.add_argument("--crf-weights", default="0,0.2,0.3,0.4")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--keep", default=None, help="copy each fold model into this scratch directory (outside the repo)")
     args = ap.parse_args(argv)
     from gridserver.address.parser.corpus import corpus_dir
 
     res = run(corpus_dir() / "train.txt", args.folds, args.seed, json.loads(args.params),
-              tuple(float(x) for x in args.crf_weights.split(",")), args.only)
+              tuple(float(x) for x in args.crf_weights.split(",")), args.only,
+              keep=Path(args.keep) if args.keep else None)
     text = json.dumps(res, ensure_ascii=False)
     if args.out:
         Path(args.out).write_text(text, encoding="utf-8")

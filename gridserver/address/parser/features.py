@@ -96,8 +96,9 @@ class Lexicon:
     """Gazetteer of token-id sequences with a bitmask of entity types, matched by rolling hashes."""
 
     def __init__(self, hashes: np.ndarray, lengths: np.ndarray, masks: np.ndarray):
-        self.hashes, self.lengths, self.masks = hashes, lengths, masks
-        # entries sorted by (length, hash) in one array; the entries of length m are a slice of it
+        # entries sorted by (length, hash) in one array; the entries of length m are a slice of it.
+        # Only the sorted arrays are kept (a division gazetteer has ~10^5 entries): the entries as
+        # given are read back from them (:attr:`hashes`, :attr:`lengths`, :attr:`masks`).
         order = np.lexsort((hashes, lengths))
         self.sorted_hashes = np.ascontiguousarray(hashes[order], dtype=np.uint64)
         self.sorted_masks = np.ascontiguousarray(masks[order], dtype=np.int32)
@@ -112,6 +113,18 @@ class Lexicon:
         flags = np.zeros(1 << self._bits, bool)
         flags[self._slot(np.asarray(hashes, np.uint64), np.asarray(lengths, np.uint64))] = True
         self.filter = np.packbits(flags, bitorder="little")
+
+    @property
+    def hashes(self) -> np.ndarray:
+        return self.sorted_hashes
+
+    @property
+    def masks(self) -> np.ndarray:
+        return self.sorted_masks
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.repeat(np.arange(len(self.offsets) - 1), np.diff(self.offsets)).astype(np.int8)
 
     def _hit(self, slots: np.ndarray) -> np.ndarray:
         """Is the filter's bit set for each slot?"""
@@ -130,18 +143,27 @@ class Lexicon:
         return int(h)
 
     @classmethod
-    def build(cls, entries: Iterable[tuple[Sequence[int], int]]) -> "Lexicon":
-        """Gazetteer from ``(token ids, type index)`` pairs; lengths outside 2..MAX_LEX_LEN are dropped."""
-        acc: dict[tuple[int, int], int] = {}
-        for ids, t in entries:
-            if 2 <= len(ids) <= MAX_LEX_LEN:
-                key = (cls.hash_seq(ids), len(ids))
-                acc[key] = acc.get(key, 0) | (1 << t)
+    def build(cls, entries: Iterable[tuple[Sequence[int], int]], base: dict[tuple[int, int], int] | None = None
+              ) -> "Lexicon":
+        """Gazetteer from ``(token ids, type index)`` pairs; lengths outside 2..MAX_LEX_LEN are dropped.
+        ``base`` is entries already hashed by :meth:`accumulate` (a large fixed part, hashed once)."""
+        acc = cls.accumulate(entries, dict(base or {}))
         items = sorted(acc.items())
         hashes = np.array([k[0] for k, _ in items], dtype=np.uint64)
         lengths = np.array([k[1] for k, _ in items], dtype=np.int8)
         masks = np.array([v for _, v in items], dtype=np.int32)
         return cls(hashes, lengths, masks)
+
+    @classmethod
+    def accumulate(cls, entries: Iterable[tuple[Sequence[int], int]],
+                   acc: dict[tuple[int, int], int] | None = None) -> dict[tuple[int, int], int]:
+        """``{(hash, length): type bitmask}`` of the entries (added to ``acc`` if given)."""
+        acc = {} if acc is None else acc
+        for ids, t in entries:
+            if 2 <= len(ids) <= MAX_LEX_LEN:
+                key = (cls.hash_seq(ids), len(ids))
+                acc[key] = acc.get(key, 0) | (1 << t)
+        return acc
 
     def match(self, ids: np.ndarray, bits_only: bool = False) -> tuple[np.ndarray, ...]:
         """Gazetteer matches over ``ids`` (B, n).

@@ -6,8 +6,10 @@ older crfsuite CRF (L-BFGS). Both share the tokenisation, vocabulary and gazette
 The gazetteer features use entities seen in training. To keep the tagger from trusting them more
 than it should (every training entity is trivially "known" on its own sentence), the training
 features of fold k use a gazetteer built from the other folds only (10-fold jackknife); the saved
-model carries the gazetteer of the whole training set. The dev set is never trained on: it is
-scored, and picks the best epoch (or weight average) of each neural member.
+model carries the gazetteer of the whole training set. With ``gazetteer`` set, China's administrative
+divisions (:mod:`.gazetteer`, from the jionlp package's table) are added to every one of those
+gazetteers: they are outside knowledge, the same in training and at run time. The dev set is never
+trained on: it is scored, and picks the best epoch (or weight average) of each neural member.
 """
 
 from __future__ import annotations
@@ -70,15 +72,29 @@ def align(example: Example) -> Tokenised:
     return Tokenised(toks, labels, entities, bad)
 
 
-def _lexicon(items: Sequence[Tokenised], encode) -> Lexicon:
-    """Gazetteer of the (aligned) entities of ``items``, except otherinfo."""
+def _lexicon(items: Sequence[Tokenised], encode, extra: dict | None = None) -> Lexicon:
+    """Gazetteer of the (aligned) entities of ``items``, except otherinfo, plus the ``extra`` entries
+    (:meth:`.Lexicon.accumulate` of :func:`division_entries`: known in every fold, so not jackknifed)."""
     entries = []
     for it in items:
         ids = encode(it.tokens)
         for i, j, label in it.entities:
             if label != "otherinfo":
                 entries.append((ids[i:j], _TYPE_INDEX[label]))
-    return Lexicon.build(entries)
+    return Lexicon.build(entries, extra)
+
+
+def division_entries(encode) -> list[tuple[list[int], int]]:
+    """China's administrative divisions (:mod:`.gazetteer`) as gazetteer entries over the tagger's
+    vocabulary; a name with a character the vocabulary lacks is left out (it could never match)."""
+    from gridserver.address.parser.gazetteer import admin_divisions
+
+    out = []
+    for name, typ in admin_divisions():
+        ids = encode(tokenize(name)[0])
+        if 1 not in ids:  # UNK
+            out.append((ids, _TYPE_INDEX[typ]))
+    return out
 
 
 def _keys_by_example(featurizer: Featurizer, items: Sequence[Tokenised]) -> list[np.ndarray]:
@@ -247,7 +263,8 @@ def train_neural(corpus_dir: Path, out: Path | None, params: dict | None = None,
     say = progress or (lambda stage, frac: None)
     t0 = time.perf_counter()
     train_ex, dev_ex, items, base = _read_training_data(Path(corpus_dir), say)
-    crf = fit_crf(items, base.vocab_list, p, say, 0.01, 0.3) if p.get("crf_weight") else None
+    extra = Lexicon.accumulate(division_entries(base.encode)) if p.get("gazetteer") else None
+    crf = fit_crf(items, base.vocab_list, p, say, 0.01, 0.3, extra) if p.get("crf_weight") else None
     start = 0.3 if crf is not None else 0.01
     vocab = base.vocab_list
     encode, V = base.encode, base.V
@@ -259,14 +276,14 @@ def train_neural(corpus_dir: Path, out: Path | None, params: dict | None = None,
     dictionary = T.dictionary_lexicon(encode) if p.get("dict") else None
     enc: list = [None] * len(items)
     for fold in range(FOLDS):
-        lex = _lexicon([it for k, it in enumerate(items) if k % FOLDS != fold], encode)
+        lex = _lexicon([it for k, it in enumerate(items) if k % FOLDS != fold], encode, extra)
         idx = [k for k in range(len(items)) if k % FOLDS == fold and seqs[k]]
         for k, e in zip(idx, T.encode([seqs[k] for k in idx], [labels[k] for k in idx], lex, bigram_keys, V,
                                       trigram_keys, dictionary)):
             enc[k] = e
         say("特征 features", start + 0.04 * (fold + 1) / FOLDS)
     enc = [e for e in enc if e is not None]
-    full_lex = _lexicon(items, encode)
+    full_lex = _lexicon(items, encode, extra)
     featurizer = Featurizer(vocab, full_lex)
     meta = {"params": p, "trained_on": "train.txt", "n_train": len(items)}
 
@@ -306,20 +323,24 @@ def train_crf(corpus_dir: Path, out: Path | None, params: dict | None = None,
     vocab = base.vocab_list
     encode = base.encode
 
-    crf = fit_crf(items, vocab, params, say, 0.0, 0.97)
-    featurizer = Featurizer(vocab, _lexicon(items, encode))
+    extra = Lexicon.accumulate(division_entries(encode)) if params.get("gazetteer") else None
+    crf = fit_crf(items, vocab, params, say, 0.0, 0.97, extra)
+    featurizer = Featurizer(vocab, _lexicon(items, encode, extra))
     model = AddressModel(featurizer, crf, meta={"params": params, "trained_on": "train.txt", "n_train": len(items)})
     return model, _finish(model, items, dev_ex, len(crf.feat_key), params, out, say, t0)
 
 
-def fit_crf(items: Sequence[Tokenised], vocab: list[str], params: dict, say, lo: float, hi: float) -> LinearCRF:
-    """The crfsuite CRF on the aligned train items (gazetteer features from the other folds)."""
+def fit_crf(items: Sequence[Tokenised], vocab: list[str], params: dict, say, lo: float, hi: float,
+            extra: dict | None = None) -> LinearCRF:
+    """The crfsuite CRF on the aligned train items (gazetteer features from the other folds, plus
+    the ``extra`` entries)."""
     import pycrfsuite
 
     base = Featurizer(vocab, Lexicon.build([]))
     keys1: list[np.ndarray] = [None] * len(items)  # type: ignore[list-item]
     for fold in range(FOLDS):
-        feat = Featurizer(vocab, _lexicon([it for k, it in enumerate(items) if k % FOLDS != fold], base.encode))
+        others = [it for k, it in enumerate(items) if k % FOLDS != fold]
+        feat = Featurizer(vocab, _lexicon(others, base.encode, extra))
         idx = [k for k in range(len(items)) if k % FOLDS == fold]
         for k, keys in zip(idx, _keys_by_example(feat, [items[k] for k in idx])):
             keys1[k] = keys

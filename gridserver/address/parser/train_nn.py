@@ -29,7 +29,7 @@ from gridserver.address.parser.neural import (DICT_CLASSES, N_DICT, N_LEX, N_REP
 DEFAULT_NN = {"emb_c": 100, "emb_b": 50, "hidden": 64, "layers": 2, "dict": True, "crf_weight": 0.3,
               "dropout": 0.4, "lr": 2e-3, "epochs": 20, "batch": 32, "min_bigram": 2, "unk_p": 0.03,
               "lr_decay": 0.95, "swa_start": 5, "rep": False, "direct": False, "direct_dropout": 0.3, "fgm": 0.0,
-              "lm": 0.0, "seeds": [4]}
+              "lm": 0.0, "seeds": [4], "gazetteer": False}
 
 
 def require_torch():
