@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from gridserver.auth import users
 from gridserver.errors import GridserverError
@@ -76,7 +76,10 @@ def list_(role: str = typer.Option(None, "--role", "-r", help="只看某角色 o
             rows = users.list_users(session, role)
     except GridserverError as exc:
         raise _fail(exc) from None
-    table = Table("username", "role", "scope", "full name", "department", "active")
+    # usernames and scopes are identifiers: never cut or wrapped, whatever the terminal width
+    width = max((len(u.username) for u in rows), default=8)
+    table = Table(Column("username", no_wrap=True, min_width=width), "role",
+                  Column("scope", no_wrap=True), "full name", "department", "active")
     for u in rows:
         table.add_row(u.username, f"{u.role} {u.role_label}", u.scope_code or "-", u.full_name,
                       u.department or "", "yes" if u.active else "no")
