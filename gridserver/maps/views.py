@@ -7,11 +7,11 @@ in ``templates/``; everything is served from this process (no CDN).
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, HTMLResponse
 
 from gridserver.maps import live, patrols, screen
-from gridserver.maps.routes import BUILD_HINT, DIST_DIR, HERE
+from gridserver.maps.routes import BUILD_HINT, DIST_DIR, HERE, static_asset
 
 router = APIRouter()
 router.include_router(live.router)
@@ -52,6 +52,17 @@ def service_worker():
     """The PWA service worker, served from /m/ so its scope is the phone app."""
     return FileResponse(DIST_DIR / "sw.js", media_type="text/javascript",
                         headers={"Cache-Control": "no-cache", "Service-Worker-Allowed": "/"})
+
+
+@router.get("/m/maplibre-gl-worker.mjs", include_in_schema=False)
+def map_worker(request: Request):
+    """MapLibre's worker script for the phone app, served inside the service worker's scope (/m/).
+
+    A dedicated worker is a service-worker client of its own, matched by its script URL: from
+    /static/map/dist/ it is outside /m/, so offline its script could not come from the cache (the map
+    never drew) and its tile requests bypassed the tile cache. From /m/ both go through sw.js.
+    """
+    return static_asset("dist/maplibre-gl-worker.mjs", request)
 
 
 @router.get("/m/manifest.webmanifest", include_in_schema=False)

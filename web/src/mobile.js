@@ -1,7 +1,8 @@
 // 网格员 /m/: the grid worker's phone app (360×740). Log in; my grid on the map (boundary, buildings,
 // roads); my tasks by deadline with history and actions; report at my GPS position or a tapped point
 // with a photo and a searchable category tree; several drafts; an outbox that keeps reports made
-// offline and sends each exactly once when back online (one Idempotency-Key per draft); patrol
+// offline (IndexedDB, photos as Blobs: queue.js) and sends each exactly once when back online (one
+// Idempotency-Key per report, its photo upload keyed too); patrol
 // (巡查) recording a GPS track sent in batches, kept offline when the network drops.
 import * as maplibregl from 'maplibre-gl';
 import 'maplibre-gl/dist/maplibre-gl.css';
@@ -12,18 +13,24 @@ import {
   transformRequest, uuid,
 } from './common.js';
 import { basemapLayers } from './basestyle.js';
+import * as queue from './queue.js';
 
-maplibregl.setWorkerUrl(workerUrl);
+// MapLibre's worker from /m/ (same file, see views.map_worker): only inside the service worker's scope
+// is the worker itself a client of sw.js, so it starts offline and its tile requests hit the tile cache.
+maplibregl.setWorkerUrl(`/m/${workerUrl.split('/').pop()}`);
 
 const $ = (s) => document.querySelector(s);
-const DRAFTS = 'gridserver.m.drafts';
-const OUTBOX = 'gridserver.m.outbox';
+// where earlier versions kept the queue (localStorage); moved into IndexedDB once, see queue.js
+const OLD_QUEUE = { drafts: 'gridserver.m.drafts', outbox: 'gridserver.m.outbox' };
 const PATROL = 'gridserver.m.patrol';
 const state = { ready: false, tasks: [], sent: [], outbox: 0, drafts: 0, patrol: null, grid: null, categories: [] };
 window.__mobileState = state;
+window.__mobileQueue = queue;
 let map;
 let pickMode = false;
 let chosen = null; // {lon, lat, source}
+let carriedPhoto = null; // the photo of a draft taken back into the form ({name, type, blob})
+let editingDraft = null; // that draft's key: it leaves the drafts only once sent or saved again
 
 const load = (k, d) => { try { return JSON.parse(localStorage.getItem(k)) ?? d; } catch { return d; } };
 const save = (k, v) => localStorage.setItem(k, JSON.stringify(v));
@@ -85,6 +92,12 @@ async function setupMap() {
   map = new maplibregl.Map(opts);
   window.__mobileMap = map;
   map.addControl(new maplibregl.GeolocateControl({ trackUserLocation: true }), 'top-right');
+  map.on('error', (e) => {
+    // a tile that cannot load (offline: not cached, or the private incident layer, never cached) is the
+    // normal case on a bad connection: counted and noted, the map draws what it has
+    if (e.sourceId) { state.tileErrors = (state.tileErrors || 0) + 1; console.warn(`瓦片未加载 (${e.sourceId})`, e.error?.message || ''); return; }
+    console.error(e.error || e);
+  });
   map.on('click', (e) => {
     if (!pickMode) return;
     pickMode = false;
@@ -232,21 +245,14 @@ function pickCategory(code) {
   $('#cat-list').innerHTML = '';
 }
 
-// --- drafts and the outbox -------------------------------------------------------------------------
-function readPhoto(file) {
-  return new Promise((res, rej) => {
-    if (!file) { res(null); return; }
-    const fr = new FileReader();
-    fr.onload = () => res({ name: file.name, type: file.type, data: fr.result });
-    fr.onerror = rej;
-    fr.readAsDataURL(file);
-  });
-}
-
-async function formDraft() {
+// --- drafts and the outbox (IndexedDB, queue.js) ---------------------------------------------------
+function formDraft() {
   const f = $('#report-form');
+  const file = f.photo.files[0];
+  // the photo goes into IndexedDB as a Blob (a copy of the bytes, not a data: URL)
+  const photo = file ? { name: file.name, type: file.type, blob: file.slice(0, file.size, file.type) } : carriedPhoto;
   return { key: uuid(), category: f.category.value, description: f.description.value, point: chosen,
-    photo: await readPhoto(f.photo.files[0]), saved_at: new Date().toISOString() };
+    photo, saved_at: new Date().toISOString() };
 }
 
 function resetForm() {
@@ -255,30 +261,27 @@ function resetForm() {
   f.category.value = '';
   $('#cat-chosen').textContent = '未选择类别';
   chosen = null;
+  carriedPhoto = null;
+  editingDraft = null;
+  $('#report-form .file-name').textContent = '';
   $('#where-text').textContent = '未定位';
   map?.getSource('chosen')?.setData({ type: 'FeatureCollection', features: [] });
 }
 
-function renderQueues() {
-  const drafts = load(DRAFTS, []);
-  const outbox = load(OUTBOX, []);
+async function renderQueues() {
+  const [drafts, outbox] = await Promise.all([queue.all('drafts'), queue.all('outbox')]);
   state.drafts = drafts.length;
   state.outbox = outbox.length;
   $('#draft-count').textContent = drafts.length ? `${drafts.length} 条` : '';
   $('#outbox-count').textContent = outbox.length ? `${outbox.length} 条` : '';
-  $('#drafts').innerHTML = drafts.map((d, i) => `<li data-i="${i}">${escapeHtml(d.description || '(无描述)')}
-    <button type="button" data-edit="${i}">继续编辑</button><button type="button" data-del="${i}">删除</button></li>`).join('');
-  $('#outbox').innerHTML = outbox.map((d) => `<li>${escapeHtml(d.description || '(无描述)')} · 等待网络${d.error ? ` · ${escapeHtml(d.error)}` : ''}</li>`).join('');
+  const photo = (d) => (d.photo?.blob ? ` · 📷 ${(d.photo.blob.size / 1048576).toFixed(1)} MB` : '');
+  $('#drafts').innerHTML = drafts.map((d) => `<li data-key="${escapeHtml(d.key)}">${escapeHtml(d.description || '(无描述)')}${photo(d)}
+    ${d.error ? `<small class="error">${escapeHtml(d.error)}</small>` : ''}
+    <button type="button" data-edit="${escapeHtml(d.key)}">继续编辑</button><button type="button" data-del="${escapeHtml(d.key)}">删除</button></li>`).join('');
+  $('#outbox').innerHTML = outbox.map((d) => `<li>${escapeHtml(d.description || '(无描述)')}${photo(d)} · 等待网络</li>`).join('');
 }
 
-function dataUrlToBlob(url) {
-  const [head, b64] = url.split(',');
-  const type = head.match(/data:([^;]+)/)?.[1] || 'application/octet-stream';
-  const bin = atob(b64);
-  const arr = new Uint8Array(bin.length);
-  for (let i = 0; i < bin.length; i += 1) arr[i] = bin.charCodeAt(i);
-  return new Blob([arr], { type });
-}
+const RETRY_LATER = (status) => status >= 500 || [401, 408, 429].includes(status);
 
 let flushing = false;
 /** Send every queued report; each keeps its Idempotency-Key, so a retry after a lost answer never duplicates. */
@@ -286,48 +289,56 @@ async function flushOutbox() {
   if (flushing || !navigator.onLine) return;
   flushing = true;
   try {
-    for (const item of load(OUTBOX, [])) {
+    for (const item of await queue.all('outbox')) {
       let r;
       try {
         r = await api('/api/v1/incidents', { method: 'POST', headers: { 'Content-Type': 'application/json', 'Idempotency-Key': item.key },
           body: JSON.stringify({ lon: item.point.lon, lat: item.point.lat, crs: 'wgs84', category: item.category, description: item.description }) });
       } catch { break; } // still offline
       const body = await r.json().catch(() => ({}));
-      if (r.ok && item.photo) {
+      let photoNote = '';
+      if (r.ok && item.photo?.blob) {
+        // keyed like the report: resent after a lost answer, the server stores the photo once
         const fd = new FormData();
-        fd.append('files', dataUrlToBlob(item.photo.data), item.photo.name || 'photo.jpg');
+        fd.append('files', item.photo.blob, item.photo.name || 'photo.jpg');
+        let pr;
         try {
-          const pr = await api(`/api/v1/incidents/${body.id}/attachments`, { method: 'POST', body: fd, headers: { 'Idempotency-Key': `${item.key}-photo` } });
-          if (!pr.ok && pr.status >= 500) break;
-        } catch { break; }
+          pr = await api(`/api/v1/incidents/${body.id}/attachments`, { method: 'POST', body: fd, headers: { 'Idempotency-Key': `${item.key}-photo` } });
+        } catch { break; } // the network went again: report and photo are resent later, both keyed
+        if (!pr.ok && RETRY_LATER(pr.status)) break;
+        if (!pr.ok) photoNote = `；照片未被接收：${(await pr.json().catch(() => ({}))).detail || pr.status}`;
       }
-      const rest = load(OUTBOX, []).filter((x) => x.key !== item.key);
       if (r.ok) {
         state.sent.push(body.id);
-        save(OUTBOX, rest);
-        $('#report-msg').textContent = `已发送：事件 #${body.id}（${body.grid_name || body.grid_code || ''}）`;
-      } else if (r.status >= 400 && r.status < 500 && r.status !== 401 && r.status !== 408 && r.status !== 429) {
+        await queue.remove('outbox', item.key);
+        $('#report-msg').textContent = `已发送：事件 #${body.id}（${body.grid_name || body.grid_code || ''}）${photoNote}`;
+      } else if (r.status >= 400 && r.status < 500 && !RETRY_LATER(r.status)) {
         // refused for good (e.g. outside my grid): back to drafts with the reason, not retried blindly
-        save(OUTBOX, rest);
-        save(DRAFTS, [...load(DRAFTS, []), { ...item, error: body.detail || `HTTP ${r.status}` }]);
+        // under a new key: the refused one is spent (the server may keep its answer)
+        await queue.move('outbox', 'drafts', { ...item, key: uuid(), error: body.detail || `HTTP ${r.status}` }, item.key);
         $('#report-msg').textContent = `未能提交：${body.detail || r.status}（已放回草稿）`;
       } else break; // server or auth trouble: keep it queued
     }
+  } catch (err) {
+    console.error('待发送队列出错', err);
   } finally {
     flushing = false;
-    renderQueues();
+    await renderQueues();
   }
 }
 
 async function submitReport(e) {
   e.preventDefault();
-  const d = await formDraft();
+  const d = formDraft();
   if (!d.category) { $('#report-msg').textContent = '请选择类别'; return; }
   if (!d.point) { $('#report-msg').textContent = '请定位：用我的位置或在地图上选'; return; }
-  save(OUTBOX, [...load(OUTBOX, []), d]);
+  try {
+    if (editingDraft) await queue.move('drafts', 'outbox', { ...d, key: editingDraft, error: undefined }); // its own key: never sent
+    else await queue.put('outbox', d);
+  } catch (err) { $('#report-msg').textContent = `无法暂存：${err.message}`; return; } // e.g. storage full: the form stays
   resetForm();
   $('#report-msg').textContent = navigator.onLine ? '正在发送…' : '当前离线，已加入待发送，联网后自动提交';
-  renderQueues();
+  await renderQueues();
   flushOutbox();
 }
 
@@ -473,23 +484,31 @@ async function start() {
   $('#pick-map').addEventListener('click', () => { pickMode = true; $('#map-hint').hidden = false; show('map-view'); });
   $('#report-form').addEventListener('submit', submitReport);
   $('#save-draft').addEventListener('click', async () => {
-    save(DRAFTS, [...load(DRAFTS, []), await formDraft()]);
+    try {
+      await queue.put('drafts', { ...formDraft(), ...(editingDraft ? { key: editingDraft } : {}) });
+    } catch (err) { $('#report-msg').textContent = `无法存草稿：${err.message}`; return; }
     resetForm();
     $('#report-msg').textContent = '已存为草稿';
     renderQueues();
   });
-  $('#drafts').addEventListener('click', (e) => {
-    const drafts = load(DRAFTS, []);
-    const i = Number(e.target.dataset.edit ?? e.target.dataset.del);
-    if (Number.isNaN(i)) return;
-    const [d] = drafts.splice(i, 1);
-    save(DRAFTS, drafts);
+  $('#drafts').addEventListener('click', async (e) => {
+    const key = e.target.dataset.edit ?? e.target.dataset.del;
+    if (!key) return;
+    const d = (await queue.all('drafts')).find((x) => x.key === key);
+    if (!d) return;
     if (e.target.dataset.edit != null) {
+      resetForm();
       const f = $('#report-form');
       f.description.value = d.description || '';
       if (d.category) pickCategory(d.category);
       if (d.point) choose(d.point.lon, d.point.lat, d.point.source || '草稿位置');
+      carriedPhoto = d.photo || null; // the draft's photo goes along when it is sent or saved again
+      if (carriedPhoto) $('#report-form .file-name').textContent = `已附：${carriedPhoto.name || '照片'}`;
+      editingDraft = key;
+      $('#report-msg').textContent = '正在编辑草稿';
+      return;
     }
+    await queue.remove('drafts', key);
     renderQueues();
   });
   $('#patrol-toggle').addEventListener('click', togglePatrol);
@@ -498,11 +517,14 @@ async function start() {
     const name = e.target.parentElement.querySelector('.file-name');
     if (name) name.textContent = e.target.files[0] ? `已选：${e.target.files[0].name}` : '';
   });
+  try {
+    state.migrated = await queue.migrateFromLocalStorage(OLD_QUEUE);
+  } catch (err) { console.error('无法迁移旧的离线队列', err); }
   // the map does not hold the app back: tasks, reports and drafts work while it loads (or cannot, offline)
   const mapReady = setupMap().catch((err) => { console.warn('地图加载失败', err); });
   await Promise.all([loadCategories(), loadTasks()]);
   state.mapReady = mapReady;
-  renderQueues();
+  await renderQueues();
   renderPatrol();
   if (patrolState() && !patrolState().stopping) {
     watchId = navigator.geolocation?.watchPosition(addFix, () => {}, { enableHighAccuracy: true });

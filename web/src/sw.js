@@ -1,10 +1,10 @@
 // Service worker of the grid-worker app (/m/). Keeps the app shell and the public tiles of my grid
 // so the map opens on a bad connection; the API and the private incident tiles are never cached.
-const CACHE = 'gridserver-m-v1';
+const CACHE = 'gridserver-m-v2';
 // the app shell: the page and the built bundle (stable file names, see web/vite.config.js)
 const SHELL = ['/m/', '/m/manifest.webmanifest', '/static/map/dist/mobile.js', '/static/map/dist/mobile.css',
   '/static/map/dist/vendor.js', '/static/map/dist/vendor.css', '/static/map/dist/basestyle.js',
-  '/static/map/dist/maplibre-gl-worker.mjs', '/static/map/dist/icon.svg', '/tiles/layers.json'];
+  '/m/maplibre-gl-worker.mjs', '/static/map/dist/icon.svg', '/tiles/layers.json'];
 const PUBLIC_TILES = /\/tiles\/(districts|streets|communities|grids|roads|landuse|buildings)\//;
 
 self.addEventListener('install', (event) => {
@@ -46,7 +46,8 @@ self.addEventListener('fetch', (event) => {
   const url = new URL(event.request.url);
   if (event.request.method !== 'GET' || url.origin !== self.location.origin) return;
   if (url.pathname === '/m/' || url.pathname === '/m' || url.pathname.startsWith('/static/map/dist/')
-      || url.pathname === '/m/manifest.webmanifest' || url.pathname === '/tiles/layers.json') {
+      || url.pathname === '/m/manifest.webmanifest' || url.pathname === '/m/maplibre-gl-worker.mjs'
+      || url.pathname === '/tiles/layers.json') {
     event.respondWith(networkFirst(event.request));
   } else if (PUBLIC_TILES.test(url.pathname)) {
     event.respondWith(cacheFirst(event.request));
