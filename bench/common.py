@@ -99,3 +99,45 @@ def emit(bench: str, **results) -> None:
     import json
 
     print(json.dumps({"bench": bench, **results, **machine()}, ensure_ascii=False, default=float))
+
+
+# --- HTTP load with a C client ----------------------------------------------------------------------
+
+_WRK_LUA = """
+local paths = {}
+local i = 0
+init = function(args)
+  for line in io.lines(args[1]) do paths[#paths + 1] = line end
+  i = math.random(#paths)
+end
+request = function()
+  i = i % #paths + 1
+  return wrk.format("GET", paths[i])
+end
+"""
+
+
+def wrk_rate(base: str, paths: list[str], connections: int, seconds: float = 3.0) -> float | None:
+    """Requests/s that wrk (the C load generator, Debian package ``wrk``) gets cycling through ``paths``
+    on ``connections`` keep-alive connections; None when wrk is not installed. A non-2xx/3xx answer
+    is an error (RuntimeError)."""
+    import os
+    import re
+    import shutil
+    import subprocess
+    import tempfile
+
+    exe = shutil.which("wrk")
+    if exe is None:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        lua, listing = os.path.join(tmp, "paths.lua"), os.path.join(tmp, "paths.txt")
+        with open(lua, "w") as f:
+            f.write(_WRK_LUA)
+        with open(listing, "w") as f:
+            f.write("\n".join(paths) + "\n")
+        r = subprocess.run([exe, f"-t{min(2, connections)}", f"-c{connections}", f"-d{seconds:g}s", "-s", lua, base,
+                            "--", listing], capture_output=True, text=True, timeout=seconds + 60)
+    if r.returncode != 0 or "Non-2xx" in r.stdout:
+        raise RuntimeError(f"wrk against {base}: {r.stdout.strip()} {r.stderr.strip()}")
+    return float(re.search(r"Requests/sec:\s+([\d.]+)", r.stdout).group(1))

@@ -5,10 +5,15 @@ generated district cut into streets, communities and grids), starts ``gridserver
 and requests every z14–z16 tile of the grids and communities layers over HTTP with N clients:
 
 * cold: the first pass, every tile rendered by ST_AsMVT (cache misses);
-* warm: the same tiles again, served from the cache (one revision SELECT per request);
+* warm: the same tiles again, served from the cache (gridserver/maps/fast_tiles.py: no database
+  access while the areas revision read less than ``tile_revision_ttl`` ago holds);
 * floor: the same tile SQL looped on N plain psycopg connections (no HTTP), the uncached ceiling.
 
-    .venv/bin/python bench/tile_cache.py [--clients 4] [--grids 1000] [--rounds 3]
+Warm is measured with the Python client threads and, when the C load generator ``wrk`` is installed
+(Debian: ``apt-get install -y wrk``; otherwise the bench says so and reports the Python client only),
+with wrk against one worker and against ``gridserver serve --workers W`` (default: one per core).
+
+    .venv/bin/python bench/tile_cache.py [--clients 4] [--grids 1000] [--rounds 3] [--workers 2]
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import shapely
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from common import emit, scratch_database, voronoi_split  # noqa: E402  (bench/common.py)
+from common import emit, scratch_database, voronoi_split, wrk_rate  # noqa: E402  (bench/common.py)
 
 ZOOMS = (14, 15, 16)
 LAYERS = ("grids", "communities")
@@ -88,6 +93,8 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--grids", type=int, default=1000)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="worker processes for the wrk run")
+    ap.add_argument("--seconds", type=float, default=4.0, help="duration of each wrk run")
     a = ap.parse_args()
 
     from conftest import load_areas
@@ -101,23 +108,10 @@ def main() -> None:
         work = [(layer, z, t.x, t.y) for z in ZOOMS for t in tiles.TMS.tiles(*bounds, [z]) for layer in LAYERS]
         print(f"{sum(x['level'] == 'grid' for x in areas)} grids; {len(work)} tiles ({', '.join(LAYERS)} at "
               f"z{ZOOMS[0]}–{ZOOMS[-1]}); {a.clients} clients")
-        port = free_port()
         env = dict(os.environ, DATABASE_URL=url.replace("postgresql+psycopg://", "postgresql://"))
-        proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "gridserver.api:create_app", "--factory",
-                                 "--port", str(port), "--log-level", "warning", "--no-access-log"], cwd=ROOT, env=env)
+        paths = [f"/tiles/{layer}/{z}/{x}/{y}.mvt" for layer, z, x, y in work]
+        proc, port = start(env, 1)
         try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-                    c.request("GET", "/healthz")
-                    if c.getresponse().status == 200:
-                        break
-                except OSError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise SystemExit("server did not start")
-                time.sleep(0.2)
 
             def over_http(state, item):
                 if "c" not in state:
@@ -140,15 +134,61 @@ def main() -> None:
             cold = run(a.clients, work, over_http)  # every tile rendered once (cache misses)
             warm = min(run(a.clients, work, over_http) for _ in range(a.rounds))
             floor = min(run(a.clients, work, direct) for _ in range(a.rounds))
+            wrk1 = wrk_rate(f"http://127.0.0.1:{port}", paths, a.clients, a.seconds)
         finally:
             proc.terminate()
             proc.wait(timeout=10)
+        wrk_n = None
+        if wrk1 is not None and a.workers > 1:
+            proc, port = start(env, a.workers)
+            try:
+                wrk_rate(f"http://127.0.0.1:{port}", paths, 2 * a.workers, 1.0)  # every worker fills its cache
+                wrk_n = wrk_rate(f"http://127.0.0.1:{port}", paths, max(a.clients, 2 * a.workers), a.seconds)
+            finally:
+                proc.terminate()
+                proc.wait(timeout=10)
     n = len(work)
     print(f"cold (rendered) over HTTP : {n / cold:8.0f} tiles/s")
-    print(f"warm (cached)   over HTTP : {n / warm:8.0f} tiles/s  = {cold / warm:.1f}x cold, {floor / warm:.2f}x the floor")
+    print(f"warm (cached)   over HTTP : {n / warm:8.0f} tiles/s  = {cold / warm:.1f}x cold, "
+          f"{floor / warm:.2f}x the floor (Python client, {a.clients} threads)")
     print(f"floor: tile SQL on {a.clients} plain connections: {n / floor:8.0f} tiles/s")
+    if wrk1 is None:
+        print("wrk: not installed (Debian: apt-get install -y wrk) — warm rate from the Python client only")
+    else:
+        print(f"warm (cached), wrk        : {wrk1:8.0f} tiles/s, 1 worker, {a.clients} connections")
+        if wrk_n is not None:
+            print(f"warm (cached), wrk        : {wrk_n:8.0f} tiles/s, {a.workers} workers, "
+                  f"{max(a.clients, 2 * a.workers)} connections")
+    load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip().split("load average:")[-1].strip()
+    print(f"load average while measuring: {load}")
     emit("tile_cache", tiles=n, clients=a.clients, cold_tiles_s=round(n / cold), warm_tiles_s=round(n / warm),
-         floor_tiles_s=round(n / floor), warm_vs_cold=round(cold / warm, 2), warm_vs_floor=round(floor / warm, 2))
+         floor_tiles_s=round(n / floor), warm_vs_cold=round(cold / warm, 2), warm_vs_floor=round(floor / warm, 2),
+         wrk_warm_tiles_s=wrk1 and round(wrk1), wrk_workers=a.workers if wrk_n is not None else None,
+         wrk_warm_workers_tiles_s=wrk_n and round(wrk_n), load_average=load)
+
+
+def start(env: dict, workers: int) -> tuple[subprocess.Popen, int]:
+    """``gridserver serve --workers N`` (its own CLI; a throwaway JWT secret) on a free port; waits for /healthz."""
+    import secrets
+
+    port = free_port()
+    env = dict(env, GRIDSERVER_JWT_SECRET=secrets.token_urlsafe(32))
+    proc = subprocess.Popen([sys.executable, "-m", "gridserver.cli", "serve", "--port", str(port), "--workers",
+                             str(workers), "--no-access-log"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            c.request("GET", "/healthz")
+            if c.getresponse().status == 200:
+                return proc, port
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.terminate()
+            raise SystemExit("server did not start")
+        time.sleep(0.2)
 
 
 if __name__ == "__main__":

@@ -146,7 +146,9 @@ def db_restore(file: Path = typer.Argument(..., help="archive made by `gridserve
 def serve(host: str = typer.Option(None, help="bind address (default 127.0.0.1)"),
           port: int = typer.Option(None, help="port (default 8000)"),
           workers: int = typer.Option(1, min=1, help="server processes sharing the port (e.g. one per core); "
-                                                      "each has its own pools and tile cache")):
+                                                      "each has its own pools and tile cache"),
+          access_log: bool = typer.Option(True, "--access-log/--no-access-log",
+                                          help="one log line per request (paths only, never query strings)")):
     """Serve the API, vector tiles and the map page (uvicorn; uvloop and httptools when installed)."""
     import uvicorn
 
@@ -181,7 +183,7 @@ def serve(host: str = typer.Option(None, help="bind address (default 127.0.0.1)"
     console.print(f"gridserver at http://{host}:{port}/map  (API docs http://{host}:{port}/docs)"
                   + (f", {workers} worker processes" if workers > 1 else ""))
     uvicorn.run("gridserver.api:create_app", factory=True, host=host, port=port, log_level="info",
-                log_config=uvicorn_log_config(), workers=workers,
+                log_config=uvicorn_log_config(), workers=workers, access_log=access_log,
                 proxy_headers=False)  # X-Forwarded-For: GRIDSERVER_TRUSTED_PROXIES
 
 
