@@ -167,12 +167,31 @@ def pipeline_bench(codes, geoms, x, y, repeat: int) -> dict:
             raise SystemExit(f"{fmt}: the two implementations answer differently")
         out.update({f"pipeline_{fmt}_old_pts_s": round(x.size / t_old), f"pipeline_{fmt}_new_pts_s": round(x.size / t_new),
                     f"pipeline_{fmt}_x_faster": round(t_old / t_new, 1)})
+    abody = arrow_body(ids, x, y)
+    t_arrow, _ = timed(lambda: b"".join(batch.locate_points(
+        batch.parse_points("application/vnd.apache.arrow.stream", abody, None), index, "arrow")[1]), repeat)
+    print(f"  arrow  (Arrow IPC stream in and out, {len(abody) / 2**20:.1f} MB body) {t_arrow:6.3f} s "
+          f"({x.size / t_arrow:12,.0f} pts/s)")
+    out["pipeline_arrow_pts_s"] = round(x.size / t_arrow)
     return out
+
+
+def arrow_body(ids, x, y) -> bytes:
+    """The same points as an Arrow IPC stream (id, lon, lat), as pyarrow/polars/duckdb would send them."""
+    import pyarrow as pa
+
+    tbl = pa.table({"id": pa.array(ids), "lon": x, "lat": y})
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, tbl.schema) as w:
+        w.write_table(tbl)
+    return sink.getvalue().to_pybytes()
 
 
 def http_bench(codes, geoms, x, y, repeat: int) -> dict:
     """End to end over a socket: the grids in a scratch database, the production app under uvicorn in a
-    subprocess, one admin-token POST of the CSV body per format; seconds from sending to the last byte."""
+    subprocess, one admin-token POST per format: the CSV body answered as NDJSON and as CSV, and the
+    same points as an Arrow IPC stream answered as Arrow (the fast option); seconds from sending to
+    the last byte. The Arrow answer must carry the same codes as the CSV one."""
     import http.client
     import os
     import secrets
@@ -218,11 +237,14 @@ def http_bench(codes, geoms, x, y, repeat: int) -> dict:
         try:
             first_byte = {}
 
+            bodies = {"ndjson": (body, "text/csv"), "csv": (body, "text/csv"),
+                      "arrow": (arrow_body(ids, x, y), "application/vnd.apache.arrow.stream")}
+
             def post(fmt: str) -> bytes:
                 c = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
                 t = time.perf_counter()
-                c.request("POST", f"/api/v1/locate?format={fmt}", body=body,
-                          headers={"content-type": "text/csv", "authorization": f"Bearer {token}"})
+                c.request("POST", f"/api/v1/locate?format={fmt}", body=bodies[fmt][0],
+                          headers={"content-type": bodies[fmt][1], "authorization": f"Bearer {token}"})
                 r = c.getresponse()  # the answer is computed before the headers go out
                 first_byte[fmt] = min(first_byte.get(fmt, 1e9), time.perf_counter() - t)
                 data = r.read()
@@ -239,13 +261,26 @@ def http_bench(codes, geoms, x, y, repeat: int) -> dict:
                     if proc.poll() is not None or time.monotonic() > deadline:
                         raise
                     time.sleep(0.3)
-            print(f"\nPOST /api/v1/locate over HTTP (uvicorn, admin token), {x.size:,} CSV points:")
-            for fmt in ("ndjson", "csv"):
+            print(f"\nPOST /api/v1/locate over HTTP (uvicorn, admin token), {x.size:,} points "
+                  f"(CSV body {len(body) / 2**20:.1f} MB, Arrow body {len(bodies['arrow'][0]) / 2**20:.1f} MB):")
+            answers = {}
+            for fmt, label in (("ndjson", "CSV → NDJSON"), ("csv", "CSV → CSV"), ("arrow", "Arrow → Arrow")):
                 sec, data = timed(lambda: post(fmt), repeat)
-                print(f"  {fmt:6s} {sec:6.3f} s  {x.size / sec:12,.0f} pts/s  ({len(data) / 2**20:.0f} MB answer; "
+                answers[fmt] = data
+                print(f"  {label:14s} {sec:6.3f} s  {x.size / sec:12,.0f} pts/s  ({len(data) / 2**20:.0f} MB answer; "
                       f"headers after {first_byte[fmt]:.3f} s, the rest is the transfer)")
                 out[f"http_{fmt}_pts_s"] = round(x.size / sec)
                 out[f"http_{fmt}_first_byte_s"] = round(first_byte[fmt], 3)
+            import pyarrow as pa
+            import pyarrow.csv as pacsv
+
+            got = pa.ipc.open_stream(answers["arrow"]).read_all()
+            want = pacsv.read_csv(pa.py_buffer(answers["csv"]), convert_options=pacsv.ConvertOptions(
+                column_types={f: pa.string() for f in got.column_names}, strings_can_be_null=True))
+            same = all(got.column(f).cast(pa.string()).to_pylist() == want.column(f).to_pylist() for f in got.column_names)
+            print(f"  Arrow answer = CSV answer (every id and code): {'yes' if same else 'NO'}")
+            if not same:
+                raise SystemExit("the Arrow answer differs from the CSV one")
         finally:
             proc.terminate()
             proc.wait(30)
