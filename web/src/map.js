@@ -233,6 +233,12 @@ function buildControls(map, doc, style) {
   legend.innerHTML = '<div class="legend-title">事件类别</div>' + doc.categories
     .map((c) => `<div><span class="swatch" style="background:${escapeHtml(c.color)}"></span>${escapeHtml(c.label)}</div>`)
     .join('');
+  // on a phone the two panels would cover half the map: they start folded there, a tap on the title opens them
+  const narrow = window.matchMedia('(max-width: 600px)').matches;
+  for (const panel of [$('#layers'), legend]) {
+    panel.classList.toggle('folded', narrow);
+    panel.querySelector('.panel-title, .legend-title').addEventListener('click', () => panel.classList.toggle('folded'));
+  }
   $('#search').addEventListener('submit', (e) => {
     e.preventDefault();
     searchCode(map, $('#search-code').value).catch((err) => setMessage(`查询失败：${err.message}`, true));

@@ -132,17 +132,21 @@ function shade() {
   for (const [code, v] of Object.entries(values)) {
     map.setFeatureState({ source: 'grids', sourceLayer: 'grids', id: code }, { v });
   }
-  const stops = ramp.flatMap((c, i) => [(max * i) / (ramp.length - 1), c]);
-  map.setPaintProperty('grids-fill', 'fill-color',
-    ['interpolate', ['linear'], ['coalesce', ['feature-state', 'v'], 0], ...stops]);
+  // counts on a square-root scale: with a few hot grids (15 cases) on a linear ramp, the many grids with
+  // 1–3 cases came out in the background colour (full-scale city at 4K: 3 of ~40 grids visibly shaded)
+  const counts = measure !== 'patrol';
+  const top = counts ? Math.sqrt(max) : max;
+  const stops = ramp.flatMap((c, i) => [(top * i) / (ramp.length - 1), c]);
+  const v = ['coalesce', ['feature-state', 'v'], 0];
+  map.setPaintProperty('grids-fill', 'fill-color', ['interpolate', ['linear'], counts ? ['sqrt', v] : v, ...stops]);
   state.shaded = Object.keys(values).length;
-  legend(MEASURE_LABEL[measure], 0, max, ramp);
+  legend(MEASURE_LABEL[measure], 0, max, ramp, counts && max >= 4 ? Math.round(max / 4) : null);
 }
 
-function legend(title, lo, hi, ramp) {
+function legend(title, lo, hi, ramp, mid = null) {
   $('#legend').innerHTML = `<div class="legend-title">${escapeHtml(title)}</div>
     <div class="ramp" style="background:linear-gradient(90deg,${ramp.join(',')})"></div>
-    <div class="ramp-labels"><span>${lo}</span><span>${Math.round(hi)}</span></div>
+    <div class="ramp-labels"><span>${lo}</span>${mid != null ? `<span>${mid}</span>` : ''}<span>${Math.round(hi)}</span></div>
     <div class="legend-live"><span class="dot live"></span>实时新增 <span class="dot cl"></span>事件聚合</div>`;
 }
 
