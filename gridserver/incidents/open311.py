@@ -12,15 +12,35 @@
   90 days, at most 1000); ``status`` is ``open`` until the incident is resolved, then ``closed``.
   Reporter and contact details are never published.
 * Errors: a list of ``{code, description}`` (``<errors><error>`` in XML); 404 unknown service,
-  request, token or jurisdiction; 403 missing/wrong api_key; 400 the rest.
+  request, token, jurisdiction or path; 403 missing/wrong api_key; 503 + ``Retry-After`` while the
+  database is unavailable; 400 the rest.
+
+What independent clients do and get (audit against ../shared/docs/specs.md §1):
+
+* Every GET also answers HEAD, and also without the ``.json``/``.xml`` suffix: XML (the mandatory
+  format) unless the ``Accept`` header asks for JSON. Unknown paths get the error list too.
+* Form bodies are decoded by their declared ``charset`` (default UTF-8), raw or percent-encoded
+  (Starlette's parser would read raw UTF-8 bytes as Latin-1); undecodable → 400. Values are stripped.
+* ``service_code`` must be listed in ``services`` (a taxonomy item; category codes → 404).
+* Datetime filters: W3C datetimes with a timezone; a ``+`` left unencoded in the query string (read
+  as a space) is taken back; a date alone is that whole day in +08:00.
+* XML output drops the characters XML 1.0 cannot carry (control characters; JSON keeps them) and
+  keeps ``\r`` as ``&#13;``. A report kept for manual dispatch because its address could not be
+  placed has ``lat``/``long`` null (its stand-in point is not published).
+* Endpoint bodies run in the thread pool, so a request waiting on the database blocks no other.
 """
 
 from __future__ import annotations
 
+import codecs
+import functools
 import hashlib
+import inspect
 import json
+import re
 import secrets
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, time, timedelta, timezone
+from urllib.parse import parse_qsl, urlsplit
 from xml.sax.saxutils import escape
 
 from fastapi import APIRouter, Depends, Request
@@ -28,12 +48,14 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
+from gridserver.db import idempotency as idem_mod
 from gridserver.db.engine import get_session
 from gridserver.db.idempotency import Idempotency, idempotency
-from gridserver.errors import GridserverError
+from gridserver.errors import GridserverError, _database_error
 from gridserver.incidents import taxonomy, workflow
-from gridserver.limits import BodyTooLarge, LimitedBodyRoute, max_body
+from gridserver.limits import BodyTooLarge, LimitedBodyRoute, limit_request_body, max_body
 
 router = APIRouter(prefix="/open311/v2", tags=["Open311 GeoReport v2"], route_class=LimitedBodyRoute)
 
@@ -44,8 +66,15 @@ CHANGESET = "2026-11-25T00:00:00Z"
 CLOSED = ("resolved", "verified", "closed", "rated", "merged")
 MAX_SPAN = timedelta(days=90)
 CST = timezone(timedelta(hours=8))
+FORMATS = ("json", "xml")
 _ITEM_NAMES = {"services": "service", "endpoints": "endpoint", "formats": "format", "attributes": "attribute",
                "values": "value", "service_requests": "request", "errors": "error"}
+#: Characters XML 1.0 cannot carry, even escaped (C0 controls but tab/LF/CR, surrogates, U+FFFE/FFFF).
+_XML_ILLEGAL = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+#: An incident id (bigint): longer digit strings name no request.
+_ID = re.compile(r"[0-9]{1,18}")
+#: '…T00:00:00 08:00': a '+' of the offset left unencoded in a query string arrives as a space.
+_SPACED_OFFSET = re.compile(r"(.*T.*\d) (\d{2}(?::?\d{2})?)")
 
 
 class Open311Error(Exception):
@@ -62,7 +91,7 @@ def _xml_value(v) -> str:
         return "true" if v else "false"
     if isinstance(v, datetime):
         return _w3c(v)
-    return escape(str(v))
+    return escape(_XML_ILLEGAL.sub("", str(v)), {"\r": "&#13;"})  # a bare CR would be read back as LF
 
 
 def _xml(name: str, value) -> str:
@@ -81,9 +110,13 @@ def _render(fmt: str, root: str, content, status: int = 200) -> Response:
     return JSONResponse(jsonable_encoder(content), status_code=status, media_type="application/json; charset=utf-8")
 
 
-def _error(fmt: str, status: int, description: str) -> Response:
-    return _render(fmt if fmt in ("json", "xml") else "xml", "errors", [{"code": status, "description": description}],
-                   status)
+def _error(fmt: str, exc: Open311Error) -> Response:
+    out = _render(fmt, "errors", [{"code": exc.status, "description": exc.description}], exc.status)
+    if exc.status == 503:
+        from gridserver.settings import get_settings
+
+        out.headers["Retry-After"] = str(get_settings().retry_after)
+    return out
 
 
 def _w3c(ts: datetime | None) -> str | None:
@@ -92,10 +125,26 @@ def _w3c(ts: datetime | None) -> str | None:
     return ts.astimezone(CST).replace(microsecond=0).isoformat()
 
 
-def _fmt(fmt: str) -> str:
-    if fmt not in ("json", "xml"):
+def _negotiated(request: Request | None) -> str:
+    """No suffix: XML (the spec's mandatory format) unless the Accept header names JSON first."""
+    accept = request.headers.get("accept", "").lower() if request is not None else ""
+    j, x = accept.find("json"), accept.find("xml")
+    return "json" if j >= 0 and (x < 0 or j < x) else "xml"
+
+
+def _fmt(request: Request) -> str:
+    """The answer's format: the path's ``.json``/``.xml`` suffix, else negotiated."""
+    fmt = request.path_params.get("fmt")
+    if fmt is None:
+        return _negotiated(request)
+    if fmt not in FORMATS:
         raise Open311Error(404, f"unknown format {fmt!r}: use .json or .xml")
     return fmt
+
+
+def _error_fmt(request: Request | None) -> str:
+    fmt = request.path_params.get("fmt") if request is not None else None
+    return fmt if fmt in FORMATS else _negotiated(request)
 
 
 def _jurisdiction(session, params) -> None:
@@ -111,41 +160,65 @@ def _jurisdiction(session, params) -> None:
 def _rollback(session) -> None:
     """An error answer is returned, not raised, so the request's session would commit: undo its
     writes (e.g. a claimed Idempotency-Key) first."""
-    if session is not None:
+    try:
         session.rollback()
+    except Exception:  # noqa: BLE001 — the database may be the reason we are here
+        pass
+
+
+def _as_open311(exc: GridserverError) -> Open311Error:
+    if exc.status == 503:
+        return Open311Error(503, exc.detail)
+    status = 404 if exc.status == 404 and exc.code == "not_found" else (403 if exc.status in (401, 403) else 400)
+    return Open311Error(status, exc.detail)
 
 
 def _wrap(fn):
-    """Run an endpoint, turning Open311Error / domain errors into the spec's error list."""
-    import functools
-    import inspect
+    """Run an endpoint (a plain function in the thread pool, so a database wait blocks no other
+    request), turning Open311Error, domain errors and database faults into the spec's error list."""
 
     @functools.wraps(fn)
     async def inner(*args, **kwargs):
-        fmt = kwargs.get("fmt", "json")
         try:
-            out = fn(*args, **kwargs)
-            if inspect.isawaitable(out):
-                out = await out
-            return out
-        except Open311Error as exc:
-            _rollback(kwargs.get("session"))
-            return _error(fmt, exc.status, exc.description)
+            if inspect.iscoroutinefunction(fn):
+                return await fn(*args, **kwargs)
+            return await run_in_threadpool(fn, *args, **kwargs)
         except BodyTooLarge:
             raise  # 413 body_too_large, like every other route
+        except Open311Error as exc:
+            err = exc
         except GridserverError as exc:
-            _rollback(kwargs.get("session"))
-            status = 404 if exc.status == 404 and exc.code == "not_found" else (403 if exc.status in (401, 403) else 400)
-            return _error(fmt, status, exc.detail)
+            err = _as_open311(exc)
+        except Exception as exc:
+            domain = _database_error(exc)  # down / statement timeout → 503, bad data → 400
+            if domain is None:
+                raise
+            err = _as_open311(domain)
+        if kwargs.get("session") is not None:
+            await run_in_threadpool(_rollback, kwargs["session"])
+        return _error(_error_fmt(kwargs.get("request")), err)
 
     return inner
 
 
+def _get(path: str, summary: str, **kw):
+    """A GET endpoint at ``path.{fmt}`` (documented), also at ``path`` without a suffix, and for HEAD
+    at both (undocumented)."""
+
+    def deco(fn):
+        wrapped = _wrap(fn)
+        router.add_api_route(f"{path}.{{fmt}}", wrapped, methods=["GET"], summary=summary, **kw)
+        router.add_api_route(f"{path}.{{fmt}}", wrapped, methods=["HEAD"], include_in_schema=False)
+        router.add_api_route(path, wrapped, methods=["GET", "HEAD"], include_in_schema=False)
+        return wrapped
+
+    return deco
+
+
 # --- discovery and services ----------------------------------------------------------------------
-@router.get("/discovery.{fmt}", summary="Service discovery")
-@_wrap
-def discovery(fmt: str, request: Request):
-    fmt = _fmt(fmt)
+@_get("/discovery", "Service discovery")
+def discovery(request: Request, fmt: str | None = None):
+    fmt = _fmt(request)
     base = str(request.base_url).rstrip("/") + "/open311/v2/"
     return _render(fmt, "discovery", {
         "changeset": CHANGESET, "contact": "越秀区城市运行管理中心 gridserver operators",
@@ -162,44 +235,45 @@ def _service(tax, item) -> dict:
             "group": tax.nodes[item.parent].name}
 
 
-@router.get("/services.{fmt}", summary="Service list (taxonomy items)")
-@_wrap
-def services(fmt: str, request: Request, session: Session = Depends(get_session, scope="function")):
-    fmt = _fmt(fmt)
+@_get("/services", "Service list (taxonomy items)")
+def services(request: Request, fmt: str | None = None, session: Session = Depends(get_session, scope="function")):
+    fmt = _fmt(request)
     _jurisdiction(session, request.query_params)
     tax = taxonomy.active(session)
     session.commit()
     return _render(fmt, "services", [_service(tax, i) for i in tax.items()])
 
 
-def _definition(fmt: str, code: str, request: Request, session) -> Response:
-    fmt = _fmt(fmt)
-    _jurisdiction(session, request.query_params)
-    tax = taxonomy.active(session)
-    node = tax.nodes.get(code)
+def _item(tax, code: str | None, fmt: str):
+    """The service ``code`` names: a taxonomy item (what services.{fmt} lists), else 404."""
+    node = tax.nodes.get(code or "")
     if node is None or not node.is_item:
         raise Open311Error(404, f"unknown service_code {code!r}: see services.{fmt}")
+    return node
+
+
+@_get("/services/{code}", "Service definition")
+def service_definition(code: str, request: Request, fmt: str | None = None,
+                       session: Session = Depends(get_session, scope="function")):
+    fmt = _fmt(request)
+    _jurisdiction(session, request.query_params)
+    _item(taxonomy.active(session), code, fmt)
     return _render(fmt, "service_definition", {"service_code": code, "attributes": []})
 
 
-@router.get("/services/{code}.{fmt}", summary="Service definition")
-@_wrap
-def service_definition(code: str, fmt: str, request: Request, session: Session = Depends(get_session, scope="function")):
-    return _definition(fmt, code, request, session)
-
-
-@router.get("/service/{code}.{fmt}", include_in_schema=False)
-@_wrap
-def service_definition_alias(code: str, fmt: str, request: Request,
-                             session: Session = Depends(get_session, scope="function")):
-    return _definition(fmt, code, request, session)  # the ``open311`` 1.1 client asks here
+_get("/service/{code}", "Service definition (open311 1.1 client path)", include_in_schema=False)(
+    service_definition.__wrapped__)  # the ``open311`` 1.1 client asks here
 
 
 # --- requests -------------------------------------------------------------------------------------
+# A report kept for manual dispatch because its address could not be placed sits at a stand-in point
+# (no input coordinates, not geocoded): its location is unknown, so lat/long are null.
 _SELECT = """
     SELECT i.id, i.status, i.category, i.item_code, i.description, i.department_name, i.created_at, i.updated_at,
-           i.closed_at, i.resolved_at, i.deadline_at, i.address_text, i.address_code, ST_X(i.geom) AS lon,
-           ST_Y(i.geom) AS lat, i.contact->>'media_url' AS media_url, i.tracking_code, i.merged_into
+           i.closed_at, i.resolved_at, i.deadline_at, i.address_text, i.address_code,
+           CASE WHEN i.input_x IS NULL AND NOT i.geocoded THEN NULL ELSE ST_X(i.geom) END AS lon,
+           CASE WHEN i.input_x IS NULL AND NOT i.geocoded THEN NULL ELSE ST_Y(i.geom) END AS lat,
+           i.contact->>'media_url' AS media_url, i.tracking_code, i.merged_into
     FROM incidents i
 """
 
@@ -220,9 +294,20 @@ def _request_out(tax, r) -> dict:
             "zipcode": None, "lat": r.lat, "long": r.lon, "media_url": r.media_url}
 
 
-def _parse_w3c(value: str, name: str) -> datetime:
+def _parse_w3c(value: str, name: str, *, end: bool = False) -> datetime:
+    """A W3C datetime with its timezone; a date alone is that whole day in +08:00 (from its first
+    instant, or to its last for ``end``)."""
+    v = value.strip()
+    if m := _SPACED_OFFSET.fullmatch(v):
+        v = f"{m.group(1)}+{m.group(2)}"
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", v):
+        try:
+            first = datetime.combine(date.fromisoformat(v), time(), CST)
+        except ValueError:
+            raise Open311Error(400, f"{name} is not a calendar date: {value!r}") from None
+        return first + timedelta(days=1, microseconds=-1) if end else first
     try:
-        ts = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        ts = datetime.fromisoformat(re.sub(r"[zZ]$", "+00:00", v))
     except ValueError:
         raise Open311Error(400, f"{name} must be a W3C datetime like 2026-11-01T00:00:00+08:00; got {value!r}") from None
     if ts.tzinfo is None:
@@ -230,32 +315,34 @@ def _parse_w3c(value: str, name: str) -> datetime:
     return ts
 
 
-@router.get("/requests.{fmt}", summary="Service requests (filters per GeoReport v2)")
-@_wrap
-def list_requests(fmt: str, request: Request, session: Session = Depends(get_session, scope="function")):
-    fmt = _fmt(fmt)
-    q = {k: v for k, v in request.query_params.items() if v != ""}
+def _comma_list(value: str) -> list[str]:
+    return [p.strip() for p in value.split(",") if p.strip()]
+
+
+@_get("/requests", "Service requests (filters per GeoReport v2)")
+def list_requests(request: Request, fmt: str | None = None, session: Session = Depends(get_session, scope="function")):
+    fmt = _fmt(request)
+    q = {k: v.strip() for k, v in request.query_params.items() if v.strip() != ""}
     _jurisdiction(session, q)
     tax = taxonomy.active(session)
     conds, params = [], {}
-    if "service_request_id" in q:
+    if _comma_list(q.get("service_request_id", "")):
         ids = []
-        for part in q["service_request_id"].split(","):
-            if not part.strip().isdigit():
+        for part in _comma_list(q["service_request_id"]):
+            if not (part.isascii() and part.isdigit()):
                 raise Open311Error(400, f"service_request_id must be a comma list of ids; got {part!r}")
-            ids.append(int(part))
+            if _ID.fullmatch(part):  # longer: no such request
+                ids.append(int(part))
         conds.append("i.id = ANY(:ids)")
         params["ids"] = ids
     else:
-        if "service_code" in q:
-            codes = [c.strip() for c in q["service_code"].split(",") if c.strip()]
+        if codes := _comma_list(q.get("service_code", "")):
             unknown = [c for c in codes if c not in tax.nodes]
             if unknown:
                 raise Open311Error(404, f"unknown service_code {', '.join(unknown)}")
             conds.append("(i.item_code = ANY(:codes) OR (i.item_code IS NULL AND i.category = ANY(:codes)))")
             params["codes"] = codes
-        if "status" in q:
-            wanted = {s.strip() for s in q["status"].split(",")}
+        if wanted := {s.lower() for s in _comma_list(q.get("status", ""))}:
             bad = wanted - {"open", "closed"}
             if bad:
                 raise Open311Error(400, f"status must be open and/or closed; got {', '.join(sorted(bad))}")
@@ -264,7 +351,7 @@ def list_requests(fmt: str, request: Request, session: Session = Depends(get_ses
             elif wanted == {"closed"}:
                 conds.append("i.status = ANY(:closed)")
             params["closed"] = list(CLOSED)
-        end = _parse_w3c(q["end_date"], "end_date") if "end_date" in q else None
+        end = _parse_w3c(q["end_date"], "end_date", end=True) if "end_date" in q else None
         start = _parse_w3c(q["start_date"], "start_date") if "start_date" in q else None
         if start and end and end - start > MAX_SPAN:
             raise Open311Error(400, "start_date to end_date may span at most 90 days")
@@ -282,12 +369,12 @@ def list_requests(fmt: str, request: Request, session: Session = Depends(get_ses
     return _render(fmt, "service_requests", [_request_out(tax, r) for r in rows])
 
 
-@router.get("/requests/{request_id}.{fmt}", summary="One service request")
-@_wrap
-def get_request(request_id: str, fmt: str, request: Request, session: Session = Depends(get_session, scope="function")):
-    fmt = _fmt(fmt)
+@_get("/requests/{request_id}", "One service request")
+def get_request(request_id: str, request: Request, fmt: str | None = None,
+                session: Session = Depends(get_session, scope="function")):
+    fmt = _fmt(request)
     _jurisdiction(session, request.query_params)
-    if not request_id.isdigit():
+    if not _ID.fullmatch(request_id):
         raise Open311Error(404, f"no service request {request_id!r}")
     row = session.execute(text(_SELECT + " WHERE i.id = :i"), {"i": int(request_id)}).first()
     if row is None:
@@ -295,10 +382,11 @@ def get_request(request_id: str, fmt: str, request: Request, session: Session = 
     return _render(fmt, "service_requests", [_request_out(taxonomy.active(session), row)])
 
 
-@router.get("/tokens/{token}.{fmt}", summary="Service request id for a token (= tracking code)")
-@_wrap
-def get_token(token: str, fmt: str, session: Session = Depends(get_session, scope="function")):
-    fmt = _fmt(fmt)
+@_get("/tokens/{token}", "Service request id for a token (= tracking code)")
+def get_token(token: str, request: Request, fmt: str | None = None,
+              session: Session = Depends(get_session, scope="function")):
+    fmt = _fmt(request)
+    _jurisdiction(session, request.query_params)
     row = session.execute(text("SELECT id FROM incidents WHERE tracking_code = :t"), {"t": token.upper()}).first()
     if row is None:
         raise Open311Error(404, f"unknown token {token!r}")
@@ -338,22 +426,74 @@ def _key_user(session, key: str | None):
     return User(**row._mapping)
 
 
+# --- POST requests --------------------------------------------------------------------------------
+async def _raw_body(request: Request) -> bytes:
+    """The POST body as sent, read before the Idempotency-Key helper (which would parse it with
+    Starlette's form parser and keep no bytes), under the route's limit and, with a key, the helper's."""
+    if request.headers.get(idem_mod.HEADER) is not None:
+        limit_request_body(request, idem_mod.MAX_BODY_BYTES, what=f"request body (read for {idem_mod.HEADER})")
+    return await request.body()
+
+
+def _charset(params: str) -> str:
+    for part in params.split(";"):
+        name, _, value = part.partition("=")
+        if name.strip().lower() == "charset":
+            value = value.strip().strip('"')
+            try:
+                return codecs.lookup(value).name
+            except LookupError:
+                raise Open311Error(400, f"unknown charset {value!r} in the Content-Type header") from None
+    return "utf-8"
+
+
+async def _fields(request: Request, body: bytes) -> dict[str, str]:
+    """The POST's parameters: the query string (where the ``open311`` 1.1 client puts ``api_key``),
+    then the form. Values stripped; empty = absent (spec)."""
+    mime, _, ct_params = request.headers.get("content-type", "").partition(";")
+    mime = mime.strip().lower()
+    pairs = list(request.query_params.multi_items())
+    if mime == "multipart/form-data":
+        pairs += [(k, v) for k, v in (await request.form()).multi_items() if isinstance(v, str)]
+    elif body.strip():
+        if mime not in ("application/x-www-form-urlencoded", ""):
+            raise Open311Error(400, "the POST body must be a form (application/x-www-form-urlencoded or "
+                                    f"multipart/form-data); got {mime}")
+        charset = _charset(ct_params)
+        try:  # raw bytes and %-escapes both in the declared charset (UTF-8 when none is declared)
+            pairs += parse_qsl(body.decode(charset), keep_blank_values=True, encoding=charset, errors="strict")
+        except UnicodeDecodeError:
+            raise Open311Error(400, f"the form is not valid {charset.upper()} text: send UTF-8 or declare the "
+                                    "charset (Content-Type: application/x-www-form-urlencoded; charset=GBK)") from None
+    out = {}
+    for k, v in pairs:
+        if str(v).strip():
+            out[k] = str(v).strip()
+    return out
+
+
 _POST_ANSWER = ("service_request_id", "service_notice", "account_id")
 
 
 @router.post("/requests.{fmt}", summary="Create a service request (form fields per GeoReport v2)",
              openapi_extra=max_body(POST_MAX_BODY))
+@router.post("/requests", include_in_schema=False, openapi_extra=max_body(POST_MAX_BODY))
 @_wrap
-async def create_request(fmt: str, request: Request, session: Session = Depends(get_session, scope="function"),
+async def create_request(request: Request, fmt: str | None = None, body: bytes = Depends(_raw_body),
+                         session: Session = Depends(get_session, scope="function"),
                          idem: Idempotency = Depends(idempotency)):
     """The spec's form fields; the body ≤ 256 KB (413 ``body_too_large``). With an
     ``Idempotency-Key`` header a retry (same key, same form) returns the original answer and creates
     nothing (``gridserver.db.idempotency``; the key belongs to the api_key's account)."""
+    fmt = _fmt(request)
+    fields = await _fields(request, body)
+    return await run_in_threadpool(_create, fmt, fields, session, idem)
+
+
+def _create(fmt: str, fields: dict, session, idem: Idempotency) -> Response:
+    from gridserver.errors import OutsideArea
     from gridserver.incidents.service import create_incident
 
-    fmt = _fmt(fmt)
-    form = dict(await request.form())
-    fields = {k: str(v) for k, v in {**request.query_params, **form}.items() if str(v) != ""}
     _jurisdiction(session, fields)
     user = _key_user(session, fields.get("api_key"))
     if (replay := idem.replay(session, user)) is not None:
@@ -364,12 +504,14 @@ async def create_request(fmt: str, request: Request, session: Session = Depends(
     code = fields.get("service_code")
     if not code:
         raise Open311Error(400, "service_code is required")
-    node = taxonomy.active(session).nodes.get(code)
-    if node is None:
-        raise Open311Error(404, f"unknown service_code {code!r}: see services.{fmt}")
+    _item(taxonomy.active(session), code, fmt)
     desc = fields.get("description", "")
     if len(desc) > 4000:
         raise Open311Error(400, f"description is {len(desc)} characters; at most 4000")
+    if "media_url" in fields:
+        url = urlsplit(fields["media_url"])
+        if url.scheme.lower() not in ("http", "https") or not url.netloc:
+            raise Open311Error(400, f"media_url must be an http(s) URL; got {fields['media_url'][:200]!r}")
     has_point = "lat" in fields or "long" in fields
     if has_point and not ("lat" in fields and "long" in fields):
         raise Open311Error(400, "lat and long must be given together")
@@ -391,8 +533,6 @@ async def create_request(fmt: str, request: Request, session: Session = Depends(
     contact = {k: fields[k] for k in ("email", "first_name", "last_name", "phone", "device_id", "account_id",
                                       "media_url") if k in fields}
     data["contact"] = contact or None
-    from gridserver.errors import OutsideArea
-
     try:
         out = create_incident(session, data, user, source="open311", channel="open311",
                               outside="manual" if not has_point else "error", max_description=4000)
@@ -403,3 +543,12 @@ async def create_request(fmt: str, request: Request, session: Session = Depends(
     idem.save(session, answer, 200)
     session.commit()
     return _render(fmt, "service_requests", answer)
+
+
+# --- anything else under the base: the spec's 404 ---------------------------------------------------------
+@router.api_route("/{rest:path}", methods=["GET", "HEAD", "POST"], include_in_schema=False)
+def unknown_path(rest: str, request: Request):
+    suffix = rest.rsplit(".", 1)[-1] if "." in rest.rsplit("/", 1)[-1] else None
+    fmt = suffix if suffix in FORMATS else _negotiated(request)
+    return _error(fmt, Open311Error(404, f"no Open311 endpoint {rest!r} here: see discovery.{fmt} "
+                                         "(discovery, services, services/{code}, requests, requests/{id}, tokens/{token})"))
