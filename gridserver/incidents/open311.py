@@ -545,10 +545,16 @@ def _create(fmt: str, fields: dict, session, idem: Idempotency) -> Response:
     return _render(fmt, "service_requests", answer)
 
 
-# --- anything else under the base: the spec's 404 ---------------------------------------------------------
-@router.api_route("/{rest:path}", methods=["GET", "HEAD", "POST"], include_in_schema=False)
+# --- anything else under the base: the spec's error list (404, or 405 for a known path) ---------------
+@router.api_route("/{rest:path}", methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
 def unknown_path(rest: str, request: Request):
     suffix = rest.rsplit(".", 1)[-1] if "." in rest.rsplit("/", 1)[-1] else None
     fmt = suffix if suffix in FORMATS else _negotiated(request)
+    allowed = sorted({m for r in router.routes if getattr(r, "endpoint", None) is not unknown_path
+                      and r.path_regex.fullmatch(request.url.path) for m in r.methods})
+    if allowed:
+        out = _error(fmt, Open311Error(405, f"{request.method} is not allowed on {rest!r}: use {', '.join(allowed)}"))
+        out.headers["Allow"] = ", ".join(allowed)
+        return out
     return _error(fmt, Open311Error(404, f"no Open311 endpoint {rest!r} here: see discovery.{fmt} "
                                          "(discovery, services, services/{code}, requests, requests/{id}, tokens/{token})"))

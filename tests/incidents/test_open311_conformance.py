@@ -227,7 +227,12 @@ def test_unknown_paths_get_the_spec_error_list(http):
     _spec_error(http.get(f"{BASE}/nothing_here.json"), 404, "nothing_here")
     _spec_error(http.get(f"{BASE}/nothing/here.xml"), 404, "nothing/here")
     _spec_error(http.get(f"{BASE}/services.html"), 404, "html")
-    _spec_error(http.post(f"{BASE}/requests/1.json"), 404, "requests/1")
+    r = http.post(f"{BASE}/requests/1.json")
+    _spec_error(r, 405, "GET")
+    assert set(r.headers["Allow"].split(", ")) == {"GET", "HEAD"}
+    r = http.put(f"{BASE}/requests.xml")
+    _spec_error(r, 405, "PUT")
+    assert set(r.headers["Allow"].split(", ")) == {"GET", "HEAD", "POST"}
 
 
 # --- concurrency and faults -----------------------------------------------------------------------------
