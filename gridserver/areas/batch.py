@@ -13,6 +13,7 @@ smallest code on shared edges and vertices.
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import threading
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ GEOGRAPHIC = ("wgs84", "cgcs2000", "gcj02", "bd09")
 OUT_FIELDS = ("grid_code", "community_code", "street_code", "district_code")
 _LINES_PER_CHUNK = 20_000
 _OUT_CHUNK_BYTES = 1 << 20
+_ROWS_PER_PART = 1 << 17
 
 
 class TooManyPoints(GridserverError):
@@ -549,8 +551,8 @@ def _csv(ids: list, found: np.ndarray, csv_tails: list[str]):
         yield "".join([i + csv_tails[k] for i, k in zip(strs, found[s:e].tolist())])
 
 
-def _fast_body(ids, found: np.ndarray, index: LocateIndex, as_csv: bool) -> list[bytes] | None:
-    """The whole response built by pyarrow string kernels, for ids that are one pyarrow string array
+def _fast_body(ids, found: np.ndarray, index: LocateIndex, as_csv: bool):
+    """The response chunks built by pyarrow string kernels, for ids that are one pyarrow string array
     (CSV input) or absent (row numbers); None for other ids or ids that need escaping/quoting."""
     n = found.size
     if isinstance(ids, pa.Array):
@@ -579,19 +581,27 @@ def _fast_body(ids, found: np.ndarray, index: LocateIndex, as_csv: bool) -> list
     tails = pa.array(index.csv_tail if as_csv else index.json_tail, pa.string())
     k = found.astype(np.int64)
     k[k < 0] = len(tails) - 1
-    tail = tails.take(pa.array(k))
-    if as_csv:
-        lines = pc.binary_join_element_wise(ids, tail, "")
-    else:
-        lines = pc.binary_join_element_wise('{"id":"' if quoted else '{"id":', ids, '"' if quoted else "", tail, "")
-    lines = lines.cast(pa.large_string()) if isinstance(lines, pa.ChunkedArray) else lines
-    out = [(",".join(("id",) + OUT_FIELDS) + "\n").encode()] if as_csv else []
-    if n:
+    header = [(",".join(("id",) + OUT_FIELDS) + "\n").encode()] if as_csv else []
+    return itertools.chain(header, _joined_parts(ids, k, tails, as_csv, quoted))
+
+
+def _joined_parts(ids: pa.Array, k: np.ndarray, tails: pa.Array, as_csv: bool, quoted: bool):
+    """The answer lines, made ``_ROWS_PER_PART`` rows at a time while the previous part is being sent
+    (the socket write and the next join overlap), in slices of at most ``_OUT_CHUNK_BYTES``."""
+    for s in range(0, k.size, _ROWS_PER_PART):
+        e = min(s + _ROWS_PER_PART, k.size)
+        tail = tails.take(pa.array(k[s:e]))
+        part = ids.slice(s, e - s)
+        if as_csv:
+            lines = pc.binary_join_element_wise(part, tail, "")
+        else:
+            lines = pc.binary_join_element_wise('{"id":"' if quoted else '{"id":', part, '"' if quoted else "", tail, "")
+        lines = lines.cast(pa.large_string()) if isinstance(lines, pa.ChunkedArray) else lines
         offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32 if lines.type == pa.string() else np.int64)
-        start, end = int(offsets[lines.offset]), int(offsets[lines.offset + n])
-        body = lines.buffers()[2]
-        out += [body[s:min(s + _OUT_CHUNK_BYTES, end)].to_pybytes() for s in range(start, end, _OUT_CHUNK_BYTES)]
-    return out
+        start, end = int(offsets[lines.offset]), int(offsets[lines.offset + len(lines)])
+        body = memoryview(lines.buffers()[2])
+        for c in range(start, end, _OUT_CHUNK_BYTES):
+            yield body[c:min(c + _OUT_CHUNK_BYTES, end)]
 
 
 def _arrow_dictionaries(index: LocateIndex) -> dict:
