@@ -48,7 +48,8 @@ def _pyformat(sql: str) -> str:
 _LOOKUP_BY_USERNAME = idem_mod.LOOKUP_SQL.replace(
     "CAST(:idem_principal AS text)", "'user:' || (SELECT id FROM users WHERE username = CAST(:username AS text))")
 _CONTEXT = _pyformat(f"""
-    WITH loc AS (SELECT json_agg(l) AS areas FROM ({locate._LOCATE_SQL.text}) l)
+    WITH chain AS MATERIALIZED ({locate._LOCATE_SQL.text}),
+         loc AS (SELECT json_agg(chain) AS areas FROM chain)
     SELECT loc.areas,
            CASE WHEN loc.areas IS NULL THEN ({routing.TERRITORY_SQL}) END AS territory,
            (SELECT json_agg(n) FROM ({routing.NEAR_SQL}) n) AS near,

@@ -57,14 +57,16 @@ def next_level(node: Node, level: str | None) -> str | None:
             return up
     return None
 
-#: Grids and communities within :near_deg degrees of (:lon, :lat) with their distance in metres (a fragment:
-#: intake runs it inside its one context statement; the caller drops the point's own areas, ``near_from_rows``).
+#: Grids and communities within :near_deg degrees of (:lon, :lat) with their distance in metres, except the
+#: point's own (a fragment of intake's context statement, where ``chain`` is the located area chain: no
+#: metric distance is computed for them).
 NEAR_SQL = """
     SELECT a.level, a.code, a.name,
            ST_Distance(ST_Transform(a.geom, 4547), ST_Transform(ST_SetSRID(ST_MakePoint(:lon, :lat), 4326), 4547)) AS d
     FROM admin_areas a
     WHERE a.valid_to IS NULL AND a.level IN ('grid', 'community')
       AND ST_DWithin(a.geom, ST_SetSRID(ST_MakePoint(:lon, :lat), 4326), :near_deg)
+      AND a.code NOT IN (SELECT code FROM chain)
 """
 NEAR_DEG = BOUNDARY_M / 90000.0
 
