@@ -78,9 +78,9 @@ def setup_city_and_admin(url: str) -> tuple[str, str]:
 
 
 class AppServer:
-    """``uvicorn gridserver.api:create_app`` in a subprocess on DATABASE_URL=``url``."""
+    """``uvicorn gridserver.api:create_app`` (``workers`` processes) in a subprocess on DATABASE_URL=``url``."""
 
-    def __init__(self, url: str, home: Path, **env):
+    def __init__(self, url: str, home: Path, workers: int = 1, **env):
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, "DATABASE_URL": url.replace("postgresql+psycopg://", "postgresql://"),
@@ -89,7 +89,8 @@ class AppServer:
         self.log = open(home / "server.log", "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "gridserver.api:create_app", "--factory", "--host", "127.0.0.1",
-             "--port", str(self.port), "--log-level", "warning", "--no-access-log"],
+             "--port", str(self.port), "--log-level", "warning", "--no-access-log"]
+            + (["--workers", str(workers)] if workers > 1 else []),
             cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
         while True:
