@@ -94,7 +94,7 @@ def build_archive(conn, out: Path, minzoom: int = 10, maxzoom: int = 16, layers=
             vector_layers.append({"id": s.name, "minzoom": s.minzoom, "maxzoom": s.maxzoom,
                                   "fields": {k: "String" for k in tiles._FIELDS[s.kind]}})
             if s.kind == "area":
-                vector_layers.append({"id": f"{s.name}_label", "minzoom": s.minzoom, "maxzoom": s.maxzoom,
+                vector_layers.append({"id": f"{s.name}_label", "minzoom": tiles.label_minzoom(s), "maxzoom": s.maxzoom,
                                       "fields": {k: "String" for k in tiles._FIELDS[s.kind]}})
         writer.finalize(header, {"name": "gridserver basemap", "format": "pbf", "attribution": "gridserver; © OpenStreetMap contributors",
                                  "vector_layers": vector_layers, "description": "网格化管理底图 roads, green areas and admin areas"})

@@ -48,7 +48,7 @@ function areaLabelLayout(id) {
   };
 }
 
-const LABEL_MINZOOM = { districts: 9, streets: 11, communities: 12.5, grids: 13.5 };
+const LABEL_MINZOOM = { districts: 9, streets: 11, communities: 12.5, grids: 14 }; // grid label points from z14 (tiles.LABEL_MINZOOM)
 const LABEL_MAXZOOM = { districts: 12, streets: 15, communities: 24, grids: 24 };
 
 function buildStyle(doc) {
