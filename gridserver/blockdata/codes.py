@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from datetime import date
 
+import numpy as np
+
 _ID_WEIGHTS = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2]
 _ID_CHECK = "10X98765432"
 CREDIT_ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
@@ -23,6 +25,13 @@ _CREDIT_WEIGHTS = [pow(3, i, 31) for i in range(17)]  # 1, 3, 9, 27, 19, 26, 16,
 def id_check_char(first17: str) -> str:
     """The GB 11643 check character for the first 17 digits."""
     return _ID_CHECK[sum(int(c) * w for c, w in zip(first17, _ID_WEIGHTS)) % 11]
+
+
+def id_check_bytes(digits: np.ndarray) -> np.ndarray:
+    """:func:`id_check_char` for many numbers at once: ``digits`` is an (n, 17) integer array of the
+    first 17 digits; returns the n check characters as ASCII codes (uint8)."""
+    table = np.frombuffer(_ID_CHECK.encode(), dtype=np.uint8)
+    return table[(digits.astype(np.int64) @ np.array(_ID_WEIGHTS, dtype=np.int64)) % 11]
 
 
 def validate_id_number(value: str) -> str:
@@ -51,6 +60,13 @@ def credit_check_char(first17: str) -> str:
     """The GB 32100 check character for the first 17 characters."""
     s = sum(CREDIT_ALPHABET.index(c) * w for c, w in zip(first17, _CREDIT_WEIGHTS))
     return CREDIT_ALPHABET[(31 - s % 31) % 31]
+
+
+def credit_check_index(values: np.ndarray) -> np.ndarray:
+    """:func:`credit_check_char` for many codes at once: ``values`` is an (n, 17) array of the first 17
+    characters' positions in ``CREDIT_ALPHABET``; returns the check characters' positions."""
+    s = values.astype(np.int64) @ np.array(_CREDIT_WEIGHTS, dtype=np.int64)
+    return (31 - s % 31) % 31
 
 
 def validate_credit_code(value: str) -> str:

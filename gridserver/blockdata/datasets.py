@@ -43,11 +43,12 @@ def update_dataset(conn, name: str, *, provider: str | None = None, update_rule:
 
 
 def register(conn, name: str, kind: str, provider: str, update_rule: str = "monthly", last_update=None,
-             row_count: int = 0, outcome: dict | None = None) -> None:
-    """Create or update a registry row (used by the demo for datasets that arrive by other paths)."""
-    conn.execute(text("INSERT INTO bd_datasets (name, kind, provider, update_rule, last_update, row_count, last_outcome) "
-                      "VALUES (:n, :k, :p, :u, :l, :c, CAST(:o AS jsonb)) ON CONFLICT (name) DO UPDATE SET "
+             row_count: int = 0, outcome: dict | None = None, last_import_id: int | None = None) -> None:
+    """Create or update a registry row (the demo registers its datasets with their import runs)."""
+    conn.execute(text("INSERT INTO bd_datasets (name, kind, provider, update_rule, last_update, row_count, last_import_id, "
+                      "last_outcome) VALUES (:n, :k, :p, :u, :l, :c, :i, CAST(:o AS jsonb)) ON CONFLICT (name) DO UPDATE SET "
                       "provider = EXCLUDED.provider, update_rule = EXCLUDED.update_rule, last_update = EXCLUDED.last_update, "
-                      "row_count = EXCLUDED.row_count, last_outcome = EXCLUDED.last_outcome"),
+                      "row_count = EXCLUDED.row_count, last_import_id = EXCLUDED.last_import_id, "
+                      "last_outcome = EXCLUDED.last_outcome"),
                  {"n": name, "k": kind, "p": provider, "u": update_rule, "l": last_update, "c": row_count,
-                  "o": json.dumps(outcome or {}, ensure_ascii=False)})
+                  "i": last_import_id, "o": json.dumps(outcome or {}, ensure_ascii=False)})

@@ -25,23 +25,25 @@ per-row code function would take minutes for half a million rooms. Re-running re
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import hmac
+import json
 import time
-from contextlib import contextmanager
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import shapely
 from sqlalchemy import text
 
 from gridserver.address.base import copy_rows, set_actor
 from gridserver.address.normalize import normalize_address
-from gridserver.blockdata.codes import CREDIT_ALPHABET, credit_check_char, id_check_char
-from gridserver.blockdata.privacy import mask_name, pii_key
+from gridserver.blockdata.codes import CREDIT_ALPHABET, credit_check_index, id_check_bytes
+from gridserver.blockdata.privacy import mask_many, pii_key
+from gridserver.demo import bulkload
+from gridserver.demo.blockdata_raw import DATASETS, DEMO_ACTOR, confirmed_dates, constant, deliveries, raw_rows, timestamps
 from gridserver.geo.crs import metric_transformer
 
 SCALES = {
@@ -170,41 +172,44 @@ def _id_numbers(rng, areas: np.ndarray, births: np.ndarray, male: np.ndarray) ->
         seq[dup] = rng.integers(0, 500, int(dup.sum())) * 2 + male[dup].astype(np.int64)
         births[dup] = births[dup] + rng.integers(-3, 4, int(dup.sum())).astype("timedelta64[D]")
         day = births.astype("datetime64[D]").astype(np.int64)
-    ds = np.datetime_as_string(births.astype("datetime64[D]"))
-    out = []
-    for a, d, s in zip(areas, ds, seq):
-        first = f"{a}{d[:4]}{d[5:7]}{d[8:10]}{s:03d}"
-        out.append(first + id_check_char(first))
-    return out
+    # 18 ASCII digits per row: area (6), birth date (8), sequence (3), check character (1)
+    d = births.astype("datetime64[D]")
+    ymd = ((d.astype("datetime64[Y]").astype(np.int64) + 1970) * 10_000
+           + (d.astype("datetime64[M]").astype(np.int64) % 12 + 1) * 100
+           + (d - d.astype("datetime64[M]")).astype(np.int64) + 1)
+    digits = np.empty((n, 18), dtype=np.uint8)
+    digits[:, :6] = np.frombuffer("".join(areas).encode(), dtype=np.uint8).reshape(n, 6) - 48
+    for k, v in enumerate((ymd, seq)):
+        width, lo = ((8, 6), (3, 14))[k]
+        for j in range(width):
+            digits[:, lo + width - 1 - j] = (v // 10 ** j) % 10
+    out = digits + 48
+    out[:, 17] = id_check_bytes(digits[:, :17])
+    return np.frombuffer(out.tobytes(), dtype="S18").astype(str).tolist()
 
 
 def _credit_codes(rng, n: int, individual: np.ndarray) -> list[str]:
-    alpha = np.array(list(CREDIT_ALPHABET))
-    seen: set[str] = set()
-    out = []
-    for ind in individual:
-        while True:
-            org = "".join(rng.choice(alpha, 9))
-            first = ("92" if ind else "91") + DISTRICT + org
-            if first not in seen:
-                break
-        seen.add(first)
-        out.append(first + credit_check_char(first))
-    return out
+    """Unique format-valid credit codes: 9 (market regulator), 1 (company) or 2 (individual business),
+    the district, a random 9-character organisation code, the GB 32100 check character."""
+    idx = np.empty((n, 18), dtype=np.int64)
+    idx[:, 0] = 9
+    idx[:, 1] = np.where(individual, 2, 1)
+    idx[:, 2:8] = np.frombuffer(DISTRICT.encode(), dtype=np.uint8) - 48
+    idx[:, 8:17] = rng.integers(0, len(CREDIT_ALPHABET), (n, 9))
+    while True:
+        _, first = np.unique(idx[:, :17], axis=0, return_index=True)
+        dup = np.ones(n, dtype=bool)
+        dup[first] = False
+        if not dup.any():
+            break
+        idx[dup, 8:17] = rng.integers(0, len(CREDIT_ALPHABET), (int(dup.sum()), 9))
+    idx[:, 17] = credit_check_index(idx[:, :17])
+    chars = np.frombuffer(CREDIT_ALPHABET.encode(), dtype=np.uint8)[idx]
+    return np.frombuffer(chars.tobytes(), dtype="S18").astype(str).tolist()
 
 
 def _copy(conn, table: str, columns, rows) -> int:
     return copy_rows(conn, table, columns, rows)
-
-
-def _copy_frame(conn, table: str, frame: pd.DataFrame, chunk: int = 200_000) -> int:
-    """COPY a DataFrame (text format; values hold no tabs, newlines or backslashes) in chunks."""
-    raw = conn.connection.dbapi_connection
-    with raw.cursor() as cur, cur.copy(f"COPY {table} ({', '.join(frame.columns)}) FROM STDIN") as cp:
-        for lo in range(0, len(frame), chunk):
-            cp.write(frame.iloc[lo:lo + chunk].to_csv(sep="\t", header=False, index=False, na_rep="\\N",
-                                                      quoting=csv.QUOTE_NONE, escapechar=None))
-    return len(frame)
 
 
 class _Hasher:
@@ -219,23 +224,39 @@ class _Hasher:
         return m.hexdigest()
 
 
-@contextmanager
-def _indexes_rebuilt(conn, table: str):
-    """Drop the table's plain indexes (not constraints) for a bulk load and rebuild them after: a
-    sorted index build is several times faster than a million index insertions."""
-    defs = conn.execute(text(
-        "SELECT i.indexname, i.indexdef FROM pg_indexes i WHERE i.schemaname = current_schema() AND i.tablename = :t "
-        "AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conname = i.indexname)"), {"t": table}).all()
-    for name, _ in defs:
-        conn.execute(text(f'DROP INDEX "{name}"'))
-    yield
-    for _, ddl in defs:
-        conn.execute(text(ddl))
+#: the tables the load writes; their indexes and constraints are set aside meanwhile (bulkload)
+_LOADED = ["bd_raw_rows", "buildings", "houses", "households", "people", "person_tags", "businesses"]
+_RESIDENCE_ZH = {"registered": "户籍", "floating": "流动"}
+
+
+def _reserve_ids(conn, table: str, n: int) -> int:
+    """The first of ``n`` consecutive ids taken from ``table``'s id sequence (written explicitly by COPY)."""
+    last = conn.execute(text("SELECT setval(pg_get_serial_sequence(:t, 'id'), nextval(pg_get_serial_sequence(:t, 'id')) "
+                             "+ :n - 1)"), {"t": table, "n": max(n, 1)}).scalar()
+    return int(last) - max(n, 1) + 1
+
+
+def _start_imports(conn, delivered: dict, rows: dict) -> dict[str, int]:
+    """One running import per dataset, dated at its delivery (as ``gridserver import`` would register it)."""
+    ids = {}
+    for kind, (source, _, _) in DATASETS.items():
+        ids[kind] = conn.execute(text(
+            "INSERT INTO bd_imports (kind, source, file_name, file_hash, status, rows_total, actor, started_at) "
+            "VALUES (:k, :s, :f, '', 'running', :n, :a, :t) RETURNING id"),
+            {"k": kind, "s": source, "f": f"示范-{source}-{kind}.csv", "n": rows[kind], "a": DEMO_ACTOR,
+             "t": delivered[kind] - timedelta(minutes=3)}).scalar()
+    return ids
+
+
+def _lookup(values, index: np.ndarray) -> pa.Array:
+    return pa.array(values).take(pa.array(index))
 
 
 def build_demo_blockdata(engine, city: dict, *, scale: str = "small", seed: int = 0, shared_dir: Path | None = None,
-                         console=None) -> dict:
-    """Generate and load the demo block data; returns counts and timings. Replaces earlier demo rows."""
+                         console=None, today: date | None = None) -> dict:
+    """Generate and load the demo block data; returns counts and timings. Replaces earlier demo rows.
+
+    Birth and confirmation dates count back from ``today`` (default: the current UTC date)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from gridserver.blockdata import service
@@ -250,13 +271,17 @@ def build_demo_blockdata(engine, city: dict, *, scale: str = "small", seed: int 
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         console=console, transient=False, disable=console is None)
     steps = ["街区 blocks", "房屋 buildings", "地址 addresses", "户 households", "人 people", "法人 businesses",
-             "汇总 roll-ups"]
+             "写入 loading", "索引 indexes", "汇总 roll-ups"]
     with progress:
         task = progress.add_task("实有数据 block data", total=len(steps))
 
         def tick(name: str, t: float) -> None:
             timings[name] = round(time.perf_counter() - t, 2)
             progress.update(task, advance=1, description=f"实有数据 block data: {name}")
+
+        def rows_bar(label: str, n: int):
+            bar = progress.add_task(f"  {label}", total=n)
+            return lambda k: progress.update(bar, advance=k)
 
         # 1. blocks and footprints --------------------------------------------------------------
         t = time.perf_counter()
@@ -298,10 +323,9 @@ def build_demo_blockdata(engine, city: dict, *, scale: str = "small", seed: int 
         names = named["name"].astype(str).to_numpy()
         road_of[near[0]] = names[near[1]]
         pos[near[0]] = shapely.line_locate_point(lines_m[near[1]], shapely.centroid(fp_m)[near[0]])
-        with engine.begin() as conn:
-            set_actor(conn, "demo", "create", "demo block data addresses")
-            _clear_demo(conn)
-            b_addr = _addresses_for_buildings(conn, road_of, pos, cx, cy, bgrid)
+        _clear_demo(engine)
+        with engine.connect() as conn:
+            b_addr, addr_insert = _addresses_for_buildings(conn, road_of, pos, cx, cy, bgrid)
         tick(steps[2], t)
 
         # 3. households in rooms --------------------------------------------------------------
@@ -315,139 +339,261 @@ def build_demo_blockdata(engine, city: dict, *, scale: str = "small", seed: int 
         fl = 1 + k_in // per_floor[hb]
         rm = 1 + k_in % per_floor[hb]
         room = [f"{f}{r:02d}" for f, r in zip(fl, rm)]
+        size = _household_sizes(rng, nh, target["people"])
+        npp, nbz = int(size.sum()), target["businesses"]
+        today = today or datetime.now(timezone.utc).date()
+        delivered = deliveries(rng, datetime(today.year, today.month, today.day, tzinfo=timezone.utc))
+        counts = {"buildings": nb, "households": nh, "people": npp, "businesses": nbz}
         with engine.begin() as conn:
-            set_actor(conn, "demo", "create", "demo block data rooms")
-            room_codes = _rooms(conn, b_addr, hb, room, cx, cy, bgrid)
-            hh_codes = [f"{DISTRICT}{i:09d}" for i in range(1, nh + 1)]
+            room_codes, room_rows, room_counters = _rooms(conn, b_addr, hb, room, cx, cy, bgrid)
+            imports = _start_imports(conn, delivered, counts)
+            raw_first = _reserve_ids(conn, "bd_raw_rows", nb + nh + npp + nbz)
+            person_first = _reserve_ids(conn, "people", npp)
+            bulkload.set_aside(conn, _LOADED, "bd_imports", imports["people"])
+        raw_id = {"buildings": raw_first, "households": raw_first + nb, "people": raw_first + nb + nh,
+                  "businesses": raw_first + nb + nh + npp}
+        file_hash: dict[str, str] = {}
+        loader = bulkload.Loader(engine)
+        try:
+            # addresses: houses (one job), then rooms in building-aligned chunks on both connections
+            (road_rows, house_rows), addr_counters = addr_insert
+            roads_job = loader.submit(_insert_addresses, road_rows, {k: v for k, v in addr_counters.items() if k.endswith("R")},
+                                      "demo block data roads")
+            house_jobs = [loader.submit(_insert_addresses, rows, ctr, "demo block data addresses", after=roads_job)
+                          for rows, ctr in _chunks_by_parent(house_rows, addr_counters, 2, "H")]
+            for rows, ctr in _chunks_by_parent(room_rows, room_counters, 4, "S"):
+                loader.submit(_insert_addresses, rows, ctr, "demo block data rooms", after=house_jobs)
             bcode = b_addr["code"]
-            now = datetime.now(timezone.utc)
-            _copy(conn, "buildings", ("building_code", "address_code", "geom", "floors", "use", "year_built", "grid_code",
-                                      "source", "confirmed_at"),
-                  ((bcode[i], bcode[i], "SRID=4326;" + shapely.to_wkt(shapely.MultiPolygon([fp[i]]), rounding_precision=7),
-                    int(floors[i]), use[i], int(year[i]), bgrid[i], SOURCES["building"], now) for i in range(nb)))
-            _copy(conn, "houses", ("house_code", "building_code", "address_code", "floor", "room", "grid_code", "source",
-                                   "confirmed_at"),
-                  ((room_codes[j], bcode[hb[j]], room_codes[j], str(fl[j]), room[j], bgrid[hb[j]], SOURCES["household"], now)
-                   for j in range(nh)))
-            size = _household_sizes(rng, nh, target["people"])
-            _copy(conn, "households", ("household_code", "house_code", "building_code", "address_code", "kind", "members",
-                                       "grid_code", "source", "confirmed_at"),
-                  ((hh_codes[j], room_codes[j], bcode[hb[j]], room_codes[j], "家庭户" if size[j] > 1 else "单人户",
-                    int(size[j]), bgrid[hb[j]], SOURCES["household"], now) for j in range(nh)))
-        tick(steps[3], t)
+            b_text = pa.array([f"{b_addr['upper']}{r}{h}号" for r, h in zip(b_addr["road"], b_addr["house_no"])])
+            b_conf = confirmed_dates(rng, nb, "buildings", delivered["buildings"])
+            wkt = shapely.to_wkt(fp, rounding_precision=7)
+            raw, file_hash["buildings"] = raw_rows("buildings", SOURCES["building"], imports["buildings"], raw_id["buildings"], {
+                "building_code": pa.array(bcode, pa.string()), "address": b_text, "footprint": pa.array(wkt, pa.string()),
+                "floors": pa.array(floors.astype(str)), "use": pa.array(use), "year_built": pa.array(year.astype(str))})
+            loader.submit(bulkload.copy_arrow, "bd_raw_rows", raw)
+            mp = shapely.set_srid(shapely.multipolygons(fp, indices=np.arange(nb)), 4326)
+            loader.submit(bulkload.copy_arrow, "buildings", pa.table({
+                "building_code": pa.array(bcode, pa.string()), "address_code": pa.array(bcode, pa.string()),
+                "geom": pa.array(shapely.to_wkb(mp, hex=True, include_srid=True), pa.string()),
+                "floors": pa.array(floors), "use": pa.array(use), "year_built": pa.array(year),
+                "grid_code": pa.array(bgrid, pa.string()), "source": constant(SOURCES["building"], nb),
+                "confirmed_at": timestamps(b_conf),
+                "raw_row_id": pa.array(np.arange(raw_id["buildings"], raw_id["buildings"] + nb, dtype=np.int64))}))
+            # households and the rooms (房) they live in; a house is confirmed with its household
+            hh_codes = pa.array([f"{DISTRICT}{i:09d}" for i in range(1, nh + 1)])
+            rooms_a = pa.array(room_codes, pa.string())
+            room_text = pc.binary_join_element_wise(b_text.take(pa.array(hb)), pa.array(room), "室", "")
+            h_conf = confirmed_dates(rng, nh, "households", delivered["households"])
+            kind = np.where(size > 1, "家庭户", "单人户")
+            raw, file_hash["households"] = raw_rows("households", SOURCES["household"], imports["households"],
+                                                    raw_id["households"], {
+                "household_code": hh_codes, "address": room_text, "kind": pa.array(kind), "members": pa.array(size.astype(str))})
+            loader.submit(bulkload.copy_arrow, "bd_raw_rows", raw)
+            h_raw = pa.array(np.arange(raw_id["households"], raw_id["households"] + nh, dtype=np.int64))
+            h_bcode, h_grid = _lookup(bcode, hb), _lookup(bgrid, hb)
+            loader.submit(bulkload.copy_arrow, "houses", pa.table({
+                "house_code": rooms_a, "building_code": h_bcode, "address_code": rooms_a,
+                "floor": pa.array(fl.astype(str)), "room": pa.array(room), "grid_code": h_grid,
+                "source": constant(SOURCES["household"], nh), "confirmed_at": timestamps(h_conf), "raw_row_id": h_raw}))
+            loader.submit(bulkload.copy_arrow, "households", pa.table({
+                "household_code": hh_codes, "house_code": rooms_a, "building_code": h_bcode, "address_code": rooms_a,
+                "kind": pa.array(kind), "members": pa.array(size), "grid_code": h_grid,
+                "source": constant(SOURCES["household"], nh), "confirmed_at": timestamps(h_conf), "raw_row_id": h_raw}))
+            tick(steps[3], t)
 
-        # 4. people --------------------------------------------------------------------------
-        t = time.perf_counter()
-        npp = int(size.sum())
-        ph = np.repeat(np.arange(nh), size)                         # person → household
-        first_in_hh = np.ones(npp, dtype=bool)
-        first_in_hh[1:] = ph[1:] != ph[:-1]
-        age = np.where(first_in_hh, rng.choice([25, 40, 55, 70, 85], npp, p=[0.2, 0.3, 0.25, 0.18, 0.07]) +
-                       rng.integers(-7, 8, npp), rng.choice([8, 25, 45, 68, 84], npp, p=[0.2, 0.28, 0.3, 0.17, 0.05]) +
-                       rng.integers(-8, 8, npp))
-        age = np.clip(age, 0, 102)
-        male = rng.random(npp) < 0.5
-        today = np.datetime64(date.today().isoformat())
-        births = today - (age * 365.25 + rng.integers(0, 365, npp)).astype("timedelta64[D]")
-        floating = rng.random(npp) < np.where(np.isin(use[hb[ph]], ["商住", "商业"]), 0.35, 0.17)
-        # a household is floating or registered as a whole, following its first member
-        floating = floating[np.searchsorted(ph, ph)]
-        areas = np.where(floating, rng.choice(_OTHER_AREAS, npp), DISTRICT)
-        ids = _id_numbers(rng, areas, births.copy(), male)
-        pnames = _names(rng, npp)
-        has_phone = (age >= 14) & (rng.random(npp) < 0.85)
-        phones = rng.integers(13_000_000_000, 19_999_999_999, npp)
-        key = pii_key()
-        birth_year = np.array([int(str(b)[:4]) for b in births.astype("datetime64[Y]")])
-
-        hasher = _Hasher(key)
-        id_hash = [hasher(v) for v in ids]
-        phone_s = np.where(has_phone, phones.astype(str), "")
-        hh_arr = np.array(hh_codes, dtype=object)
-        room_arr = np.array(room_codes, dtype=object)
-        bp = hb[ph]
-        frame = pd.DataFrame({
-            "id_hash": id_hash, "id_masked": [v[:4] + "**********" + v[-4:] for v in ids], "name": pnames,
-            "name_masked": [mask_name(v) for v in pnames],
-            "phone_hash": [hasher(v) if v else None for v in phone_s],
-            "phone_masked": [v[:3] + "****" + v[-4:] if v else None for v in phone_s],
-            "sex": np.where(male, "M", "F"), "birth_year": birth_year, "household_code": hh_arr[ph],
-            "house_code": room_arr[ph], "building_code": bcode[bp], "address_code": room_arr[ph],
-            "residence": np.where(floating, "floating", "registered"), "grid_code": bgrid[bp],
-            "source": SOURCES["person"], "confirmed_at": now.isoformat()})
-        with engine.begin() as conn:
-            with _indexes_rebuilt(conn, "people"):
-                _copy_frame(conn, "people", frame)
+            # 4. people --------------------------------------------------------------------------
+            t = time.perf_counter()
+            ph = np.repeat(np.arange(nh), size)                         # person → household
+            first_in_hh = np.ones(npp, dtype=bool)
+            first_in_hh[1:] = ph[1:] != ph[:-1]
+            age = np.where(first_in_hh, rng.choice([25, 40, 55, 70, 85], npp, p=[0.2, 0.3, 0.25, 0.18, 0.07]) +
+                           rng.integers(-7, 8, npp), rng.choice([8, 25, 45, 68, 84], npp, p=[0.2, 0.28, 0.3, 0.17, 0.05]) +
+                           rng.integers(-8, 8, npp))
+            age = np.clip(age, 0, 102)
+            male = rng.random(npp) < 0.5
+            births = np.datetime64(today.isoformat()) - (age * 365.25 + rng.integers(0, 365, npp)).astype("timedelta64[D]")
+            floating = rng.random(npp) < np.where(np.isin(use[hb[ph]], ["商住", "商业"]), 0.35, 0.17)
+            # a household is floating or registered as a whole, following its first member
+            floating = floating[np.searchsorted(ph, ph)]
+            areas = np.where(floating, rng.choice(_OTHER_AREAS, npp), DISTRICT)
+            ids = _id_numbers(rng, areas, births.copy(), male)
+            pnames = _names(rng, npp)
+            has_phone = (age >= 14) & (rng.random(npp) < 0.85)
+            phones = rng.integers(13_000_000_000, 19_999_999_999, npp)
+            birth_year = births.astype("datetime64[Y]").astype(np.int64) + 1970
             alone = size[ph] == 1
-            tags = []
-            for i in np.flatnonzero(alone & (age >= 70)):
-                tags.append((i, "elderly_alone"))
-            for i in np.flatnonzero(rng.random(npp) < 0.015):
-                tags.append((i, "disabled"))
-            kids = np.flatnonzero((age < 16) & (rng.random(npp) < 0.04))
-            tags += [(i, "left_behind_child") for i in kids]
-            tags += [(i, "rental") for i in np.flatnonzero(floating & (rng.random(npp) < 0.6))]
-            tags += [(i, "floating") for i in np.flatnonzero(floating & (rng.random(npp) < 0.3))]
-            conn.execute(text("CREATE TEMP TABLE tmp_demo_tags (id_hash text, tag text) ON COMMIT DROP"))
-            _copy(conn, "tmp_demo_tags", ("id_hash", "tag"),
-                  ((id_hash[i], tg) for i, tg in tags))
-            conn.execute(text("INSERT INTO person_tags (person_id, tag, set_by, note) SELECT p.id, t.tag, 'demo', '示范数据' "
-                              "FROM tmp_demo_tags t JOIN people p ON p.id_hash = t.id_hash"))
-        tick(steps[4], t)
+            tagged = {"elderly_alone": alone & (age >= 70), "disabled": rng.random(npp) < 0.015,
+                      "left_behind_child": (age < 16) & (rng.random(npp) < 0.04),
+                      "rental": floating & (rng.random(npp) < 0.6), "floating": floating & (rng.random(npp) < 0.3)}
+            p_conf = confirmed_dates(rng, npp, "people", delivered["people"])
 
-        # 5. businesses ------------------------------------------------------------------------
-        t = time.perf_counter()
-        nbz = target["businesses"]
-        bw = np.where(np.isin(use, ["商业", "商住"]), 6.0, np.where(use == "办公", 4.0, 0.6))
-        bb = rng.choice(nb, nbz, p=bw / bw.sum())
-        cats = rng.choice(len(_CATEGORIES), nbz, p=np.array([c[1] for c in _CATEGORIES]) / sum(c[1] for c in _CATEGORIES))
-        individual = rng.random(nbz) < 0.45
-        codes = _credit_codes(rng, nbz, individual)
-        t1 = rng.integers(0, len(_TRADE), nbz)
-        t2 = rng.integers(0, len(_TRADE), nbz)
-        jx = rng.normal(0, 0.00003, nbz)
-        jy = rng.normal(0, 0.00003, nbz)
-        with engine.begin() as conn:
-            def biz_rows():
-                for k in range(nbz):
-                    b = bb[k]
-                    cat = _CATEGORIES[cats[k]][0]
-                    road = b_addr["road"][b]
-                    nm = (f"越秀区{_TRADE[t1[k]]}{_TRADE[t2[k]]}{_SHOP_WORD[cat]}" if individual[k]
-                          else f"广州{_TRADE[t1[k]]}{_TRADE[t2[k]]}{_SHOP_WORD[cat]}有限公司")
-                    yield (codes[k], nm if individual[k] else nm.replace("广州", f"广州{road[:2]}"), cat, bcode[b], bcode[b],
-                           f"SRID=4326;POINT({cx[b] + jx[k]:.7f} {cy[b] + jy[k]:.7f})", bgrid[b], SOURCES["business"], now)
+            hasher = _Hasher(pii_key())
+            id_hash = pa.array([hasher(v) for v in ids])
+            id_masked = mask_many("id", ids)
+            phone_s = [str(v) if h else None for v, h in zip(phones.tolist(), has_phone)]
+            phone_hash = pa.array([hasher(v) if v else None for v in phone_s], pa.string())
+            phone_masked = mask_many("phone", phone_s)
+            name_a = pa.array(pnames)
+            p_raw = np.arange(raw_id["people"], raw_id["people"] + npp, dtype=np.int64)
+            ph_a = pa.array(ph)
+            p_rooms = rooms_a.take(ph_a)
+            p_bcode, p_grid = h_bcode.take(ph_a), h_grid.take(ph_a)
+            loader.submit(bulkload.copy_arrow, "people", pa.table({
+                "id": pa.array(np.arange(person_first, person_first + npp, dtype=np.int64)), "id_hash": id_hash,
+                "id_masked": id_masked, "name": name_a, "name_masked": mask_many("name", name_a),
+                "phone_hash": phone_hash, "phone_masked": phone_masked, "sex": pa.array(np.where(male, "M", "F")),
+                "birth_year": pa.array(birth_year), "household_code": hh_codes.take(ph_a), "house_code": p_rooms,
+                "building_code": p_bcode, "address_code": p_rooms,
+                "residence": pa.array(np.where(floating, "floating", "registered")), "grid_code": p_grid,
+                "source": constant(SOURCES["person"], npp), "confirmed_at": timestamps(p_conf), "raw_row_id": pa.array(p_raw)}),
+                progress=rows_bar("人 people", npp))
+            tag_ids, tag_names = [], []
+            tag_text = np.full(npp, "", dtype=object)
+            for tg, mask in tagged.items():
+                idx = np.flatnonzero(mask)
+                tag_ids.append(idx)
+                tag_names.append(np.full(idx.size, tg, dtype=object))
+                label = service.TAGS[tg]
+                tag_text[idx] = np.where(tag_text[idx] == "", label, tag_text[idx] + "、" + label)
+            tag_ids, tag_names = np.concatenate(tag_ids), np.concatenate(tag_names)
+            loader.submit(bulkload.copy_arrow, "person_tags", pa.table({
+                "person_id": pa.array(person_first + tag_ids), "tag": pa.array(tag_names, pa.string()),
+                "set_by": constant(DEMO_ACTOR, tag_ids.size), "note": constant("示范数据", tag_ids.size),
+                "set_at": timestamps(p_conf[tag_ids])}))
+            raw, file_hash["people"] = raw_rows("people", SOURCES["person"], imports["people"], raw_id["people"], {
+                "id_number": id_masked, "id_hash": id_hash, "name": name_a, "sex": pa.array(np.where(male, "男", "女")),
+                "phone": pc.fill_null(phone_masked, ""), "household_code": hh_codes.take(ph_a),
+                "address": room_text.take(ph_a), "residence": pa.array(np.where(floating, "流动", "户籍")),
+                "tags": pa.array(tag_text, pa.string())})
+            loader.submit(bulkload.copy_arrow, "bd_raw_rows", raw, progress=rows_bar("原始行 raw rows (people)", npp))
+            tick(steps[4], t)
 
-            _copy(conn, "businesses", ("credit_code", "name", "category", "address_code", "building_code", "geom",
-                                       "grid_code", "source", "confirmed_at"), biz_rows())
-        tick(steps[5], t)
+            # 5. businesses ------------------------------------------------------------------------
+            t = time.perf_counter()
+            bw = np.where(np.isin(use, ["商业", "商住"]), 6.0, np.where(use == "办公", 4.0, 0.6))
+            bb = rng.choice(nb, nbz, p=bw / bw.sum())
+            cats = rng.choice(len(_CATEGORIES), nbz, p=np.array([c[1] for c in _CATEGORIES]) / sum(c[1] for c in _CATEGORIES))
+            individual = rng.random(nbz) < 0.45
+            codes = _credit_codes(rng, nbz, individual)
+            t1 = rng.integers(0, len(_TRADE), nbz)
+            t2 = rng.integers(0, len(_TRADE), nbz)
+            jx = rng.normal(0, 0.00003, nbz)
+            jy = rng.normal(0, 0.00003, nbz)
+            z_conf = confirmed_dates(rng, nbz, "businesses", delivered["businesses"])
+            biz_names, biz_cat = [], []
+            for k in range(nbz):
+                cat = _CATEGORIES[cats[k]][0]
+                road = b_addr["road"][bb[k]]
+                nm = (f"越秀区{_TRADE[t1[k]]}{_TRADE[t2[k]]}{_SHOP_WORD[cat]}" if individual[k]
+                      else f"广州{_TRADE[t1[k]]}{_TRADE[t2[k]]}{_SHOP_WORD[cat]}有限公司")
+                biz_names.append(nm if individual[k] else nm.replace("广州", f"广州{road[:2]}"))
+                biz_cat.append(cat)
+            lon, lat = cx[bb] + jx, cy[bb] + jy
+            pts = shapely.set_srid(shapely.points(lon, lat), 4326)
+            z_bcode = _lookup(bcode, bb)
+            raw, file_hash["businesses"] = raw_rows("businesses", SOURCES["business"], imports["businesses"],
+                                                    raw_id["businesses"], {
+                "credit_code": pa.array(codes), "name": pa.array(biz_names), "category": pa.array(biz_cat),
+                "address": b_text.take(pa.array(bb)), "lon": pa.array(np.char.mod("%.7f", lon)),
+                "lat": pa.array(np.char.mod("%.7f", lat))})
+            loader.submit(bulkload.copy_arrow, "bd_raw_rows", raw)
+            loader.submit(bulkload.copy_arrow, "businesses", pa.table({
+                "credit_code": pa.array(codes), "name": pa.array(biz_names), "category": pa.array(biz_cat),
+                "address_code": z_bcode, "building_code": z_bcode,
+                "geom": pa.array(shapely.to_wkb(pts, hex=True, include_srid=True), pa.string()),
+                "grid_code": _lookup(bgrid, bb), "source": constant(SOURCES["business"], nbz),
+                "confirmed_at": timestamps(z_conf),
+                "raw_row_id": pa.array(np.arange(raw_id["businesses"], raw_id["businesses"] + nbz, dtype=np.int64))}))
+            tick(steps[5], t)
+
+            t = time.perf_counter()
+            loader.wait()
+            tick(steps[6], t)
+            t = time.perf_counter()
+            for table in _LOADED:  # statistics before the foreign keys are validated (join plans)
+                loader.submit(lambda conn, tb=table: conn.execute(text(f"ANALYZE {tb}")))
+            loader.wait()
+            restored = bulkload.restore(loader, engine, "bd_imports", imports["people"])
+            tick(steps[7], t)
+        except BaseException:
+            loader.close()
+            _clear_demo(engine)  # no half-loaded city; the set-aside indexes and constraints come back
+            raise
+        loader.close()
 
         t = time.perf_counter()
         with engine.begin() as conn:
             service.refresh_rollups(conn)
-            for kind, table, rule in (("buildings", "buildings", "yearly"), ("households", "households", "monthly"),
-                                      ("people", "people", "monthly"), ("businesses", "businesses", "weekly")):
-                src = SOURCES[kind.rstrip("s") if kind != "people" else "person"] if kind != "businesses" else SOURCES["business"]
-                n = conn.execute(text(f"SELECT count(*) FROM {table} WHERE source = :s"), {"s": src}).scalar()
-                register(conn, f"{kind}:{src}", kind, src, rule, now, n, {"status": "demo", "rows": n})
-            conn.execute(text("ANALYZE buildings; ANALYZE households; ANALYZE people; ANALYZE businesses; ANALYZE houses"))
-        tick(steps[6], t)
-    return {"scale": scale, "buildings": nb, "households": nh, "people": npp, "businesses": nbz, "tags": len(tags),
+            for kind, (source, rule, _) in DATASETS.items():
+                outcome = {"rows": counts[kind], "inserted": counts[kind], "updated": 0, "unchanged": 0, "review": 0,
+                           "rejected": 0, "no_grid": 0, "status": "done"}
+                report = {**outcome, "import_id": imports[kind], "kind": kind, "source": source, "demo": True,
+                          "straddling_count": int((n_grids > 1).sum()) if kind == "buildings" else 0}
+                conn.execute(text(
+                    "UPDATE bd_imports SET status = 'done', rows_done = rows_total, file_hash = :h, finished_at = :t, "
+                    "report = (report - 'set_aside') || CAST(:r AS jsonb) WHERE id = :i"),
+                    {"h": file_hash[kind], "t": delivered[kind], "r": json.dumps(report, ensure_ascii=False),
+                     "i": imports[kind]})
+                n = conn.execute(text(f"SELECT count(*) FROM {kind} WHERE source = :s"), {"s": source}).scalar()
+                register(conn, f"{kind}:{source}", kind, source, rule, delivered[kind], n, outcome,
+                         last_import_id=imports[kind])
+            conn.execute(text("ANALYZE person_tags; ANALYZE bd_rollup"))
+        tick(steps[8], t)
+    return {"scale": scale, "buildings": nb, "households": nh, "people": npp, "businesses": nbz,
+            "tags": int(tag_ids.size), "raw_rows": nb + nh + npp + nbz, "set_aside": restored,
             "straddling": int((n_grids > 1).sum()), "blocks": int(len(blk)), "seconds": round(time.perf_counter() - t0, 1),
-            "timings": timings}
+            "timings": timings, "load_jobs": loader.log}
 
 
-def _clear_demo(conn) -> None:
-    """Remove earlier demo block data (all block data when nothing else was ever imported)."""
-    srcs = list(set(SOURCES.values()))
-    others = conn.execute(text("SELECT (SELECT count(*) FROM bd_imports)")).scalar()
-    if not others:
-        conn.execute(text("TRUNCATE person_tags, people, households, houses, businesses, buildings, bd_grid_changes, bd_rollup"))
+def _insert_addresses(conn, rows, counters, reason: str) -> None:
+    set_actor(conn, "demo", "create", reason)
+    _insert_std(conn, rows)
+    _set_counters(conn, counters)
+
+
+def _chunks_by_parent(rows: list[tuple], counters: dict[str, int], k: int, suffix: str):
+    """``rows`` (ordered by parent) in about ``k`` chunks that never split a parent, each with the
+    counters (``parent + suffix``) of its own parents: chunks inserted at once wait for no lock."""
+    if not rows:
+        yield rows, counters
         return
-    conn.execute(text("DELETE FROM person_tags WHERE person_id IN (SELECT id FROM people WHERE source = ANY(:s) AND raw_row_id IS NULL)"),
-                 {"s": srcs})
-    for t in ("people", "households", "houses", "businesses", "buildings"):
-        conn.execute(text(f"DELETE FROM {t} WHERE source = ANY(:s) AND raw_row_id IS NULL"), {"s": srcs})
+    size = -(-len(rows) // k)
+    lo = 0
+    while lo < len(rows):
+        hi = min(lo + size, len(rows))
+        while hi < len(rows) and rows[hi][2] == rows[hi - 1][2]:
+            hi += 1
+        part = rows[lo:hi]
+        prefixes = {r[2] + suffix for r in part}
+        yield part, {p: v for p, v in counters.items() if p in prefixes}
+        lo = hi
+
+
+def _clear_demo(engine) -> None:
+    """Remove earlier demo block data (all block data when nothing but the demo was ever imported),
+    restore what an interrupted demo load had set aside, and drop the demo's import runs."""
+    srcs = list(set(SOURCES.values()))
+    with engine.begin() as conn:
+        demo = list(conn.execute(text("SELECT id FROM bd_imports WHERE actor = :a"), {"a": DEMO_ACTOR}).scalars())
+        others = conn.execute(text("SELECT count(*) FROM bd_imports WHERE actor <> :a"), {"a": DEMO_ACTOR}).scalar()
+        if not others:
+            conn.execute(text("TRUNCATE person_tags, people, households, houses, businesses, buildings, bd_grid_changes, "
+                              "bd_rollup, bd_raw_rows"))
+        else:
+            mine = ("source = ANY(:s) AND (raw_row_id IS NULL OR raw_row_id IN (SELECT id FROM bd_raw_rows WHERE "
+                    "import_id = ANY(:d)) OR NOT EXISTS (SELECT 1 FROM bd_raw_rows w WHERE w.id = raw_row_id))")
+            conn.execute(text(f"DELETE FROM person_tags WHERE person_id IN (SELECT id FROM people WHERE {mine})"),
+                         {"s": srcs, "d": demo})
+            for t in ("people", "households", "houses", "businesses", "buildings"):
+                conn.execute(text(f"DELETE FROM {t} WHERE {mine}"), {"s": srcs, "d": demo})
+            conn.execute(text("DELETE FROM bd_raw_rows WHERE import_id = ANY(:d)"), {"d": demo})
+    with engine.connect() as conn:
+        stale = [i for i, _ in bulkload.pending(conn, "bd_imports") if i in demo]
+    for i in stale:
+        bulkload.restore(None, engine, "bd_imports", i)
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM bd_review WHERE import_id = ANY(:d)"), {"d": demo})
+        conn.execute(text("DELETE FROM bd_imports WHERE id = ANY(:d)"), {"d": demo})
 
 
 def _counter(conn, prefixes: list[str]) -> dict[str, int]:
@@ -483,8 +629,10 @@ def _insert_std(conn, rows) -> None:
         "LEFT JOIN std_addresses p ON p.code = t.parent_code"), {"src": ADDRESS_SOURCE})
 
 
-def _addresses_for_buildings(conn, road_of, pos, cx, cy, bgrid) -> dict:
-    """A house-level standard address per building (reused when the key exists); returns code/road arrays."""
+def _addresses_for_buildings(conn, road_of, pos, cx, cy, bgrid) -> tuple[dict, tuple]:
+    """A house-level standard address per building (reused when the key exists): code/road arrays, and
+    ((new road rows, house rows by road), counters) for :func:`_insert_addresses` — roads first, so
+    houses find their parent."""
     upper = conn.execute(text("SELECT address_upper_text(:d)"), {"d": DISTRICT}).scalar() or ""
     nb = len(road_of)
     road_keys = np.array([normalize_address(r) for r in road_of], dtype=object)
@@ -513,7 +661,6 @@ def _addresses_for_buildings(conn, road_of, pos, cx, cy, bgrid) -> dict:
         i = first_of_road[rk]
         new_roads.append((code, "road", None, road_of[i], upper + road_of[i], f"{rk}|||||", road_of[i], rk, "", "",
                           float(cx[i]), float(cy[i]), "demo", bgrid[i]))
-    _insert_std(conn, new_roads)
     # numbers along each road in order of position, skipping numbers others already use
     codes = np.empty(nb, dtype=object)
     house_no = np.empty(nb, dtype=object)
@@ -537,13 +684,13 @@ def _addresses_for_buildings(conn, road_of, pos, cx, cy, bgrid) -> dict:
         codes[i] = f"{pfx}{s:04d}"
         rows.append((codes[i], "house", road_code[rk], f"{hn}号", f"{upper}{road_of[i]}{hn}号", mk, road_of[i], rk, hn, "",
                      float(cx[i]), float(cy[i]), "survey", bgrid[i]))
-    _insert_std(conn, rows)
-    _set_counters(conn, counters)
-    return {"code": codes, "road": road_of, "road_key": road_keys, "house_no": house_no, "upper": upper}
+    return ({"code": codes, "road": road_of, "road_key": road_keys, "house_no": house_no, "upper": upper},
+            ((new_roads, sorted(rows, key=lambda r: r[2])), counters))
 
 
-def _rooms(conn, b_addr, hb, room, cx, cy, bgrid) -> list[str]:
-    """Room-level addresses (…H0012S0501) for each household's room; reused when the key exists."""
+def _rooms(conn, b_addr, hb, room, cx, cy, bgrid) -> tuple[list[str], list[tuple], dict[str, int]]:
+    """Room-level addresses (…H0012S0501) for each household's room, reused when the key exists:
+    (code per household, rows to insert, counters to set) — :func:`_insert_addresses` writes them."""
     upper = b_addr["upper"]
     have = dict(conn.execute(text("SELECT match_key, code FROM std_addresses WHERE level = 'room' AND source = :s "
                                   "AND status <> 'retired'"), {"s": ADDRESS_SOURCE}).all())
@@ -562,9 +709,7 @@ def _rooms(conn, b_addr, hb, room, cx, cy, bgrid) -> list[str]:
             rows.append((code, "room", b_addr["code"][b], f"{room[j]}室", f"{upper}{road}{hn}号{room[j]}室", mk, road, rk,
                          hn, room[j], float(cx[b]), float(cy[b]), "inherited", bgrid[b]))
         out.append(code)
-    _insert_std(conn, rows)
-    _set_counters(conn, counters)
-    return out
+    return out, rows, counters
 
 
 def _household_sizes(rng, nh: int, people: int) -> np.ndarray:
