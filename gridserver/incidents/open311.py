@@ -44,8 +44,7 @@ from urllib.parse import parse_qsl, urlsplit
 from xml.sax.saxutils import escape
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.encoders import jsonable_encoder
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -107,7 +106,9 @@ def _render(fmt: str, root: str, content, status: int = 200) -> Response:
     if fmt == "xml":
         body = '<?xml version="1.0" encoding="utf-8"?>' + _xml(root, content)
         return Response(body.encode("utf-8"), status_code=status, media_type="text/xml; charset=utf-8")
-    return JSONResponse(jsonable_encoder(content), status_code=status, media_type="application/json; charset=utf-8")
+    # plain str/float/bool/None throughout (datetimes are _w3c strings): no jsonable_encoder walk (~0.1 ms a row)
+    body = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return Response(body.encode("utf-8"), status_code=status, media_type="application/json; charset=utf-8")
 
 
 def _error(fmt: str, exc: Open311Error) -> Response:
