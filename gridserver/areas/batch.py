@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import re
 import threading
 from dataclasses import dataclass
 
@@ -446,11 +447,21 @@ def _from_arrow_bytes(data: bytes, crs: str | None) -> Points:
     return Points(ids=ids, x=xy[0], y=xy[1], row_crs=row_crs, crs=crs)
 
 
+_BLANK = re.compile(rb"\s*")
+
+
+def _first_non_blank(data: bytes) -> bytes | None:
+    """The first byte that is not white space, None for a blank body (no copy of a large body)."""
+    end = _BLANK.match(data).end()
+    return data[end:end + 1] if end < len(data) else None
+
+
 def parse_points(content_type: str, data: bytes, crs: str | None, filename: str | None = None) -> Points:
     """Dispatch on media type (or the upload's file name): JSON / GeoJSON / CSV."""
     ct = (content_type or "").split(";")[0].strip().lower()
     name = (filename or "").lower()
-    if not data.strip():
+    first = _first_non_blank(data)
+    if first is None:
         raise InvalidInput("no points: the body (or uploaded file) is empty")
     if ct in _ARROW_TYPES or name.endswith((".arrow", ".arrows")):
         return _from_arrow_bytes(data, crs)
@@ -462,7 +473,7 @@ def parse_points(content_type: str, data: bytes, crs: str | None, filename: str 
     if ct in ("", "application/octet-stream", "application/x-www-form-urlencoded"):
         if data[:4] == _ARROW_MAGIC:
             return _from_arrow_bytes(data, crs)
-        return _from_json_bytes(data, crs) if data.lstrip()[:1] in (b"[", b"{") else _from_csv_bytes(data, crs)
+        return _from_json_bytes(data, crs) if first in (b"[", b"{") else _from_csv_bytes(data, crs)
     raise UnsupportedMedia(f"unsupported content type {ct!r}: send application/json, application/geo+json, "
                            f"text/csv, {ARROW_STREAM}, or a multipart upload with a 'file' field")
 
