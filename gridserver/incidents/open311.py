@@ -228,10 +228,16 @@ def discovery(request: Request, fmt: str | None = None):
                        "formats": ["text/xml", "application/json"]}]})
 
 
+def _deadline_words(deadline: str) -> str:
+    """'3wd' → '3 个工作日', '4h' → '4 小时': the taxonomy's notation is not for the public."""
+    amount, unit = taxonomy.parse_deadline(deadline, "deadline")
+    return f"{amount:g} {'小时' if unit == 'h' else '个工作日'}"
+
+
 def _service(tax, item) -> dict:
     return {"service_code": item.code, "service_name": item.name,
             "description": f"{tax.nodes[item.parent].name} / {item.name}（{tax.department_name(item.departments[item.start_level])}，"
-                           f"时限 {item.deadline}）",
+                           f"时限 {_deadline_words(item.deadline)}）",
             "metadata": False, "type": "realtime", "keywords": ",".join(item.keywords.split()),
             "group": tax.nodes[item.parent].name}
 

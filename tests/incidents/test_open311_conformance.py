@@ -5,6 +5,7 @@ event loop kept free while a request waits on the database."""
 
 from __future__ import annotations
 
+import re
 import threading
 import uuid
 import xml.etree.ElementTree as ET
@@ -127,6 +128,14 @@ def test_media_url_must_be_a_web_link(http, api_key):
 
 
 # --- output -----------------------------------------------------------------------------------------
+def test_service_descriptions_speak_plainly(http):
+    """Clients show ``description`` to the public: the taxonomy's '1wd'/'4h' notation is spelt out."""
+    services = {s["service_code"]: s for s in _json(http.get(f"{BASE}/services.json"))}
+    assert services["city_appearance_01"]["description"].endswith("时限 1 个工作日）")  # 1wd in the taxonomy
+    assert services["city_appearance_02"]["description"].endswith("时限 4 小时）")  # 4h
+    assert not any(re.search(r"\d(wd|h)\b", s["description"]) for s in services.values())
+
+
 def test_xml_stays_well_formed_with_control_characters_and_keeps_line_breaks(http, api_key):
     desc = f"bell\x07 vt\x0b ff\x0c nul-free\r\n第二行 {uuid.uuid4().hex[:6]}"
     r = http.post(f"{BASE}/requests.xml", data={"api_key": api_key, "service_code": "city_appearance_01", **POINT,
