@@ -634,16 +634,27 @@ def _arrow_body(ids, found: np.ndarray, index: LocateIndex) -> list[bytes]:
             id_arr = pa.array(out_ids)
         except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError):  # mixed types: as text
             id_arr = pa.array([v if isinstance(v, str) else json.dumps(v, ensure_ascii=False) for v in out_ids])
-    k = found.astype(np.int32)  # -1 (outside) indexes the trailing null of every dictionary
-    columns = []
-    for f, (dictionary, nulls) in _arrow_dictionaries(index).items():
-        kk = np.where(k < 0, len(dictionary) - 1, k).astype(np.int32)
-        columns.append(pa.DictionaryArray.from_arrays(pa.array(kk, mask=nulls[kk]), dictionary))
+    dictionaries = _arrow_dictionaries(index)
+    size = len(dictionaries["grid_code"][0])
+    itype = np.int16 if size <= np.iinfo(np.int16).max else np.int32
+    k = found.astype(itype)
+    k[found < 0] = size - 1  # outside: the trailing null of every dictionary
+    columns, shared = [], {}  # one indices array per distinct null pattern (usually one for all four)
+    for f, (dictionary, nulls) in dictionaries.items():
+        key = nulls.tobytes()
+        if key not in shared:
+            shared[key] = pa.array(k, mask=nulls[k])
+        columns.append(pa.DictionaryArray.from_arrays(shared[key], dictionary, safe=False))
     batch_ = pa.RecordBatch.from_arrays([id_arr, *columns], names=["id", *OUT_FIELDS])
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, batch_.schema) as writer:
+    # sized first, then written into one buffer (no growing, no copy into bytes)
+    mock = pa.MockOutputStream()
+    with pa.ipc.new_stream(mock, batch_.schema) as writer:
         writer.write_batch(batch_)
-    return [sink.getvalue().to_pybytes()]
+    buf = pa.allocate_buffer(mock.size())
+    with pa.ipc.new_stream(pa.FixedSizeBufferWriter(buf), batch_.schema) as writer:
+        writer.write_batch(batch_)
+    view = memoryview(buf)
+    return [view[c:c + _OUT_CHUNK_BYTES] for c in range(0, len(view), _OUT_CHUNK_BYTES)]
 
 
 #: Output formats: ``?format=`` value (or Accept media type) → response media type.
