@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from datetime import date, datetime, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import text
@@ -35,6 +36,11 @@ def is_workday(day: date, overrides: dict[date, bool] | None = None) -> bool:
     """True when ``day`` is a working day: local override, else the official calendar, else Mon–Fri."""
     if overrides and day in overrides:
         return overrides[day]
+    return _official_workday(day)
+
+
+@lru_cache(maxsize=4096)
+def _official_workday(day: date) -> bool:
     try:
         import chinese_calendar
 

@@ -97,7 +97,11 @@ _TRACK_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
 def new_tracking_code() -> str:
     import secrets
 
-    return "YX" + "".join(secrets.choice(_TRACK_ALPHABET) for _ in range(8))
+    n, out = secrets.randbelow(len(_TRACK_ALPHABET) ** 8), []  # one draw from the OS, not eight
+    for _ in range(8):
+        n, d = divmod(n, len(_TRACK_ALPHABET))
+        out.append(_TRACK_ALPHABET[d])
+    return "YX" + "".join(out)
 
 
 def check_can_report(user: User, grid_code: str | None = None, grid_name: str | None = None) -> None:
