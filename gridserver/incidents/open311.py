@@ -329,10 +329,22 @@ def _comma_list(value: str) -> list[str]:
     return [p.strip() for p in value.split(",") if p.strip()]
 
 
+#: Filters that "can be declared multiple times, comma delimited": repeated parameters are joined.
+_LIST_FILTERS = ("service_request_id", "service_code", "status")
+
+
+def _query(request: Request) -> dict[str, str]:
+    values: dict[str, list[str]] = {}
+    for k, v in request.query_params.multi_items():
+        if v.strip():
+            values.setdefault(k, []).append(v.strip())
+    return {k: ",".join(vs) if k in _LIST_FILTERS else vs[-1] for k, vs in values.items()}
+
+
 @_get("/requests", "Service requests (filters per GeoReport v2)")
 def list_requests(request: Request, fmt: str | None = None, session: Session = Depends(get_session, scope="function")):
     fmt = _fmt(request)
-    q = {k: v.strip() for k, v in request.query_params.items() if v.strip() != ""}
+    q = _query(request)
     _jurisdiction(session, q)
     tax = taxonomy.active(session)
     conds, params = [], {}

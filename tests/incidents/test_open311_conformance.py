@@ -202,6 +202,21 @@ def test_w3c_datetimes_as_clients_send_them(http, api_key):
     assert rid in ids(status="Open, closed")
 
 
+def test_list_filters_may_also_be_repeated_parameters(http, api_key):
+    """"can be declared multiple times, comma delimited": service_code=a&service_code=b as well as a,b."""
+    rids = {}
+    for code in ("city_appearance_05", "city_appearance_06"):
+        r = http.post(f"{BASE}/requests.json", data={"api_key": api_key, "service_code": code, **POINT})
+        rids[code] = r.json()[0]["service_request_id"]
+    for query in ("service_code=city_appearance_05&service_code=city_appearance_06",
+                  "service_code=city_appearance_05,city_appearance_06"):
+        got = {x["service_request_id"] for x in _json(http.get(f"{BASE}/requests.json?{query}&status=open&status=closed"))}
+        assert set(rids.values()) <= got, query
+    got = _json(http.get(f"{BASE}/requests.json?service_request_id={rids['city_appearance_05']}"
+                         f"&service_request_id={rids['city_appearance_06']}"))
+    assert {x["service_request_id"] for x in got} == set(rids.values())
+
+
 def test_jurisdiction_id_is_checked_on_every_endpoint(http, api_key):
     out = http.post(f"{BASE}/requests.json", data={"api_key": api_key, "service_code": "city_appearance_01", **POINT})
     token = out.json()[0]["service_notice"].split("tracking code ")[1].split("；")[0]
