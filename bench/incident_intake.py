@@ -2,21 +2,32 @@
 
 Builds a temporary database (embedded PostGIS or DATABASE_URL's server) with ~2,000 Yuexiu grids
 (the tiles bench's city: real OSM street polygons cut into Voronoi cells, ~50 vertices each) and
-5,000 older incidents, starts the real app under uvicorn in a subprocess, and drives it from a
-**load generator in its own process** (32 keep-alive httpx clients on a fixed schedule, open loop: requests are sent on a fixed
-schedule and latency is measured from the scheduled time, so a slow server cannot hide queueing):
+5,000 older incidents, starts the server **as a user does** (``gridserver serve --workers N``, default
+one per core) in a subprocess, and drives it from a **load generator in its own process** (32
+keep-alive httpx clients on a fixed schedule, open loop: latency counts from the scheduled time, so a
+slow server cannot hide queueing):
 
 * **baseline**: ``GET /api/v1/locate`` (the covering-grid lookup alone) at the same rate;
-* **intake**: ``POST /api/v1/incidents`` — locate, route, deadlines, near-boundary and duplicate
-  checks, insert, first event, commit — at ``--rate`` req/s (default 300) for ``--seconds``.
+* **intake**: ``POST /api/v1/incidents`` — token check, locate, route, deadlines, near-boundary and
+  duplicate checks, insert, first event, commit; half the requests carry an ``Idempotency-Key`` — at
+  ``--rate`` req/s (default 300) for ``--seconds``;
+* **saturation**: closed loop, ``--clients`` (32) clients posting as fast as answers come back: the
+  most intake can do here;
+* the **CPU cost per report**: CPU seconds of the server processes and of their PostgreSQL backends
+  during the intake phase / requests (what decides the rate 2 cores can sustain, and much less
+  sensitive than latency to what else runs on the machine).
+
+``--compare-tree DIR`` runs the same phases, on the same database, against another checkout (e.g.
+``git archive <commit> | tar -x -C DIR``: the code before a change) started the same way, one
+worker unless ``--compare-workers``: before/after side by side in one run.
 
 Then ``--year`` incidents (default 300,000 ≈ a year of a big district) with a full set of step
 timestamps are COPYed in and ``stats.incident_stats`` (the ``GET /api/v1/stats/incidents`` body) is
 timed over the whole year and one street, against a bare ``count(*)`` over the same rows.
 
-    .venv/bin/python bench/incident_intake.py [--rate 300] [--seconds 20] [--year 300000]
+    .venv/bin/python bench/incident_intake.py [--rate 300] [--seconds 20] [--workers 2] [--year 300000]
 
-Prints p50/p90/p99 and achieved rate, ratios to the baseline, and a final JSON line.
+Prints p50/p90/p99 and achieved rate, ratios to the baseline, the load average, and a final JSON line.
 """
 
 from __future__ import annotations
@@ -42,31 +53,43 @@ sys.path.insert(0, HERE)
 def _load_generator(base: str, token: str, kind: str, rate: float, seconds: float, points, out, threads: int = 32):
     """Child process: requests on a fixed schedule (request i is due at start + i/rate), sent by
     ``threads`` keep-alive clients; latency counts from the *scheduled* time, so queueing behind a
-    slow server is measured, not hidden. Puts (latencies ms, errors, achieved rate) on ``out``."""
+    slow server is measured, not hidden. ``rate`` 0 = closed loop (each client sends its next request
+    when the answer came, for ``seconds``). Puts (latencies ms, errors, achieved rate) on ``out``."""
     import threading
+    import uuid
 
     import httpx
 
-    n = int(rate * seconds)
+    closed = rate <= 0
+    n = 10**9 if closed else int(rate * seconds)
     start = time.perf_counter() + 0.5
+    stop = start + seconds
     lat: list[float] = []
     errors = [0]
     lock = threading.Lock()
     cats = ["city_appearance_01", "street_facility_01", "public_facility_01", "road_traffic_01"]
+    run = uuid.uuid4().hex[:8]
 
     def worker(t):
         mine, bad = [], 0
         with httpx.Client(base_url=base, timeout=30, headers={"Authorization": f"Bearer {token}"}) as client:
             for i in range(t, n, threads):
-                due = start + i / rate
-                delay = due - time.perf_counter()
-                if delay > 0:
-                    time.sleep(delay)
+                if closed:
+                    due = time.perf_counter()
+                    if due >= stop:
+                        break
+                else:
+                    due = start + i / rate
+                    delay = due - time.perf_counter()
+                    if delay > 0:
+                        time.sleep(delay)
                 lon, lat_ = points[i % len(points)]
                 try:
                     if kind == "intake":
-                        r = client.post("/api/v1/incidents", json={"lon": lon, "lat": lat_, "category": cats[i % 4],
-                                                                   "description": f"压测上报 {i} 路面垃圾堆放"})
+                        headers = {"Idempotency-Key": f"{run}-{i}"} if i % 2 else {}
+                        r = client.post("/api/v1/incidents", headers=headers,
+                                        json={"lon": lon, "lat": lat_, "category": cats[i % 4],
+                                              "description": f"压测上报 {i} 路面垃圾堆放"})
                         ok = r.status_code == 201
                     else:
                         r = client.get("/api/v1/locate", params={"lon": lon, "lat": lat_})
@@ -85,19 +108,154 @@ def _load_generator(base: str, token: str, kind: str, rate: float, seconds: floa
         th.start()
     for th in ts:
         th.join()
-    out.put((lat, errors[0], n / (time.perf_counter() - t0)))
+    out.put((lat, errors[0], len(lat) / (time.perf_counter() - max(t0, start))))
 
 
-def drive(base, token, kind, rate, seconds, points) -> dict:
+def _cpu_seconds(pids) -> float:
+    import psutil
+
+    total = 0.0
+    for pid in pids:
+        try:
+            t = psutil.Process(pid).cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
+def _server_pids(proc) -> list[int]:
+    import psutil
+
+    try:
+        return [proc.pid] + [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
+    except psutil.Error:
+        return [proc.pid]
+
+
+def _backend_pids(conninfo: str, name: str) -> list[int]:
+    import psycopg
+
+    with psycopg.connect(conninfo, autocommit=True) as c:
+        return [r[0] for r in c.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> "
+                                        "pg_backend_pid()", (name,))]
+
+
+class _BackendCPU:
+    """CPU seconds used by the PostgreSQL backends of database ``name`` while running: sampled every
+    0.2 s (psutil), so backends that come and go between samples lose at most their last 0.2 s."""
+
+    def __init__(self, conninfo: str, name: str):
+        import threading
+
+        self.conninfo, self.name = conninfo, name
+        self.start: dict[int, float] = {}
+        self.last: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._sample(first=True)
+        self._t = threading.Thread(target=self._loop, daemon=True)
+        self._t.start()
+
+    def _sample(self, first=False):
+        import psutil
+
+        for pid in _backend_pids(self.conninfo, self.name):
+            try:
+                t = psutil.Process(pid).cpu_times()
+            except psutil.Error:
+                continue
+            self.start.setdefault(pid, t.user + t.system if first else 0.0)
+            self.last[pid] = t.user + t.system
+
+    def _loop(self):
+        while not self._stop.wait(0.2):
+            self._sample()
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._t.join()
+        self._sample()
+        return sum(self.last[p] - self.start[p] for p in self.last)
+
+
+def drive(base, token, kind, rate, seconds, points, cpu=None) -> dict:
+    """One phase; ``cpu`` = (server proc, conninfo, db name) adds CPU ms per request (server, database)."""
     q = mp.get_context("spawn").Queue()
     p = mp.get_context("spawn").Process(target=_load_generator, args=(base, token, kind, rate, seconds, points, q))
+    if cpu:
+        proc, conninfo, name = cpu
+        app_pids = _server_pids(proc)
+        app0, db = _cpu_seconds(app_pids), _BackendCPU(conninfo, name)
     p.start()
     lat, errors, achieved = q.get()
     p.join()
     a = np.array(lat)
-    return {"p50_ms": round(float(np.percentile(a, 50)), 2), "p90_ms": round(float(np.percentile(a, 90)), 2),
-            "p99_ms": round(float(np.percentile(a, 99)), 2), "max_ms": round(float(a.max()), 1),
-            "requests": len(a), "errors": errors, "rate": round(achieved, 1)}
+    out = {"p50_ms": round(float(np.percentile(a, 50)), 2), "p90_ms": round(float(np.percentile(a, 90)), 2),
+           "p95_ms": round(float(np.percentile(a, 95)), 2),
+           "p99_ms": round(float(np.percentile(a, 99)), 2), "max_ms": round(float(a.max()), 1),
+           "requests": len(a), "errors": errors, "rate": round(achieved, 1)}
+    if cpu:
+        app_s, db_s = _cpu_seconds(app_pids) - app0, db.stop()
+        out.update(app_cpu_ms=round(app_s * 1000 / len(a), 2), db_cpu_ms=round(db_s * 1000 / len(a), 2))
+    return out
+
+
+def start_cli_server(db_url: str, workers: int, tree: str | None = None):
+    """``gridserver serve --port P [--workers N]`` as a user starts it (``tree``: run that checkout's code)."""
+    import secrets
+    import subprocess
+
+    from tiles import free_port
+
+    port = free_port()
+    env = dict(os.environ, DATABASE_URL=db_url.replace("postgresql+psycopg://", "postgresql://"),
+               GRIDSERVER_JWT_SECRET=secrets.token_hex(32))
+    cmd = [sys.executable, "-c", "from gridserver.cli import main; main()", "serve", "--port", str(port)]
+    if workers > 1:
+        cmd += ["--workers", str(workers)]
+    if tree:
+        env["PYTHONPATH"] = os.path.abspath(tree)
+    proc = subprocess.Popen(cmd, env=env, cwd=tree or ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    import httpx
+
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            if httpx.get(base + "/healthz", timeout=2).status_code == 200:
+                return proc, base
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"gridserver serve ({tree or 'this tree'}) did not start")
+        time.sleep(0.3)
+
+
+def stop_server(proc) -> None:
+    import signal
+
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=20)
+    except Exception:  # noqa: BLE001
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def phases(label: str, proc, base: str, token: str, args, pts, cpu) -> dict:
+    """locate baseline, intake at the rate, intake saturated; printed and returned."""
+    drive(base, token, "intake", 50, 2, pts)  # warm up
+    base_r = drive(base, token, "locate", args.rate, args.seconds, pts)
+    print(f"[{label}] baseline GET /api/v1/locate   {base_r}", flush=True)
+    intake = drive(base, token, "intake", args.rate, args.seconds, pts, cpu=(proc, *cpu))
+    print(f"[{label}] intake POST /api/v1/incidents {intake}", flush=True)
+    sat = drive(base, token, "intake", 0, args.seconds / 2, pts)
+    print(f"[{label}] saturated intake ({32} clients, closed loop) {sat}", flush=True)
+    return {"locate": base_r, "intake": intake, "saturated": sat}
 
 
 def year_of_incidents(conninfo: str, n: int, areas: list[dict], rng) -> None:
@@ -152,11 +310,14 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--year", type=int, default=300_000)
     ap.add_argument("--grids", type=int, default=2000)
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="gridserver serve --workers (default: cores)")
+    ap.add_argument("--compare-tree", help="another checkout to measure the same way (before/after)")
+    ap.add_argument("--compare-workers", type=int, default=1)
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
 
     from common import admin_url
-    from tiles import build_city, load, start_server
+    from tiles import build_city, load
 
     from gridserver.db import embedded, migrate
     from gridserver.settings import get_settings
@@ -181,14 +342,10 @@ def main() -> None:
         with eng.begin() as c:
             create_user(c, "bench_citizen", "bench-password-2026", "citizen")
         eng.dispose()
-        proc, base = start_server("sync", db_url)
         import httpx
-
-        token = httpx.post(base + "/api/v1/auth/token", data={"username": "bench_citizen",
-                                                              "password": "bench-password-2026"}).json()["access_token"]
-        grids = [a for a in areas if a["level"] == "grid"]
         import shapely
 
+        grids = [a for a in areas if a["level"] == "grid"]
         pts = []
         for k in range(2000):
             g = grids[k % len(grids)]["geom"]
@@ -199,19 +356,34 @@ def main() -> None:
                     pts.append(p)
                     break
         random.shuffle(pts)
-        drive(base, token, "intake", 50, 2, pts)  # warm up
-        print(f"data: {len(grids)} grids; {args.rate:g} req/s for {args.seconds:g}s, open loop, load generator in its own process")
-        base_r = drive(base, token, "locate", args.rate, args.seconds, pts)
-        print(f"baseline GET /api/v1/locate   {base_r}")
-        intake = drive(base, token, "intake", args.rate, args.seconds, pts)
-        print(f"intake POST /api/v1/incidents {intake}")
-        print(f"intake p99 = {intake['p99_ms'] / base_r['p99_ms']:.2f}× the locate p99; p50 {intake['p50_ms'] / base_r['p50_ms']:.2f}×")
-        result.update(intake_p50_ms=intake["p50_ms"], intake_p99_ms=intake["p99_ms"], intake_rate=intake["rate"],
-                      intake_errors=intake["errors"], locate_p99_ms=base_r["p99_ms"],
-                      p99_ratio=round(intake["p99_ms"] / base_r["p99_ms"], 2))
-        proc.terminate()
-        proc.wait()
-        proc = None
+        print(f"data: {len(grids)} grids; {args.rate:g} req/s for {args.seconds:g}s, open loop, load generator in its "
+              f"own process; load average before: {os.getloadavg()}", flush=True)
+        runs = [("this tree", None, args.workers)]
+        if args.compare_tree:
+            runs.insert(0, (f"compare {args.compare_tree}", args.compare_tree, args.compare_workers))
+        measured = {}
+        for label, tree, workers in runs:
+            proc, base = start_cli_server(db_url, workers, tree)
+            token = httpx.post(base + "/api/v1/auth/token", data={"username": "bench_citizen",
+                                                                  "password": "bench-password-2026"}).json()["access_token"]
+            print(f"[{label}] gridserver serve --workers {workers}", flush=True)
+            measured[label] = phases(label, proc, base, token, args, pts, (conninfo, name))
+            stop_server(proc)
+            proc = None
+        m = measured["this tree"]
+        intake, base_r, sat = m["intake"], m["locate"], m["saturated"]
+        print(f"intake p99 = {intake['p99_ms'] / base_r['p99_ms']:.2f}× the locate p99; p50 "
+              f"{intake['p50_ms'] / base_r['p50_ms']:.2f}×; load average after: {os.getloadavg()}")
+        result.update(workers=args.workers, intake_p50_ms=intake["p50_ms"], intake_p95_ms=intake["p95_ms"],
+                      intake_p99_ms=intake["p99_ms"], intake_rate=intake["rate"], intake_errors=intake["errors"],
+                      intake_app_cpu_ms=intake.get("app_cpu_ms"), intake_db_cpu_ms=intake.get("db_cpu_ms"),
+                      saturated_rate=sat["rate"], saturated_p99_ms=sat["p99_ms"], locate_p99_ms=base_r["p99_ms"],
+                      p99_ratio=round(intake["p99_ms"] / base_r["p99_ms"], 2), loadavg=os.getloadavg()[0])
+        if args.compare_tree:
+            c = measured[f"compare {args.compare_tree}"]
+            result.update(compare_intake_p99_ms=c["intake"]["p99_ms"], compare_intake_rate=c["intake"]["rate"],
+                          compare_saturated_rate=c["saturated"]["rate"],
+                          compare_app_cpu_ms=c["intake"].get("app_cpu_ms"), compare_db_cpu_ms=c["intake"].get("db_cpu_ms"))
 
         if args.year:
             t0 = time.perf_counter()
@@ -242,8 +414,7 @@ def main() -> None:
             eng_mod.reset()
     finally:
         if proc is not None:
-            proc.terminate()
-            proc.wait()
+            stop_server(proc)
         if not args.keep:
             embedded.drop_database(admin, name)
     print(json.dumps({"bench": "incident_intake", **result}))
