@@ -326,41 +326,41 @@ def build_demo_blockdata(engine, city: dict, *, scale: str = "small", seed: int 
         _clear_demo(engine)
         with engine.connect() as conn:
             b_addr, addr_insert = _addresses_for_buildings(conn, road_of, pos, cx, cy, bgrid)
-        tick(steps[2], t)
-
-        # 3. households in rooms --------------------------------------------------------------
-        t = time.perf_counter()
-        weight = floors * np.sqrt(area_m2) * np.where(np.isin(use, ["住宅", "商住"]), 1.0, 0.15)
-        hh_per = np.maximum(1, np.floor(weight / weight.sum() * target["households"] + rng.random(nb)).astype(int))
-        per_floor = np.maximum(1, np.ceil(hh_per / floors).astype(int))
-        nh = int(hh_per.sum())
-        hb = np.repeat(np.arange(nb), hh_per)                       # household → building
-        k_in = np.arange(nh) - np.repeat(np.cumsum(hh_per) - hh_per, hh_per)
-        fl = 1 + k_in // per_floor[hb]
-        rm = 1 + k_in % per_floor[hb]
-        room = [f"{f}{r:02d}" for f, r in zip(fl, rm)]
-        size = _household_sizes(rng, nh, target["people"])
-        npp, nbz = int(size.sum()), target["businesses"]
-        today = today or datetime.now(timezone.utc).date()
-        delivered = deliveries(rng, datetime(today.year, today.month, today.day, tzinfo=timezone.utc))
-        counts = {"buildings": nb, "households": nh, "people": npp, "businesses": nbz}
-        with engine.begin() as conn:
-            room_codes, room_rows, room_counters = _rooms(conn, b_addr, hb, room, cx, cy, bgrid)
-            imports = _start_imports(conn, delivered, counts)
-            raw_first = _reserve_ids(conn, "bd_raw_rows", nb + nh + npp + nbz)
-            person_first = _reserve_ids(conn, "people", npp)
-            bulkload.set_aside(conn, _LOADED, "bd_imports", imports["people"])
-        raw_id = {"buildings": raw_first, "households": raw_first + nb, "people": raw_first + nb + nh,
-                  "businesses": raw_first + nb + nh + npp}
-        file_hash: dict[str, str] = {}
         loader = bulkload.Loader(engine)
         try:
-            # addresses: houses (one job), then rooms in building-aligned chunks on both connections
+            # addresses: roads, houses (two jobs), then rooms in building-aligned chunks on both connections
             (road_rows, house_rows), addr_counters = addr_insert
             roads_job = loader.submit(_insert_addresses, road_rows, {k: v for k, v in addr_counters.items() if k.endswith("R")},
                                       "demo block data roads")
             house_jobs = [loader.submit(_insert_addresses, rows, ctr, "demo block data addresses", after=roads_job)
                           for rows, ctr in _chunks_by_parent(house_rows, addr_counters, 2, "H")]
+            tick(steps[2], t)
+
+            # 3. households in rooms --------------------------------------------------------------
+            t = time.perf_counter()
+            weight = floors * np.sqrt(area_m2) * np.where(np.isin(use, ["住宅", "商住"]), 1.0, 0.15)
+            hh_per = np.maximum(1, np.floor(weight / weight.sum() * target["households"] + rng.random(nb)).astype(int))
+            per_floor = np.maximum(1, np.ceil(hh_per / floors).astype(int))
+            nh = int(hh_per.sum())
+            hb = np.repeat(np.arange(nb), hh_per)                       # household → building
+            k_in = np.arange(nh) - np.repeat(np.cumsum(hh_per) - hh_per, hh_per)
+            fl = 1 + k_in // per_floor[hb]
+            rm = 1 + k_in % per_floor[hb]
+            room = [f"{f}{r:02d}" for f, r in zip(fl, rm)]
+            size = _household_sizes(rng, nh, target["people"])
+            npp, nbz = int(size.sum()), target["businesses"]
+            today = today or datetime.now(timezone.utc).date()
+            delivered = deliveries(rng, datetime(today.year, today.month, today.day, tzinfo=timezone.utc))
+            counts = {"buildings": nb, "households": nh, "people": npp, "businesses": nbz}
+            with engine.begin() as conn:
+                room_codes, room_rows, room_counters = _rooms(conn, b_addr, hb, room, cx, cy, bgrid)
+                imports = _start_imports(conn, delivered, counts)
+                raw_first = _reserve_ids(conn, "bd_raw_rows", nb + nh + npp + nbz)
+                person_first = _reserve_ids(conn, "people", npp)
+                bulkload.set_aside(conn, _LOADED, "bd_imports", imports["people"])
+            raw_id = {"buildings": raw_first, "households": raw_first + nb, "people": raw_first + nb + nh,
+                      "businesses": raw_first + nb + nh + npp}
+            file_hash: dict[str, str] = {}
             for rows, ctr in _chunks_by_parent(room_rows, room_counters, 4, "S"):
                 loader.submit(_insert_addresses, rows, ctr, "demo block data rooms", after=house_jobs)
             bcode = b_addr["code"]
