@@ -8,7 +8,7 @@ Who may report (create):
 
 Who may read (get/list) — every read needs a token:
   * admin/analyst without scope: everything; any other staff role: incidents whose grid lies in
-    their scope; citizen: only their own reports.
+    their scope (a report in no grid: the area kept around it); citizen: only their own reports.
 
 Intake also routes the report (``routing``), sets its due times (``deadlines``) and writes the first
 event; the later steps are in ``workflow``.
@@ -174,7 +174,9 @@ def _visibility(user: User) -> tuple[str, dict]:
         return "i.reporter_id = :viewer_id", {"viewer_id": user.id}
     if user.scope_code is None:
         return ("TRUE", {}) if user.role in CITYWIDE_ROLES else ("FALSE", {})
-    return "i.grid_code LIKE :viewer_scope", {"viewer_scope": user.scope_code + "%"}
+    # a report in no grid (manual dispatch: a gap inside the territory) belongs to the area around it
+    return ("COALESCE(i.grid_code, i.community_code, i.street_code, i.district_code) LIKE :viewer_scope",
+            {"viewer_scope": user.scope_code + "%"})
 
 
 def check_can_read(user: User, incident: dict) -> None:
@@ -184,8 +186,10 @@ def check_can_read(user: User, incident: dict) -> None:
             raise Forbidden(f"公众只能查看本人上报的事件 citizens can read only their own reports; "
                             f"incident {incident['id']} was reported by someone else")
         return
-    if not user_in_scope(user, incident["grid_code"]):
-        raise Forbidden(f"事件 {incident['id']} 所在网格 {incident['grid_code']} ({incident['grid_name'] or '?'}) "
+    area = next((incident.get(f"{lv}_code") for lv in ("grid", "community", "street", "district")
+                 if incident.get(f"{lv}_code")), None)
+    if not user_in_scope(user, area):
+        raise Forbidden(f"事件 {incident['id']} 所在网格 {area} ({incident['grid_name'] or '?'}) "
                         f"不在您的管辖范围 {describe_scope(user)} 内: outside the scope of user {user.username!r}")
 
 

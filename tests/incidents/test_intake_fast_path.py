@@ -85,12 +85,19 @@ def test_outside_the_territory_is_404_and_nothing_is_stored(http, auth, admin_to
     assert _count(engine, "远处 far away") == 0
 
 
-def test_a_gap_report_needs_the_scope_of_the_area_around_it(http, auth, make_user, gap_district):
+def test_a_gap_report_needs_the_scope_of_the_area_around_it(http, auth, make_user, small_city, gap_district):
     grid_worker = make_user("grid_worker", "440199001001001")
     r = _post(http, grid_worker, auth, *GAP)
     assert r.status_code == 403 and "440199001001" in r.json()["detail"]
     community = make_user("community_operator", "440199001001")
-    assert _post(http, community, auth, *GAP).status_code == 201
+    filed = _post(http, community, auth, *GAP)
+    assert filed.status_code == 201
+    # the community's staff see it in their manual queue, staff of another community do not
+    assert http.get(f"/api/v1/incidents/{filed.json()['id']}", headers=auth(community)).status_code == 200
+    queue = http.get("/api/v1/incidents", params={"manual": "true"}, headers=auth(community)).json()["items"]
+    assert filed.json()["id"] in [i["id"] for i in queue]
+    other = make_user("community_operator", "440104001001")
+    assert http.get(f"/api/v1/incidents/{filed.json()['id']}", headers=auth(other)).status_code == 403
     assert _post(http, make_user("citizen"), auth, *GAP).status_code == 201
 
 
