@@ -33,18 +33,19 @@ def _bigrams(s: str) -> str:
     return " ".join(s[i:i + 2] for i in range(len(s) - 1))
 
 
-def text_similarity(a: str, b: str) -> float:
-    """0–1 similarity of two Chinese descriptions."""
+def text_similarity(a: str, b: str, *, a_bigrams: str | None = None) -> float:
+    """0–1 similarity of two Chinese descriptions (``a_bigrams``: ``a``'s bigrams, when already made)."""
     if not (a or "").strip() or not (b or "").strip():
         return 0.0
-    return fuzz.token_set_ratio(_bigrams(a), _bigrams(b)) / 100.0
+    return fuzz.token_set_ratio(_bigrams(a) if a_bigrams is None else a_bigrams, _bigrams(b)) / 100.0
 
 
-def score_pair(desc_a: str, desc_b: str, distance_m: float, hours: float, same_item: bool) -> float:
+def score_pair(desc_a: str, desc_b: str, distance_m: float, hours: float, same_item: bool, *,
+               a_bigrams: str | None = None) -> float:
     """Duplicate score of two reports of the same category (see the module formula)."""
     if distance_m > RADIUS_M or abs(hours) > WINDOW_H:
         return 0.0
-    s = (0.55 * text_similarity(desc_a, desc_b) + 0.30 * (1 - distance_m / RADIUS_M)
+    s = (0.55 * text_similarity(desc_a, desc_b, a_bigrams=a_bigrams) + 0.30 * (1 - distance_m / RADIUS_M)
          + 0.15 * (1 - abs(hours) / WINDOW_H) + (0.10 if same_item else 0.0))
     return round(min(1.0, s), 4)
 
@@ -88,9 +89,10 @@ def find_candidates(conn, *, lon: float, lat: float, category: str, item_code: s
 
 def score_candidates(rows, description: str, item_code: str | None, limit: int = 5) -> list[dict]:
     """Score candidate rows (attributes of ``CANDIDATES_SQL``'s columns), best first, at most ``limit``."""
-    out = []
+    out, mine = [], _bigrams(description)
     for r in rows:
-        s = score_pair(description, r.description, float(r.d), float(r.hours), bool(item_code) and r.item_code == item_code)
+        s = score_pair(description, r.description, float(r.d), float(r.hours),
+                       bool(item_code) and r.item_code == item_code, a_bigrams=mine)
         if s <= 0:
             continue
         out.append({"id": r.id, "score": s, "likely": s >= THRESHOLD, "distance_m": round(float(r.d), 1),

@@ -22,6 +22,7 @@ COMMIT; claim and save with a key; the calendar every 30 s).
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
@@ -87,6 +88,8 @@ _INSERT = """
 """
 _WRITE = _INSERT.format(idem="")
 _WRITE_KEYED = _INSERT.format(idem=f",\n    ik AS ({idem_mod.INSERT_ANSWER_SQL})")
+#: The parameter names of the write (psycopg caches a statement's parsing only with ≤ 50 parameters given).
+_WRITE_PARAMS = tuple(dict.fromkeys(re.findall(r"%\((\w+)\)s", _INSERT)))
 
 
 def _field(data, name, default=None):
@@ -232,12 +235,13 @@ def create(conn, data, *, sa=None, user=None, claims: tuple[str, int] | None = N
         out["item_label"] = category_label(out["item_code"])
     if codes.get("grid"):
         out["duplicates"] = duplicates.score_candidates(_ns(dup_rows), description, out["item_code"]) or None
-    row = {**out, "taxonomy_version": tax.version, "reporter_id": user.id, "source": source,
+    values = {**out, "taxonomy_version": tax.version, "reporter_id": user.id, "source": source,
            "webhook_url": _field(data, "webhook_url"),
            "route_rule_json": json.dumps(r.rule), "near_json": json.dumps(near) if near else None,
            "contact_json": json.dumps(contact) if contact else None, "event_note": description[:200],
            "event_json": json.dumps({"channel": channel, "route": r.rule, "department": r.department,
                                      "manual_reason": r.manual_reason, "near_boundary": bool(near)})}
+    row = {k: values[k] for k in _WRITE_PARAMS}
     if idem is None or idem.key is None:
         out["id"] = conn.execute(_WRITE, row).fetchone()[0]
         return out
