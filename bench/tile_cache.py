@@ -171,12 +171,14 @@ def start(env: dict, workers: int) -> tuple[subprocess.Popen, int]:
     """``gridserver serve --workers N`` (its own CLI; a throwaway JWT secret) on a free port; waits for /healthz."""
     import secrets
 
+    import tempfile
+
     port = free_port()
     env = dict(env, GRIDSERVER_JWT_SECRET=secrets.token_urlsafe(32))
+    log = tempfile.TemporaryFile(mode="w+")
     proc = subprocess.Popen([sys.executable, "-m", "gridserver.cli", "serve", "--port", str(port), "--workers",
-                             str(workers), "--no-access-log"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
+                             str(workers), "--no-access-log"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 180  # a loaded 2-core machine takes long to import everything
     while True:
         try:
             c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
@@ -187,7 +189,8 @@ def start(env: dict, workers: int) -> tuple[subprocess.Popen, int]:
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.terminate()
-            raise SystemExit("server did not start")
+            log.seek(0)
+            raise SystemExit(f"gridserver serve did not start:\n{log.read()[-2000:]}")
         time.sleep(0.2)
 
 
