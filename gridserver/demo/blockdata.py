@@ -9,7 +9,10 @@
 * **households** in rooms of those buildings (room-level standard addresses, ``…H0012S0501``),
   **people** in households (plausible Chinese names, format-valid fictitious ID numbers with GB 11643
   check digits — stored, as always, only as HMAC + mask — and phones), **key-group tags**, and
-  **businesses** (valid GB 32100 credit codes) on the ground floors.
+  **businesses** (valid GB 32100 credit codes) on the ground floors;
+* for every record the department's **raw row** in an **import run** per dataset, and a
+  ``confirmed_at`` spread over the months before that department's last delivery
+  (:mod:`gridserver.demo.blockdata_raw`).
 
 Scales: ``full`` ≈ Yuexiu (100 k buildings, 400 k households, 1.17 M people, 60 k businesses);
 ``small`` 1/20 of it; ``tiny`` (tests) 1/400.
@@ -21,6 +24,12 @@ here with vectorised shapely for speed (the tests check it equals ``service.link
 The standard addresses are written straight into ``std_addresses`` by COPY with codes from the same
 scheme and counters as :mod:`gridserver.address.base` (the history trigger records them); bulk_create's
 per-row code function would take minutes for half a million rooms. Re-running reuses them by key.
+
+Loading (:mod:`gridserver.demo.bulkload`): the address inserts (in building-aligned chunks) and the
+table COPYs run on two connections while this thread generates the next table; the loaded tables'
+indexes and constraints are set aside for the load (journalled in the people import run) and rebuilt
+in parallel after it. A failed load removes its rows and restores them; a killed one is repaired by
+the next build (:func:`_clear_demo`).
 """
 
 from __future__ import annotations
