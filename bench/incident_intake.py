@@ -4,7 +4,7 @@ Builds a temporary database (embedded PostGIS or DATABASE_URL's server) with ~2,
 (the tiles bench's city: real OSM street polygons cut into Voronoi cells, ~50 vertices each) and
 5,000 older incidents, starts the server **as a user does** (``gridserver serve --workers N``, default
 one per core) in a subprocess, and drives it from a **load generator in its own process** (32
-keep-alive httpx clients on a fixed schedule, open loop: latency counts from the scheduled time, so a
+keep-alive ``http.client`` connections on a fixed schedule, open loop: latency counts from the scheduled time, so a
 slow server cannot hide queueing):
 
 * **baseline**: ``GET /api/v1/locate`` (the covering-grid lookup alone) at the same rate;
@@ -52,13 +52,13 @@ sys.path.insert(0, HERE)
 
 def _load_generator(base: str, token: str, kind: str, rate: float, seconds: float, points, out, threads: int = 32):
     """Child process: requests on a fixed schedule (request i is due at start + i/rate), sent by
-    ``threads`` keep-alive clients; latency counts from the *scheduled* time, so queueing behind a
+    ``threads`` keep-alive clients (``http.client``: light, so the generator leaves the cores to the server); latency counts from the *scheduled* time, so queueing behind a
     slow server is measured, not hidden. ``rate`` 0 = closed loop (each client sends its next request
     when the answer came, for ``seconds``). Puts (latencies ms, errors, achieved rate) on ``out``."""
+    import http.client
     import threading
     import uuid
-
-    import httpx
+    from urllib.parse import urlsplit
 
     closed = rate <= 0
     n = 10**9 if closed else int(rate * seconds)
@@ -70,34 +70,48 @@ def _load_generator(base: str, token: str, kind: str, rate: float, seconds: floa
     cats = ["city_appearance_01", "street_facility_01", "public_facility_01", "road_traffic_01"]
     run = uuid.uuid4().hex[:8]
 
+    u = urlsplit(base)
+    auth = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+
     def worker(t):
         mine, bad = [], 0
-        with httpx.Client(base_url=base, timeout=30, headers={"Authorization": f"Bearer {token}"}) as client:
-            for i in range(t, n, threads):
-                if closed:
-                    due = time.perf_counter()
-                    if due >= stop:
-                        break
+        conn = None
+        for i in range(t, n, threads):
+            if closed:
+                due = time.perf_counter()
+                if due >= stop:
+                    break
+            else:
+                due = start + i / rate
+                delay = due - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+            lon, lat_ = points[i % len(points)]
+            try:
+                if conn is None:
+                    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+                if kind == "intake":
+                    headers = {**auth, "Idempotency-Key": f"{run}-{i}"} if i % 2 else auth
+                    conn.request("POST", "/api/v1/incidents", headers=headers, body=json.dumps(
+                        {"lon": lon, "lat": lat_, "category": cats[i % 4],
+                         "description": f"压测上报 {i} 路面垃圾堆放"}).encode())
+                    r = conn.getresponse()
+                    r.read()
+                    ok = r.status == 201
                 else:
-                    due = start + i / rate
-                    delay = due - time.perf_counter()
-                    if delay > 0:
-                        time.sleep(delay)
-                lon, lat_ = points[i % len(points)]
-                try:
-                    if kind == "intake":
-                        headers = {"Idempotency-Key": f"{run}-{i}"} if i % 2 else {}
-                        r = client.post("/api/v1/incidents", headers=headers,
-                                        json={"lon": lon, "lat": lat_, "category": cats[i % 4],
-                                              "description": f"压测上报 {i} 路面垃圾堆放"})
-                        ok = r.status_code == 201
-                    else:
-                        r = client.get("/api/v1/locate", params={"lon": lon, "lat": lat_})
-                        ok = r.status_code == 200
-                except httpx.HTTPError:
-                    ok = False
-                mine.append((time.perf_counter() - due) * 1000)
-                bad += not ok
+                    conn.request("GET", f"/api/v1/locate?lon={lon}&lat={lat_}")
+                    r = conn.getresponse()
+                    r.read()
+                    ok = r.status == 200
+            except (OSError, http.client.HTTPException):
+                ok = False
+                if conn is not None:
+                    conn.close()
+                conn = None
+            mine.append((time.perf_counter() - due) * 1000)
+            bad += not ok
+        if conn is not None:
+            conn.close()
         with lock:
             lat.extend(mine)
             errors[0] += bad
