@@ -173,7 +173,7 @@ def _print_summary(summary: dict, host: str, port: int) -> None:
     b = summary.get("blockdata")
     if b:
         t.add_row("实有数据 block data", f"{b['scale']}: {b['buildings']} 栋 buildings, {b['households']} 户, "
-                  f"{b['people']} 人, {b['businesses']} 法人 ({b['seconds']} s)")
+                  f"{b['people']} 人, {b['businesses']} 法人, {b['raw_rows']} 原始行 raw rows ({b['seconds']} s)")
     t.add_row("文件 files", summary["files"])
     t.add_row("用时 time", f"{summary['seconds']} s")
     console.print(t)
