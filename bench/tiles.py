@@ -43,7 +43,7 @@ from datetime import timedelta
 import numpy as np
 import shapely
 from fastapi import Request  # module level: the async handler's annotation must resolve
-from common import admin_url, machine, voronoi_split  # bench/common.py (the script directory is on sys.path)
+from common import admin_url, machine, voronoi_split, wrk_rate  # bench/common.py (the script directory is on sys.path)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -198,7 +198,7 @@ def http_fn(base):
             state["close"] = state["conn"].close
         layer, z, x, y = item
         c = state["conn"]
-        c.request("GET", f"/tiles/{layer}/{z}/{x}/{y}.mvt", headers=TOKEN)
+        c.request("GET", f"/tiles/{layer}/{z}/{x}/{y}.mvt", headers=TOKEN if layer == "incidents" else {})
         r = c.getresponse()
         r.read()
         if r.status not in (200, 204):
@@ -345,6 +345,8 @@ def incident_aggregation(conninfo: str, bounds, rounds: int) -> dict:
 TIPG_VENV = os.path.join(ROOT, "bench", ".venv-tipg")
 TIPG_VIEW = "bench_tipg_grids"
 TIPG_ZOOMS = (14, 16)
+#: Seconds of each wrk run (the C load generator, when installed).
+WRK_SECONDS = 3.0
 
 
 def tipg_python() -> tuple[str | None, str]:
@@ -399,7 +401,8 @@ def start_tipg(py: str, conninfo: str) -> tuple[subprocess.Popen, str]:
 
 
 def fetch_fn(base: str, path, sizes: dict | None = None):
-    """A client like http_fn for any URL pattern path(z, x, y); records tile bytes in ``sizes``."""
+    """A client like http_fn for any URL pattern path(z, x, y), anonymous as a map fetching public
+    layers; records tile bytes in ``sizes``."""
     import http.client
 
     host, port = base.split("//")[1].split(":")
@@ -410,7 +413,7 @@ def fetch_fn(base: str, path, sizes: dict | None = None):
             state["close"] = state["conn"].close
         _, z, x, y = item
         c = state["conn"]
-        c.request("GET", path(z, x, y), headers=TOKEN)
+        c.request("GET", path(z, x, y))
         r = c.getresponse()
         body = r.read()
         if r.status not in (200, 204):
@@ -445,6 +448,7 @@ def tipg_section(conninfo: str, db_url: str, bounds, clients: int, rounds: int, 
                                           for z in TIPG_ZOOMS))
     out: dict = {"tipg": info}
     rates: dict[str, dict[int, float]] = defaultdict(dict)
+    wrk_rates: dict[str, dict[int, float | None]] = defaultdict(dict)
     for z in TIPG_ZOOMS:
         distinct = [("grids", z, t.x, t.y) for t in tiles.TMS.tiles(*bounds, [z])]
         work = distinct * -(-400 // len(distinct))  # ≥ 400 requests per run: few z14 tiles would be all noise
@@ -464,10 +468,16 @@ def tipg_section(conninfo: str, db_url: str, bounds, clients: int, rounds: int, 
                    "gridserver (served)": ("ours", fetch_fn(sync_base, ours, sizes["ours"])),
                    "gridserver (no cache)": ("ours_rendered", fetch_fn(nocache_base, ours, sizes["ours_rendered"])),
                    "tipg": ("tipg", fetch_fn(tipg_base, theirs, sizes["tipg"]))}
+        bases = {"ours": (sync_base, ours), "ours_rendered": (nocache_base, ours), "tipg": (tipg_base, theirs)}
         for label, (key, fn) in runners.items():
             run_threads(clients, work, fn)  # warm-up (and the served cache filled, as in production)
             wall = min(run_threads(clients, work, fn)[0] for _ in range(rounds))
             rates[label][z] = len(work) / wall
+            if key in bases:  # the same requests from a C client (None: wrk not installed)
+                base_, path_ = bases[key]
+                w = wrk_rate(base_, [path_(z_, x_, y_) for _, z_, x_, y_ in distinct], clients, WRK_SECONDS)
+                wrk_rates[label][z] = w
+                out[f"z{z}_{key}_wrk_req_s"] = w and round(w, 1)
             b = list(sizes[key].values())
             out[f"z{z}_{key}_req_s"] = round(len(work) / wall, 1)
             out[f"z{z}_{key}_bytes_mean"] = round(sum(b) / len(b))
@@ -480,6 +490,11 @@ def tipg_section(conninfo: str, db_url: str, bounds, clients: int, rounds: int, 
         key = runners[label][0]
         print(f"{label:22} " + " ".join(f"{rates[label][z]:10.0f} {out[f'z{z}_{key}_bytes_mean'] / 1e3:8.1f} "
                                         f"{out[f'z{z}_{key}_bytes_max'] / 1e3:7.1f}" for z in TIPG_ZOOMS))
+    if any(v is not None for r in wrk_rates.values() for v in r.values()):
+        for label in wrk_rates:
+            print(f"{label + ', wrk':22} " + " ".join(f"{wrk_rates[label][z]:10.0f} {'':8} {'':7}" for z in TIPG_ZOOMS))
+    else:
+        print("wrk: not installed (Debian: apt-get install -y wrk) — HTTP rates from the Python client only")
     print()
     floor = rates["PostGIS floor (SQL)"]
     for z in TIPG_ZOOMS:
@@ -493,6 +508,14 @@ def tipg_section(conninfo: str, db_url: str, bounds, clients: int, rounds: int, 
         print(f"z{z}: tipg / floor {t / floor[z]:.2f}×   gridserver served / floor {r['served'] / floor[z]:.2f}×, "
               f"no cache / floor {r['rendered'] / floor[z]:.2f}×   gridserver / tipg: served {r['served'] / t:.2f}×, "
               f"no cache {r['rendered'] / t:.2f}×")
+        w = {k: wrk_rates[lbl].get(z) for k, lbl in (("served", "gridserver (served)"),
+                                                      ("rendered", "gridserver (no cache)"), ("tipg", "tipg"))}
+        if all(w.values()):
+            for k in ("served", "rendered", "tipg"):
+                out[f"z{z}_{'ours' if k == 'served' else 'ours_rendered' if k == 'rendered' else 'tipg'}_wrk_vs_floor"] = \
+                    round(w[k] / floor[z], 3)
+            print(f"      wrk: gridserver served / floor {w['served'] / floor[z]:.2f}×, no cache / floor "
+                  f"{w['rendered'] / floor[z]:.2f}×, tipg / floor {w['tipg'] / floor[z]:.2f}×")
     print("note: gridserver's grid tiles also carry a label-point layer (grids_label); tipg's carry the polygons only.")
     return out
 
