@@ -38,9 +38,9 @@ Raw = tuple[int, list[tuple[bytes, bytes]], bytes]
 
 
 class Entry:
-    """A tile and its finished responses (the gzip-encoded one made on first demand)."""
+    """A tile and its finished responses (the 304 and the gzip-encoded one made on first demand)."""
 
-    __slots__ = ("data", "max_age", "etag", "plain", "not_modified", "_gzipped")
+    __slots__ = ("data", "max_age", "etag", "plain", "_not_modified", "_gzipped")
 
     def __init__(self, data: bytes, max_age: int):
         from gridserver.maps.routes import tile_response  # the one home of the tile headers
@@ -48,9 +48,16 @@ class Entry:
         self.data, self.max_age = data, max_age
         self.plain: Raw = _raw(tile_response(data, max_age))  # 200 identity, or 204 when empty
         self.etag: str | None = dict(self.plain[1])[b"etag"].decode("latin-1") if data else None
-        self.not_modified: Raw | None = (_raw(tile_response(data, max_age, if_none_match=self.etag))
-                                         if data else None)
+        self._not_modified: Raw | None = None
         self._gzipped: Raw | None = None
+
+    def not_modified(self) -> Raw:
+        """304 for a matching If-None-Match (made on first demand)."""
+        if self._not_modified is None:
+            from gridserver.maps.routes import tile_response
+
+            self._not_modified = _raw(tile_response(self.data, self.max_age, if_none_match=self.etag))
+        return self._not_modified
 
     def gzipped(self) -> Raw:
         """200 gzip-encoded (the plain response when the tile is too small to be compressed)."""
@@ -65,7 +72,7 @@ class Entry:
         if self.etag is None:
             return self.plain
         if if_none_match and self.etag in [t.strip() for t in if_none_match.split(",")]:
-            return self.not_modified
+            return self.not_modified()
         if accept_encoding and len(self.data) >= _gzip_min():
             from gridserver.maps.routes import _accepts_gzip
 
