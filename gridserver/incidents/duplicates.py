@@ -58,11 +58,12 @@ CANDIDATES_SQL = f"""
            EXTRACT(EPOCH FROM (:at - i.created_at)) / 3600.0 AS hours,
            (SELECT a.id FROM incident_attachments a WHERE a.incident_id = i.id
              AND a.content_type LIKE 'image/%' ORDER BY a.id LIMIT 1) AS photo
-    FROM incidents i
+    FROM (SELECT * FROM incidents i  -- the open reports around the point first (index incidents_open_geom):
+          WHERE ST_DWithin(i.geom, ST_SetSRID(ST_MakePoint(:lon, :lat), 4326), :dup_deg)
+            AND i.status NOT IN ('closed', 'rated', 'merged')
+          OFFSET 0) i                -- not every report of the category city-wide in the window
     WHERE i.category = :category AND i.id <> :exclude
-      AND i.status NOT IN ('closed', 'rated', 'merged')
       AND i.created_at BETWEEN :at - make_interval(hours => {int(WINDOW_H)}) AND :at + make_interval(hours => 1)
-      AND ST_DWithin(i.geom, ST_SetSRID(ST_MakePoint(:lon, :lat), 4326), :dup_deg)
 """
 _CANDIDATES = text(CANDIDATES_SQL)
 
