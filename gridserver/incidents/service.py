@@ -10,8 +10,8 @@ Who may read (get/list) — every read needs a token:
   * admin/analyst without scope: everything; any other staff role: incidents whose grid lies in
     their scope (a report in no grid: the area kept around it); citizen: only their own reports.
 
-Intake also routes the report (``routing``), sets its due times (``deadlines``) and writes the first
-event; the later steps are in ``workflow``.
+Intake (``create_incident`` → ``intake.create``, two statements) also routes the report (``routing``),
+sets its due times (``deadlines``) and writes the first event; the later steps are in ``workflow``.
 """
 
 from __future__ import annotations
@@ -27,13 +27,12 @@ from zoneinfo import ZoneInfo
 import numpy as np
 from sqlalchemy import text
 
-from gridserver.areas.locate import check_lonlat, locate_point
+from gridserver.areas.locate import check_lonlat
 from gridserver.auth.deps import CITYWIDE_ROLES, describe_scope, user_in_scope
 from gridserver.auth.users import User
 from gridserver.errors import Forbidden, InvalidInput, NotFound
 from gridserver.geo.crs import normalize_crs, to_wgs84
-from gridserver.incidents import routing, taxonomy
-from gridserver.incidents.deadlines import add_deadline, load_overrides
+from gridserver.incidents import taxonomy
 
 REPORTER_ROLES = ("admin", "district_operator", "street_operator", "community_operator", "grid_worker",
                   "citizen")
