@@ -30,7 +30,12 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("native.c")
-FLAGS = ["-O3", "-march=native", "-ffast-math", "-shared", "-fPIC"]
+# The parts of -ffast-math the loops need, spelled out: -ffast-math itself (or -funsafe-math-optimizations,
+# -Ofast) makes GCC < 13 link crtfastmath.o into the library, whose constructor sets flush-to-zero /
+# denormals-are-zero for the whole process on load — every later float computation (geometry included)
+# would then lose subnormals. tests/address/test_parser_native.py guards this.
+FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-ffinite-math-only",
+         "-fno-signed-zeros", "-fassociative-math", "-freciprocal-math", "-shared", "-fPIC"]
 _lock = threading.Lock()
 _lib: list = []  # [CDLL or None] once decided
 
