@@ -4,6 +4,7 @@ inside intake's own statement; a calendar change made by another process reaches
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -149,3 +150,45 @@ def test_a_calendar_change_in_another_process_reaches_the_next_report(http, auth
     day = [datetime.fromisoformat(x["created_at"]).astimezone(LOCAL_TZ).date() for x in (first, third)]
     if day[0] == day[1]:  # (unless the run crossed midnight)
         assert back == due  # the override deleted (again by another connection): seen at once
+
+
+class _Counting:
+    """A psycopg connection that counts the statements sent through it (round trips)."""
+
+    def __init__(self, conn):
+        self._conn, self.statements = conn, []
+
+    def execute(self, query, params=None):
+        self.statements.append(query)
+        return self._conn.execute(query, params)
+
+    def __getattr__(self, name):
+        return getattr(self._conn, name)
+
+
+def test_a_report_costs_two_statements_and_a_keyed_retry_one(db_conninfo, engine, make_user, small_city):
+    import psycopg
+
+    from gridserver.db.idempotency import Idempotency
+    from gridserver.incidents import intake
+    from gridserver.incidents.schemas import IncidentIn
+
+    citizen = make_user("citizen")
+    with engine.connect() as c:
+        version = c.execute(text("SELECT token_version FROM users WHERE username = :u"),
+                            {"u": citizen["username"]}).scalar()
+    body = IncidentIn(lon=113.255, lat=23.146, category="city_appearance_01", description="往返 round trips")
+    with psycopg.connect(db_conninfo, autocommit=True) as raw:
+        conn = _Counting(raw)
+        intake.create(conn, body, claims=(citizen["username"], version))  # warms the taxonomy/calendar caches
+        conn.statements.clear()
+        out = intake.create(conn, body, claims=(citizen["username"], version))
+        assert out["id"] and len(conn.statements) == 2  # context + write (token check, locate, … inside)
+        idem = Idempotency(key=uuid.uuid4().hex, endpoint="POST /api/v1/incidents", request_hash="h", client="t")
+        conn.statements.clear()
+        first = intake.create(conn, body, claims=(citizen["username"], version), idem=idem)
+        assert first.status_code == 201 and len(conn.statements) == 2  # the answer stored by the write itself
+        conn.statements.clear()
+        again = intake.create(conn, body, claims=(citizen["username"], version), idem=idem)
+        assert json.loads(again.body) == json.loads(first.body) and again.headers["Idempotent-Replayed"] == "true"
+        assert len(conn.statements) == 1  # replayed from the context statement
