@@ -84,13 +84,14 @@ def _lexicon(items: Sequence[Tokenised], encode, extra: dict | None = None) -> L
     return Lexicon.build(entries, extra)
 
 
-def division_entries(encode) -> list[tuple[list[int], int]]:
+def division_entries(encode, levels=True) -> list[tuple[list[int], int]]:
     """China's administrative divisions (:mod:`.gazetteer`) as gazetteer entries over the tagger's
-    vocabulary; a name with a character the vocabulary lacks is left out (it could never match)."""
-    from gridserver.address.parser.gazetteer import admin_divisions
+    vocabulary; a name with a character the vocabulary lacks is left out (it could never match).
+    ``levels``: True for all, or a list of the levels to use (e.g. without ``community``)."""
+    from gridserver.address.parser.gazetteer import LEVELS, admin_divisions
 
     out = []
-    for name, typ in admin_divisions():
+    for name, typ in admin_divisions(LEVELS if levels is True else tuple(levels)):
         ids = encode(tokenize(name)[0])
         if 1 not in ids:  # UNK
             out.append((ids, _TYPE_INDEX[typ]))
@@ -263,7 +264,7 @@ def train_neural(corpus_dir: Path, out: Path | None, params: dict | None = None,
     say = progress or (lambda stage, frac: None)
     t0 = time.perf_counter()
     train_ex, dev_ex, items, base = _read_training_data(Path(corpus_dir), say)
-    extra = Lexicon.accumulate(division_entries(base.encode)) if p.get("gazetteer") else None
+    extra = Lexicon.accumulate(division_entries(base.encode, p["gazetteer"])) if p.get("gazetteer") else None
     crf = fit_crf(items, base.vocab_list, p, say, 0.01, 0.3, extra) if p.get("crf_weight") else None
     start = 0.3 if crf is not None else 0.01
     vocab = base.vocab_list
@@ -323,7 +324,7 @@ def train_crf(corpus_dir: Path, out: Path | None, params: dict | None = None,
     vocab = base.vocab_list
     encode = base.encode
 
-    extra = Lexicon.accumulate(division_entries(encode)) if params.get("gazetteer") else None
+    extra = Lexicon.accumulate(division_entries(encode, params["gazetteer"])) if params.get("gazetteer") else None
     crf = fit_crf(items, vocab, params, say, 0.0, 0.97, extra)
     featurizer = Featurizer(vocab, _lexicon(items, encode, extra))
     model = AddressModel(featurizer, crf, meta={"params": params, "trained_on": "train.txt", "n_train": len(items)})
