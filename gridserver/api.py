@@ -66,4 +66,12 @@ def create_app() -> FastAPI:
     def healthz():
         return {"status": "ok", "version": __version__}
 
+    # What is built by now (modules, routes, schemas: ~215k objects) lives as long as the process: keep
+    # it out of the cyclic collector's scans, so a full collection walks only what requests create
+    # (intake under load: a gen-2 collection 75-100 ms of CPU, stalling every request of the process,
+    # became ~5 ms; it was the p99 tail).
+    import gc
+
+    gc.collect()
+    gc.freeze()
     return app
