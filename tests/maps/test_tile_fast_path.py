@@ -18,6 +18,7 @@ import pytest
 from shapely.geometry import box
 
 from conftest import load_areas
+from serving import wait_serving
 
 TMS = morecantile.tms.get("WebMercatorQuad")
 T = morecantile.Tile(13346, 7108, 14)  # over grid 440104001001001
@@ -139,15 +140,7 @@ def test_serve_workers_each_see_an_area_change_within_the_ttl(db_conninfo, small
     grid = dict(small_city[GRID])
     x0, y0, x1, y1 = grid["geom"].bounds
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(base + "/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, "serve --workers 2 did not start"
-            time.sleep(0.2)
+        wait_serving(proc, base, 60, "serve --workers 2")
         children = open(f"/proc/{proc.pid}/task/{proc.pid}/children").read().split()
         assert len(children) >= 2, children  # uvicorn's supervisor and its worker processes
         before = fetch_all()

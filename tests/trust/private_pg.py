@@ -14,13 +14,13 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import httpx
 
 from gridserver.db import embedded
 from gridserver.settings import Settings
+from serving import wait_serving
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -92,16 +92,7 @@ class AppServer:
              "--port", str(self.port), "--log-level", "warning", "--no-access-log"]
             + (["--workers", str(workers)] if workers > 1 else []),
             cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(self.base + "/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"app server did not start: {(home / 'server.log').read_text()[-2000:]}")
-            time.sleep(0.1)
+        wait_serving(self.proc, self.base, 60, "app server", log=(home / "server.log").read_text, every=0.1)
 
     def stop(self) -> None:
         self.proc.terminate()

@@ -9,7 +9,6 @@ import secrets
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from sqlalchemy import text
 from gridserver.auth import ratelimit
 from gridserver.auth.users import create_user
 from gridserver.settings import get_settings
+from serving import wait_serving
 
 ROOT = Path(__file__).resolve().parents[2]
 LIMIT = 6
@@ -63,15 +63,7 @@ def second_server(db_conninfo):
     proc = subprocess.Popen([sys.executable, "-m", "gridserver.cli", "serve", "--port", str(port)], cwd=ROOT,
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            if httpx.get(base + "/healthz", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert proc.poll() is None and time.monotonic() < deadline, "serve did not start"
-        time.sleep(0.3)
+    wait_serving(proc, base, 90)
     try:
         with httpx.Client(base_url=base, timeout=60) as client:
             yield client

@@ -13,11 +13,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
+from serving import wait_serving
 
 ROOT = Path(__file__).resolve().parents[2]
 GRIDSERVER = [sys.executable, "-m", "gridserver.cli"]
@@ -70,15 +70,7 @@ def test_serve_starts_with_a_strong_secret_and_logs_no_query_strings(db_conninfo
                                      COLUMNS="300"))
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(base + "/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, "serve did not start"
-            time.sleep(0.2)
+        wait_serving(proc, base, 60)
         httpx.get(base + "/api/v1/address/geocode", params={"q": "越秀区中山四路13号张三家"}, timeout=30)
         httpx.get(base + "/api/v1/locate?lon=113.26&lat=23.13&crs=wgs84", timeout=30)
     finally:
