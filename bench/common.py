@@ -141,3 +141,29 @@ def wrk_rate(base: str, paths: list[str], connections: int, seconds: float = 3.0
     if r.returncode != 0 or "Non-2xx" in r.stdout:
         raise RuntimeError(f"wrk against {base}: {r.stdout.strip()} {r.stderr.strip()}")
     return float(re.search(r"Requests/sec:\s+([\d.]+)", r.stdout).group(1))
+
+
+def wait_healthz(proc, port: int, seconds: float = 60, what: str = "server", log=None, every: float = 0.2,
+                 path: str = "/healthz") -> None:
+    """Poll http://127.0.0.1:PORT + ``path`` until it answers 200; raise RuntimeError (with the tail of the
+    ``log`` file object when given) if ``proc`` exits or ``seconds`` pass first. A loaded 2-core machine
+    takes long to import everything: give generous ``seconds``."""
+    import http.client
+    import time
+
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            c.request("GET", path)
+            if c.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            tail = ""
+            if log is not None:
+                log.seek(0)
+                tail = ":\n" + log.read()[-2000:]
+            raise RuntimeError(f"{what} did not start{tail}")
+        time.sleep(every)

@@ -232,18 +232,10 @@ def start_cli_server(db_url: str, workers: int, tree: str | None = None):
     proc = subprocess.Popen(cmd, env=env, cwd=tree or ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     base = f"http://127.0.0.1:{port}"
-    import httpx
+    from common import wait_healthz
 
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            if httpx.get(base + "/healthz", timeout=2).status_code == 200:
-                return proc, base
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"gridserver serve ({tree or 'this tree'}) did not start")
-        time.sleep(0.3)
+    wait_healthz(proc, port, 90, f"gridserver serve ({tree or 'this tree'})", every=0.3)
+    return proc, base
 
 
 def stop_server(proc) -> None:

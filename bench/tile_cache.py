@@ -33,7 +33,7 @@ import shapely
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from common import emit, scratch_database, voronoi_split, wrk_rate  # noqa: E402  (bench/common.py)
+from common import emit, scratch_database, voronoi_split, wait_healthz, wrk_rate  # noqa: E402  (bench/common.py)
 
 ZOOMS = (14, 15, 16)
 LAYERS = ("grids", "communities")
@@ -178,20 +178,12 @@ def start(env: dict, workers: int) -> tuple[subprocess.Popen, int]:
     log = tempfile.TemporaryFile(mode="w+")
     proc = subprocess.Popen([sys.executable, "-m", "gridserver.cli", "serve", "--port", str(port), "--workers",
                              str(workers), "--no-access-log"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 180  # a loaded 2-core machine takes long to import everything
-    while True:
-        try:
-            c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            c.request("GET", "/healthz")
-            if c.getresponse().status == 200:
-                return proc, port
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.terminate()
-            log.seek(0)
-            raise SystemExit(f"gridserver serve did not start:\n{log.read()[-2000:]}")
-        time.sleep(0.2)
+    try:
+        wait_healthz(proc, port, 180, "gridserver serve", log=log)
+    except RuntimeError as exc:
+        proc.terminate()
+        raise SystemExit(str(exc)) from None
+    return proc, port
 
 
 if __name__ == "__main__":

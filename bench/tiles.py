@@ -43,7 +43,7 @@ from datetime import timedelta
 import numpy as np
 import shapely
 from fastapi import Request  # module level: the async handler's annotation must resolve
-from common import admin_url, machine, voronoi_split, wrk_rate  # bench/common.py (the script directory is on sys.path)
+from common import admin_url, machine, voronoi_split, wait_healthz, wrk_rate  # bench/common.py (the script directory is on sys.path)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -217,20 +217,8 @@ def start_server(mode: str, db_url: str) -> tuple[subprocess.Popen, str]:
     env = dict(os.environ, DATABASE_URL=db_url)
     proc = subprocess.Popen([sys.executable, __file__, "--serve", mode, "--port", str(port)], env=env, cwd=ROOT)
     base = f"http://127.0.0.1:{port}"
-    import http.client
-
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            c.request("GET", "/healthz")
-            if c.getresponse().status == 200:
-                return proc, base
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"{mode} server did not start")
-        time.sleep(0.2)
+    wait_healthz(proc, port, 120, f"{mode} server")
+    return proc, base
 
 
 def serve(mode: str, port: int) -> None:
@@ -382,22 +370,13 @@ def start_tipg(py: str, conninfo: str) -> tuple[subprocess.Popen, str]:
                TIPG_DB_SPATIAL_EXTENT="false", TIPG_DB_DATETIME_EXTENT="false", TIPG_DEBUG="false")
     proc = subprocess.Popen([py, "-m", "uvicorn", "tipg.main:app", "--host", "127.0.0.1", "--port", str(port),
                              "--log-level", "warning", "--no-access-log"], env=env, cwd=ROOT)
-    import http.client
-
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-            c.request("GET", f"/collections/public.{TIPG_VIEW}")
-            status = c.getresponse().status
-            if status == 200:
-                return proc, f"http://127.0.0.1:{port}"
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.terminate()
-            raise RuntimeError("tipg did not start (or does not publish the grids view)")
-        time.sleep(0.3)
+    try:
+        wait_healthz(proc, port, 120, "tipg (or it does not publish the grids view)", every=0.3,
+                     path=f"/collections/public.{TIPG_VIEW}")
+    except RuntimeError:
+        proc.terminate()
+        raise
+    return proc, f"http://127.0.0.1:{port}"
 
 
 def fetch_fn(base: str, path, sizes: dict | None = None):

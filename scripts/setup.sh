@@ -24,6 +24,7 @@ fc-list 2>/dev/null | grep -qiE "wenquanyi|noto sans cjk|droid sans fallback" ||
 command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 command -v runuser >/dev/null 2>&1 || missing+=(util-linux)
 command -v ogr2ogr >/dev/null 2>&1 || missing+=(gdal-bin)  # OGC API client (OAPIF) in tests/analytics
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)  # C load generator for bench/tiles.py and bench/tile_cache.py (make bench)
 python3 -c "import venv, ensurepip" >/dev/null 2>&1 || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
