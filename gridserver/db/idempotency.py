@@ -73,6 +73,12 @@ idempotency_keys = Table(
 )
 
 
+def limit_key_body(request: Request) -> None:
+    """Cap a body that is read for an ``Idempotency-Key`` at ``MAX_BODY_BYTES`` (413 ``body_too_large``
+    while it streams in): for this helper's own read, and for a route that reads the raw body first."""
+    limit_request_body(request, MAX_BODY_BYTES, what=f"request body (read for {HEADER})")
+
+
 async def _fingerprint(request: Request) -> str:
     """sha256 of method, path and body: JSON compared after parsing, forms by their parsed fields
     (never the raw multipart bytes, whose boundary changes on every retry): each field's name and
@@ -84,7 +90,7 @@ async def _fingerprint(request: Request) -> str:
     for part in (request.method.encode(), b"\0", request.url.path.encode(), b"\0"):
         h.update(part)
     if not hasattr(request, "_body") and getattr(request, "_form", None) is None:
-        limit_request_body(request, MAX_BODY_BYTES, what=f"request body (read for {HEADER})")
+        limit_key_body(request)
     ctype = request.headers.get("content-type", "").lower()
     if ctype.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
         form = await request.form()  # usually already parsed (and cached) by FastAPI for the route

@@ -57,7 +57,7 @@ from gridserver.db.engine import get_session
 from gridserver.db.idempotency import Idempotency, idempotency
 from gridserver.errors import GridserverError, _database_error
 from gridserver.incidents import taxonomy, workflow
-from gridserver.limits import BodyTooLarge, LimitedBodyRoute, limit_request_body, max_body
+from gridserver.limits import BodyTooLarge, LimitedBodyRoute, max_body
 
 router = APIRouter(prefix="/open311/v2", tags=["Open311 GeoReport v2"], route_class=LimitedBodyRoute)
 
@@ -453,7 +453,7 @@ async def _raw_body(request: Request) -> bytes:
     """The POST body as sent, read before the Idempotency-Key helper (which would parse it with
     Starlette's form parser and keep no bytes), under the route's limit and, with a key, the helper's."""
     if request.headers.get(idem_mod.HEADER) is not None:
-        limit_request_body(request, idem_mod.MAX_BODY_BYTES, what=f"request body (read for {idem_mod.HEADER})")
+        idem_mod.limit_key_body(request)
     return await request.body()
 
 
