@@ -209,8 +209,9 @@ def test_crf_only_tagger_trains_and_loads(tmp_path):
 
 
 @pytest.mark.parametrize("extra", [{"rep": True, "direct": True, "layers": 1, "dict": False},
-                                   {"layers": 2, "dict": True}],
-                         ids=["repeats+direct", "two-layers+dictionary"])
+                                   {"layers": 2, "dict": True},
+                                   {"layers": 2, "dict": True, "pretrained": True}],
+                         ids=["repeats+direct", "two-layers+dictionary", "pre-trained-vectors"])
 def test_numpy_lstm_matches_torch(tmp_path, extra):
     """The numpy BiLSTM-CRF (padded, length-sorted batches) tags exactly like the torch network it came from,
     with every input path and a stacked second layer."""
@@ -232,8 +233,12 @@ def test_numpy_lstm_matches_torch(tmp_path, extra):
     dictionary = Lexicon.build([(s[k:k + 2 + k % 3], k % 5) for s in seqs[50:] for k in range(0, len(s) - 4, 3)]) \
         if extra.get("dict") else None
     p = {**T.DEFAULT_NN, "hidden": 24, **extra}
+    P = None
+    if p["pretrained"]:  # frozen vectors; the last 20 characters play those never seen in training
+        P = np.random.default_rng(0).normal(size=(feat.V, 128)).astype(np.float32)
+        p["v_trained"] = feat.V - 20
     torch.manual_seed(0)
-    net = T.build_net(torch, feat.V, len(keys), p, len(tri))
+    net = T.build_net(torch, feat.V, len(keys), p, len(tri), P)
     with torch.no_grad():  # a random but non-trivial network: make the CRF transitions matter too
         net.trans.normal_(0, 1.0)
         net.out.weight.mul_(5)
@@ -243,6 +248,10 @@ def test_numpy_lstm_matches_torch(tmp_path, extra):
         if p.get("dict"):  # make the dictionary inputs count
             net.lstm.weight_ih_l0[:, -T.N_DICT:].normal_(0, 2.0)
     arrays = T.export(net)
+    if P is not None:  # exported as one embedding: vectors first, the untrained rows carry UNK's trained part
+        assert arrays["emb_c"].shape == (feat.V, 128 + p["emb_c"])
+        assert np.array_equal(arrays["emb_c"][:, :128], P)
+        assert (arrays["emb_c"][-20:, 128:] == arrays["emb_c"][1, 128:]).all()
     enc = T.encode(seqs, None, lex, keys, feat.V, tri, dictionary)
     want = T.torch_tags(arrays, feat.V, len(keys), p, enc, len(tri))
     tagger = NeuralTagger(feat.V, keys, lex, [arrays], tri, dictionary)

@@ -130,9 +130,9 @@ class Member:
         perm = np.r_[0:2 * H, 3 * H:4 * H, 2 * H:3 * H]
         gated = {k for k in a if k[:4] in ("w_ih", "w_hh", "b_ih", "b_hh")}
         f32 = lambda k: np.ascontiguousarray(a[k][perm] if k in gated else a[k], dtype=np.float32)  # noqa: E731
-        self.emb_c, self.emb_b = f32("emb_c"), f32("emb_b")
+        emb_c, emb_b = f32("emb_c"), f32("emb_b")  # only their projections below are kept
         self.H = H
-        dc = self.emb_c.shape[1]
+        dc = emb_c.shape[1]
         # Input weights of both directions side by side: (in, 8H).
         W = np.concatenate([f32("w_ih_f"), f32("w_ih_b")], axis=0).T
         bias = np.concatenate([f32("b_ih_f") + f32("b_hh_f"), f32("b_ih_b") + f32("b_hh_b")])
@@ -147,12 +147,12 @@ class Member:
         # past NB: a character whose left bigram is unknown), a second (NB + 1, 8H) the right
         # bigram; the bias rides along. A lookup costs far less than the matmul it replaces
         # (~35 MB per table for 11k bigrams and H = 96). Each direction gets its own contiguous half.
-        proj_c = self.emb_c @ W[:dc] + bias
-        db = self.emb_b.shape[1]
-        proj_bl = self.emb_b @ W[dc:dc + db]
-        proj_br = self.emb_b @ W[dc + db:dc + 2 * db]
-        if len(bigram_keys) + 1 != len(self.emb_b):
-            raise ValueError(f"{len(self.emb_b)} bigram embeddings for {len(bigram_keys)} bigram keys (+1 unknown)")
+        proj_c = emb_c @ W[:dc] + bias
+        db = emb_b.shape[1]
+        proj_bl = emb_b @ W[dc:dc + db]
+        proj_br = emb_b @ W[dc + db:dc + 2 * db]
+        if len(bigram_keys) + 1 != len(emb_b):
+            raise ValueError(f"{len(emb_b)} bigram embeddings for {len(bigram_keys)} bigram keys (+1 unknown)")
         cur = np.asarray(bigram_keys, np.int64) % V
         left = np.concatenate([proj_bl[:1], proj_bl[1:] + proj_c[cur], proj_c + proj_bl[0]])
         self.tables = [(np.ascontiguousarray(left[:, d * 4 * self.H:(d + 1) * 4 * self.H]),

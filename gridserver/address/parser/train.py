@@ -264,6 +264,16 @@ def train_neural(corpus_dir: Path, out: Path | None, params: dict | None = None,
     say = progress or (lambda stage, frac: None)
     t0 = time.perf_counter()
     train_ex, dev_ex, items, base = _read_training_data(Path(corpus_dir), say)
+    P = None
+    if p.get("pretrained"):
+        # pre-trained character vectors (:mod:`.pretrained`): the vocabulary grows by the Chinese
+        # characters they know and training lacks, so those are no longer unknown at run time
+        from gridserver.address.parser import pretrained as PT
+
+        vectors = PT.lac_char_vectors()
+        p["v_trained"] = base.V
+        base = Featurizer(base.vocab_list + PT.extra_chars(base.vocab_list, vectors), Lexicon.build([]))
+        P = PT.char_matrix(base.vocab_list, vectors)
     extra = Lexicon.accumulate(division_entries(base.encode, p["gazetteer"])) if p.get("gazetteer") else None
     crf = fit_crf(items, base.vocab_list, p, say, 0.01, 0.3, extra) if p.get("crf_weight") else None
     start = 0.3 if crf is not None else 0.01
@@ -300,7 +310,7 @@ def train_neural(corpus_dir: Path, out: Path | None, params: dict | None = None,
         lo = start + 0.04 + (0.94 - start) * k / len(seeds)
         hi = start + 0.04 + (0.94 - start) * (k + 1) / len(seeds)
         arrays, _, best_epoch = T.fit_member(enc, V, len(bigram_keys), p, seed, evaluate, say, lo, hi,
-                                             NT=len(trigram_keys))
+                                             NT=len(trigram_keys), P=P)
         # stored as float16: round now so the dev score below is the saved model's score
         members.append({name: a.astype(np.float16) for name, a in arrays.items()})
         epochs.append(best_epoch + 1)

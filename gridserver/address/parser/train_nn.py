@@ -29,7 +29,7 @@ from gridserver.address.parser.neural import (DICT_CLASSES, N_DICT, N_LEX, N_REP
 DEFAULT_NN = {"emb_c": 100, "emb_b": 50, "hidden": 64, "layers": 2, "dict": True, "crf_weight": 0.3,
               "dropout": 0.4, "lr": 2e-3, "epochs": 20, "batch": 32, "min_bigram": 2, "unk_p": 0.03,
               "lr_decay": 0.95, "swa_start": 5, "rep": False, "direct": False, "direct_dropout": 0.3, "fgm": 0.0,
-              "lm": 0.0, "seeds": [4], "gazetteer": False}
+              "lm": 0.0, "seeds": [4], "gazetteer": False, "pretrained": False}
 
 
 def require_torch():
@@ -115,7 +115,10 @@ def encode(seqs: Sequence[Sequence[int]], labels: Sequence[Sequence[int]] | None
     return out
 
 
-def build_net(torch, V: int, NB: int, p: dict, NT: int = 0):
+def build_net(torch, V: int, NB: int, p: dict, NT: int = 0, P: np.ndarray | None = None):
+    """The torch network. With ``p["pretrained"]`` a frozen table of pre-trained character vectors
+    (``P``, (V, 128); zeros when not given) is read beside the trained character embedding: both are
+    exported as one ``emb_c`` (pre-trained columns first), so run time sees one embedding."""
     nn = torch.nn
     L = len(LABELS)
     allowed, start = bio_masks()
@@ -124,11 +127,18 @@ def build_net(torch, V: int, NB: int, p: dict, NT: int = 0):
         def __init__(self):
             super().__init__()
             self.emb_c = nn.Embedding(V, p["emb_c"])
+            self.emb_p = None
+            n_p = 0
+            if p.get("pretrained"):
+                W = torch.tensor(P if P is not None else np.zeros((V, 128), np.float32))
+                self.emb_p = nn.Embedding.from_pretrained(W, freeze=True)
+                n_p = W.shape[1]
+                self.v_trained = int(p.get("v_trained") or V)  # rows past this were never in a training batch
             self.emb_b = nn.Embedding(NB + 1, p["emb_b"])
             self.drop = nn.Dropout(p["dropout"])
             self.n_rep = N_REP if p.get("rep") else 0
             self.n_dict = N_DICT if p.get("dict") else 0
-            self.lstm = nn.LSTM(p["emb_c"] + 2 * p["emb_b"] + N_LEX + self.n_dict + self.n_rep, p["hidden"],
+            self.lstm = nn.LSTM(n_p + p["emb_c"] + 2 * p["emb_b"] + N_LEX + self.n_dict + self.n_rep, p["hidden"],
                                 batch_first=True,
                                 bidirectional=True, num_layers=p.get("layers", 1),
                                 dropout=p["dropout"] if p.get("layers", 1) > 1 else 0.0)
@@ -153,8 +163,10 @@ def build_net(torch, V: int, NB: int, p: dict, NT: int = 0):
             self.register_buffer("mask_t", torch.tensor(np.where(allowed, 0.0, -1e4), dtype=torch.float32))
             self.register_buffer("mask_s", torch.tensor(np.where(start, 0.0, -1e4), dtype=torch.float32))
 
-        def emissions(self, ids, bl, br, lex, rep, tri, lengths):
+        def emissions(self, ids, bl, br, lex, rep, tri, lengths, raw=None):
             parts = [self.emb_c(ids), self.emb_b(bl), self.emb_b(br), lex]
+            if self.emb_p is not None:  # pre-trained vectors of the characters as written (no dropout)
+                parts.insert(0, self.emb_p(raw if raw is not None else ids))
             if self.n_rep:
                 parts.append(((rep[..., None] >> torch.arange(self.n_rep)) & 1).float())
             x = torch.cat(parts, dim=-1)
@@ -216,13 +228,15 @@ def _batch(torch, items: Sequence[Encoded], unk_p: float = 0.0, rng=None):
         ids[r, :k], bl[r, :k], br[r, :k], lex[r, :k], y[r, :k], mask[r, :k] = it.ids, it.bl, it.br, it.lex, it.y, 1
         rep[r, :k] = it.rep
         tri[r, :k] = it.tri
+    raw = ids
     if unk_p and rng is not None:
         # character dropout: some known characters become UNK so the tagger learns to cope with new ones
+        # (their pre-trained vectors, if any, stay: at run time a new character still has its vector)
         drop = (rng.random((b, n)) < unk_p) & (ids > 1)
         ids = np.where(drop, 1, ids)
     lengths = torch.tensor(mask.sum(1).astype(np.int64))
     T = torch.from_numpy
-    return T(ids), T(bl), T(br), T(lex), T(rep), T(tri), T(y), T(mask), lengths
+    return T(ids), T(bl), T(br), T(lex), T(rep), T(tri), T(y), T(mask), lengths, T(raw)
 
 
 #: torch state-dict names of stacked LSTM layers 2..8 → the names :class:`.neural.Member` reads
@@ -236,7 +250,14 @@ _UPPER_LAYERS = {f"lstm.{w}_l{n - 1}{r}": f"{k}{n}" for n in range(2, 9)
 def export(net) -> dict[str, np.ndarray]:
     """The trained weights as numpy arrays in the layout :class:`.neural.Member` reads."""
     sd = {k: v.detach().cpu().numpy().astype(np.float32) for k, v in net.state_dict().items()}
-    return {**({"has_dict": np.ones(1, np.float32)} if net.n_dict else {}),"emb_c": sd["emb_c.weight"], "emb_b": sd["emb_b.weight"],
+    emb_c = sd["emb_c.weight"]
+    if net.emb_p is not None:
+        # characters that were never in a training batch (added for their pre-trained vector) get the
+        # trained part of UNK, which is what character dropout taught the tagger for a new character
+        emb_c = emb_c.copy()
+        emb_c[net.v_trained:] = emb_c[1]
+        emb_c = np.concatenate([sd["emb_p.weight"], emb_c], axis=1)
+    return {**({"has_dict": np.ones(1, np.float32)} if net.n_dict else {}), "emb_c": emb_c, "emb_b": sd["emb_b.weight"],
             "w_ih_f": sd["lstm.weight_ih_l0"], "w_hh_f": sd["lstm.weight_hh_l0"],
             "b_ih_f": sd["lstm.bias_ih_l0"], "b_hh_f": sd["lstm.bias_hh_l0"],
             "w_ih_b": sd["lstm.weight_ih_l0_reverse"], "w_hh_b": sd["lstm.weight_hh_l0_reverse"],
@@ -268,7 +289,8 @@ def _adversarial_step(torch, net, eps: float, loss_fn) -> None:
 
 def fit_member(train_items: list[Encoded], V: int, NB: int, p: dict, seed: int,
                evaluate: Callable[[dict], float] | None, say: Callable[[str, float], None],
-               lo: float, hi: float, threads: int = 2, NT: int = 0) -> tuple[dict, float, int]:
+               lo: float, hi: float, threads: int = 2, NT: int = 0,
+               P: np.ndarray | None = None) -> tuple[dict, float, int]:
     """Train one member; keep the weights of the epoch with the best ``evaluate`` score (dev F1).
 
     With ``p["swa_start"]`` set, the running average of the weights of the epochs from there on is a
@@ -279,8 +301,8 @@ def fit_member(train_items: list[Encoded], V: int, NB: int, p: dict, seed: int,
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    net = build_net(torch, V, NB, p, NT)
-    opt = torch.optim.Adam(net.parameters(), lr=p["lr"])
+    net = build_net(torch, V, NB, p, NT, P)
+    opt = torch.optim.Adam([w for w in net.parameters() if w.requires_grad], lr=p["lr"])
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=p.get("lr_decay", 1.0))
     # batches of similar length: less padding, fewer wasted CRF steps
     order = sorted(range(len(train_items)), key=lambda i: (len(train_items[i].ids), i))
@@ -294,17 +316,17 @@ def fit_member(train_items: list[Encoded], V: int, NB: int, p: dict, seed: int,
     for epoch in range(epochs):
         net.train()
         for bi in rng.permutation(len(batches)):
-            ids, bl, br, lex, rep, tri, y, mask, lengths = _batch(torch, [train_items[i] for i in batches[bi]],
-                                                                  p["unk_p"], rng)
-            E = net.emissions(ids, bl, br, lex, rep, tri, lengths)
+            ids, bl, br, lex, rep, tri, y, mask, lengths, raw = _batch(
+                torch, [train_items[i] for i in batches[bi]], p["unk_p"], rng)
+            E = net.emissions(ids, bl, br, lex, rep, tri, lengths, raw)
             loss = net.nll(E, y, mask)
             if net.lm:
                 loss = loss + net.lm * net.lm_loss(ids, mask)
             opt.zero_grad()
             loss.backward()
             if fgm:
-                _adversarial_step(torch, net, fgm, lambda: net.nll(net.emissions(ids, bl, br, lex, rep, tri, lengths),
-                                                                   y, mask))
+                _adversarial_step(torch, net, fgm, lambda: net.nll(
+                    net.emissions(ids, bl, br, lex, rep, tri, lengths, raw), y, mask))
             torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
             opt.step()
         sched.step()
@@ -343,6 +365,9 @@ def torch_tags(net_arrays: dict, V: int, NB: int, p: dict, items: Sequence[Encod
     for k, v in m.items():
         if k in sd:
             sd[k] = torch.tensor(np.asarray(net_arrays[v], np.float32))
+    if "emb_p.weight" in sd:  # the exported emb_c holds the pre-trained columns first
+        n_p = sd["emb_p.weight"].shape[1]
+        sd["emb_p.weight"], sd["emb_c.weight"] = sd["emb_c.weight"][:, :n_p], sd["emb_c.weight"][:, n_p:]
     net.load_state_dict(sd)
     net.eval()
     from gridserver.address.parser.neural import NeuralTagger
@@ -351,7 +376,7 @@ def torch_tags(net_arrays: dict, V: int, NB: int, p: dict, items: Sequence[Encod
     out = []
     with torch.no_grad():
         for it in items:
-            ids, bl, br, lex, rep, tri, y, mask, lengths = _batch(torch, [it])
-            E = net.emissions(ids, bl, br, lex, rep, tri, lengths).numpy()
+            ids, bl, br, lex, rep, tri, y, mask, lengths, raw = _batch(torch, [it])
+            E = net.emissions(ids, bl, br, lex, rep, tri, lengths, raw).numpy()
             out.append(dummy.viterbi(E, np.array([len(it.ids)]))[0].tolist())
     return out
