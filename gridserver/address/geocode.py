@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 
 from sqlalchemy import text
@@ -22,6 +23,8 @@ from gridserver.areas.locate import to_storage
 from gridserver.errors import InvalidInput, NotFound
 
 LEVEL_DROP_FACTOR = 0.7
+#: What may stand between a road and its house number: 中山四路,13号 / 中山四路第13号.
+_SEPARATORS = re.compile(r"^[\s,，、:：;；\-—]*第?")
 _cache: dict = {}
 _lock = threading.Lock()
 
@@ -64,7 +67,7 @@ def geocode(conn, q: str) -> dict:
         return _answer(a, q, (m.score or 0) / 100.0, m.method, a["level"])
     _refuse_if_ambiguous(q, m)
     # Not the full address: the deepest level of it that the base has.
-    if m.key:
+    if m.key and _numbers_follow_road(m):
         chain = ancestor_keys(m.key)[:-1]
         base_conf = 0.88 if m.parts and m.parts.road_how == "fuzzy" else 1.0
         for dropped, (level, key) in enumerate(reversed(chain), start=1):
@@ -78,6 +81,18 @@ def geocode(conn, q: str) -> dict:
                 return _answer(a, q, base_conf * LEVEL_DROP_FACTOR ** dropped, "partial", level)
     # (the matcher's review candidate is not an answer: it may be the neighbouring house of a digit typo)
     raise NotFound(f"cannot geocode {q!r}: {m.reason or 'no standard address matches'}")
+
+
+def _numbers_follow_road(m) -> bool:
+    """True when the road's spelling in the text is followed by the numbers (or by nothing), so an
+    ancestor of the parsed address is a part of what was written. Words between the road and the
+    numbers (北京路商步行街14号…) may be the rest of a longer road's name (北京路商业步行街) or a lane or
+    estate off it: the numbers that were read need not be on this road, and neither need the address.
+    """
+    if m.parts is None or m.parts.road_end < 0:
+        return True
+    after = _SEPARATORS.sub("", m.normalised[m.parts.road_end:], count=1)
+    return not after or after[0].isdigit()
 
 
 def _refuse_if_ambiguous(q: str, m) -> None:

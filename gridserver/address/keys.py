@@ -71,6 +71,9 @@ class AddressParts:
     road_how: str = ""          # how the road was resolved: exact / alias / substring / fuzzy / unknown / none
     road_score: float = 100.0
     road_end: int = -1          # where the road's spelling ends in the normalised text (-1: not found)
+    #: the spelling a fuzzy road was corrected from: the parser's road, or the longer span it was cut
+    #: from (:func:`_span_to`); '' when the parser read no road and it was guessed from the text
+    road_written: str = ""
 
     @property
     def level(self) -> str | None:
@@ -204,11 +207,21 @@ class RoadGazetteer:
             parts.road, parts.road_how = self.canonical(found[0].group(0)), "substring"
             parts.road_end = found[0].end()
             return []
+        tagged = bool(road)
         if not road:  # the tagger found no road: try the words between the areas and the first number
             road = _road_guess(normalised_text, parts.upper)
         if road and self.names:
             hits = process.extract(road, self._spellings, scorer=fuzz.ratio, limit=5,
                                    score_cutoff=self.FUZZY_CUTOFF)
+            # The tagger may have cut the road's first characters off as a place name (广州地一达道 →
+            # poi 广州地 + road 一达道): the whole span from the areas to the road's end is corrected
+            # too, and the closer of the two spellings is the one used.
+            span = _span_to(normalised_text, parts.upper, road) if tagged else road
+            if span != road:
+                span_hits = process.extract(span, self._spellings, scorer=fuzz.ratio, limit=5,
+                                            score_cutoff=self.FUZZY_CUTOFF)
+                if span_hits and (not hits or span_hits[0][1] > hits[0][1]):
+                    road, hits = span, span_hits
             if hits:
                 cands: dict[str, float] = {}
                 for spelling, score, _ in hits:
@@ -217,6 +230,7 @@ class RoadGazetteer:
                 ranked = sorted(cands.items(), key=lambda kv: -kv[1])
                 parts.road_end = _end_of(normalised_text, road)
                 parts.road, parts.road_score, parts.road_how = ranked[0][0], ranked[0][1], "fuzzy"
+                parts.road_written = road if tagged else ""
                 return ranked
         parts.road_how = "unknown" if road else "none"
         return []
@@ -228,6 +242,22 @@ def _road_guess(text: str, upper: dict[str, str]) -> str:
     text = re.sub(r"^(广东省?|广州市?|越秀区?)+", "", text)
     m = re.match(r"^([^\d]{2,12}?)(?=\d)", text)
     return m.group(1) if m else ""
+
+
+def _span_to(text: str, upper: dict[str, str], road: str) -> str:
+    """The text from the end of the last area name written before ``road`` to the end of ``road``
+    (``越秀区广州地一达道12号``, road 一达道 → 广州地一达道); ``road`` itself when it is not in the text
+    or the span would be longer than a road name."""
+    i = text.find(road)
+    if i <= 0:
+        return road
+    start = 0
+    for v in upper.values():
+        j = text.rfind(v, 0, i)
+        if v and j >= 0 and j + len(v) <= i:
+            start = max(start, j + len(v))
+    span = text[start:i + len(road)]
+    return span if len(span) <= 12 and not re.search(r"\d", span) else road
 
 
 def _end_of(text: str, part: str) -> int:

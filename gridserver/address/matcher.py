@@ -129,8 +129,8 @@ def prepare(rows: Sequence[RowIn], gazetteer: RoadGazetteer, areas: AreaNames | 
         if why:
             m.status, m.reason = "rejected", why
             continue
-        written_road = m.parts.road
         m.alternatives = gazetteer.resolve(m.parts, m.normalised)
+        written_road = m.parts.road_written
         if m.parts.road_how == "fuzzy" and written_road:
             m.written_road = written_road
             if len(m.alternatives) >= ROAD_CANDIDATES:  # the gazetteer's list may have been cut short
@@ -217,7 +217,7 @@ def match_rows(conn, rows: Sequence[RowIn], *, gazetteer: RoadGazetteer | None =
     if points:
         _spatial(conn, by_idx)
     _fuzzy_or_new(conn, by_idx)
-    _near_miss_roads(conn, by_idx, gazetteer)
+    _near_miss_roads(conn, by_idx, gazetteer, points)
     conn.execute(text("TRUNCATE tmp_match"))
     for m in matches:
         if not m.status:
@@ -246,13 +246,22 @@ def one_char_longer(gazetteer: RoadGazetteer, road: str) -> list[str]:
     return [r for r in gazetteer.names if len(r) == n + 1 and any(r[:i] + r[i + 1:] == road for i in range(n + 1))]
 
 
-def _near_miss_roads(conn, by_idx, gazetteer: RoadGazetteer) -> None:
+def _near_miss_roads(conn, by_idx, gazetteer: RoadGazetteer, points: dict | None = None) -> None:
     """Rows about to become new addresses (or left unmatched) whose numbers exist on a road one
     character longer: a dropped character is as likely as a new house, so they go to review, and
-    :attr:`Match.near` lists the other road's address (the geocoder answers "ambiguous")."""
+    :attr:`Match.near` lists the other road's address (the geocoder answers "ambiguous").
+
+    The same holds for a row matched by its text (exact, compatible) when the road one
+    character longer has the very same numbers (文德路3号A栋1层 and 文德东路3号A栋1层 both exist): the
+    text cannot tell a correctly written 文德路 from a 文德东路 missing a character, so the match is
+    not made and the row goes to review — unless its point lies within
+    :data:`SPATIAL_RADIUS_M` of the matched address, which confirms it."""
     want: dict[str, list[Match]] = defaultdict(list)
     for m in by_idx.values():
-        if m.status not in ("new", "review") or not m.key or m.parts is None or m.parts.road_how == "fuzzy":
+        if not m.key or m.parts is None or m.parts.road_how == "fuzzy":
+            continue
+        if m.status not in ("new", "review") and not (
+                m.status == "matched" and m.method in ("exact", "compatible")):
             continue
         vals = m.key.split("|")
         for road in one_char_longer(gazetteer, vals[0]):
@@ -261,12 +270,37 @@ def _near_miss_roads(conn, by_idx, gazetteer: RoadGazetteer) -> None:
         return
     rows = conn.execute(text("SELECT match_key, id FROM std_addresses WHERE match_key = ANY(:k) AND status <> 'retired'"),
                         {"k": list(want)}).all()
+    confirmed = _confirmed_by_point(conn, [m for ms in want.values() for m in ms if m.status == "matched"],
+                                    points or {})
     for key, sid in rows:
         for m in want[key]:
+            if m.status == "matched" and m.idx in confirmed:
+                continue
             m.near.append((key.split("|")[0], sid))
-            if m.status == "new":
+            if m.status == "matched":
+                road = key.split("|")[0]
+                m.status, m.method, m.candidate_id, m.address_id = "review", "near-road", m.address_id, None
+                m.score = min(m.score or 0.0, MATCH_THRESHOLD - 1)
+                m.reason = (f"{m.parts.road} has this address, but so has {road}: "
+                            f"a correct {m.parts.road} or a {road} missing a character?")
+            elif m.status == "new":
                 m.status, m.method, m.candidate_id = "review", "near-road", sid
                 m.reason = f"not on {m.parts.road}, but {key.split('|')[0]} has this address: a missing character?"
+
+
+def _confirmed_by_point(conn, matched: list[Match], points: dict) -> set[int]:
+    """Indexes of the matched rows whose point lies within :data:`SPATIAL_RADIUS_M` of the matched address."""
+    todo = [(m.idx, m.address_id, *points[m.idx]) for m in matched if m.idx in points and m.address_id]
+    if not todo:
+        return set()
+    return set(conn.execute(text(
+        """SELECT t.idx FROM unnest(CAST(:i AS int[]), CAST(:a AS bigint[]), CAST(:x AS float8[]), CAST(:y AS float8[]))
+                  AS t(idx, aid, lon, lat)
+           JOIN std_addresses s ON s.id = t.aid
+           WHERE ST_Distance(ST_Transform(s.geom, 4547),
+                             ST_Transform(ST_SetSRID(ST_MakePoint(t.lon, t.lat), 4326), 4547)) <= :r"""),
+        {"i": [t[0] for t in todo], "a": [t[1] for t in todo], "x": [t[2] for t in todo],
+         "y": [t[3] for t in todo], "r": SPATIAL_RADIUS_M}).scalars())
 
 
 def _outside_points(conn, by_idx, areas) -> None:
