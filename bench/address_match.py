@@ -20,7 +20,10 @@ and scores every answer against the truth:
 Prints one table per consumer and a final JSON line. Run (builds a scratch database ``gs_bench_match``
 on DATABASE_URL's server or the embedded one)::
 
-    .venv/bin/python bench/address_match.py [--addresses 300] [--seed 7]
+    .venv/bin/python bench/address_match.py [--addresses 300] [--seed 7] [--show-wrong]
+
+``--show-wrong`` prints every wrong answer (``GEOCODE WRONG`` / ``IMPORT WRONG``: kind, text, point, answer,
+truth) and every geocoder answer that is not the exact address (``geocode miss``).
 """
 
 from __future__ import annotations
