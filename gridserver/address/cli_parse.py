@@ -61,6 +61,11 @@ def train_cmd(
     seed: list[int] = typer.Option(None, "--seed", help="bilstm-crf: one member per seed (repeat for an ensemble)"),
     crf_weight: float = typer.Option(None, "--crf-weight", help="bilstm-crf: weight of the CRF's scores (0 = none)"),
     dictionary: bool = typer.Option(None, "--dict/--no-dict", help="bilstm-crf: jieba dictionary-word features"),
+    pretrained: bool = typer.Option(None, "--pretrained/--no-pretrained",
+                                    help="bilstm-crf: LAC's pre-trained character vectors (downloads its 64 MB "
+                                         "source archive from PyPI once)"),
+    gazetteer: bool = typer.Option(None, "--gazetteer/--no-gazetteer",
+                                   help="China's administrative divisions (jionlp's table) in the gazetteer"),
     c1: float = typer.Option(None, help="crf (also the CRF part of bilstm-crf): L1 regularisation"),
     c2: float = typer.Option(None, help="crf (also the CRF part of bilstm-crf): L2 regularisation"),
     max_iterations: int = typer.Option(None, "--max-iterations", help="crf: L-BFGS iterations"),
@@ -78,7 +83,7 @@ def train_cmd(
         typer.echo(f"错误 error: {corpus_dir / 'train.txt'} not found (use --corpus-dir)", err=True)
         raise typer.Exit(2)
     options = {"tagger": tagger, "epochs": epochs, "hidden": hidden, "layers": layers, "seeds": seed or None,
-               "crf_weight": crf_weight, "dict": dictionary, "c1": c1, "c2": c2, "max_iterations": max_iterations}
+               "crf_weight": crf_weight, "dict": dictionary, "pretrained": pretrained, "gazetteer": gazetteer, "c1": c1, "c2": c2, "max_iterations": max_iterations}
     params = {k: v for k, v in options.items() if v is not None}
     console = Console(stderr=True)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
