@@ -78,7 +78,7 @@ def test_training_with_division_gazetteer(tmp_path, divisions):
     from test_parser import _small_corpus
 
     small = _small_corpus(tmp_path)
-    params = {"epochs": 1, "hidden": 8, "seeds": [1], "crf_weight": 0.0, "dict": False}
+    params = {"epochs": 1, "hidden": 8, "seeds": [1], "crf_weight": 0.0, "dict": False, "pretrained": False}
     train(small, tmp_path / "plain.npz", params)
     _, report = train(small, tmp_path / "gaz.npz", {**params, "gazetteer": True})
     with_gaz = AddressModel.load(tmp_path / "gaz.npz")

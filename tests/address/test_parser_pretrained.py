@@ -44,6 +44,7 @@ def test_vectors_read_from_the_archive(tmp_path, monkeypatch):
     # the tagger's vocabulary: padding, unknown, a shape class, two characters; one LAC does not know
     vocab = ["<PAD>", "<UNK>", "<NUM>", "路", "镇"]
     assert PT.extra_chars(vocab, vec) == ["张", "村"]  # Chinese characters only, sorted
+    assert PT.extra_chars(vocab, vec, limit=1, frequency={"村": 5, "张": 3}) == ["村"]  # the most common first
     P = PT.char_matrix(vocab + ["张", "村"], vec)
     assert P.shape == (7, PT.DIM) and not P[:3].any() and not P[4].any()  # no vector: zeros
     nz = P[[3, 5, 6]]
@@ -73,17 +74,24 @@ def test_training_with_pretrained_vectors(tmp_path, monkeypatch):
     monkeypatch.setattr(PT, "lac_char_vectors", lambda cache=None: vectors)
     params = {"epochs": 1, "hidden": 8, "seeds": [1], "crf_weight": 0.0, "dict": False}
     train(small, tmp_path / "plain.npz", {**params, "pretrained": False})
-    _, report = train(small, tmp_path / "pre.npz", {**params, "pretrained": True})
+    trained, report = train(small, tmp_path / "pre.npz", {**params, "pretrained": True})
     plain, pre = AddressModel.load(tmp_path / "plain.npz"), AddressModel.load(tmp_path / "pre.npz")
     assert report.params["pretrained"] is True
     assert pre.featurizer.V == plain.featurizer.V + 2
     for c in "鬲彧":
         assert plain.featurizer.encode([c]) == [1]  # unknown without the vectors
         assert pre.featurizer.encode([c])[0] >= plain.featurizer.V
-    emb = pre.members[0]["emb_c"].astype(np.float32)
+    emb = trained.members[0]["emb_c"].astype(np.float32)
     assert emb.shape[1] == PT.DIM + params.get("emb_c", 100)
     P = PT.char_matrix(pre.featurizer.vocab_list, vectors)
     assert np.allclose(emb[:, :PT.DIM], P, atol=2e-3)  # stored as float16
     text = "浙江省杭州市西湖区文三路123号"
     comps = parse(text, pre)
     assert "".join(c.text for c in comps) in text and all(text[c.start:c.end] == c.text for c in comps)
+
+
+def test_character_frequency_from_the_word_list():
+    pytest.importorskip("jieba", reason="the word list comes with the optional train extra")
+    freq = PT.char_frequency()
+    assert len(freq) > 5000
+    assert freq["路"] > freq["镇"] > freq.get("彧", 0)  # common, less common, rare

@@ -92,11 +92,39 @@ def char_matrix(vocab: list[str], vectors: dict[str, np.ndarray]) -> np.ndarray:
     return P
 
 
-def extra_chars(vocab: list[str], vectors: dict[str, np.ndarray]) -> list[str]:
+def char_frequency() -> dict[str, int]:
+    """How common each character is in Chinese: the summed frequencies of the words of jieba's general
+    word list (349k words, train extra) that contain it."""
+    try:
+        import jieba
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise SystemExit("ranking the pre-trained characters needs jieba's word list: "
+                         "`pip install 'gridserver[train]'`") from exc
+    freq: dict[str, int] = {}
+    with (Path(jieba.__file__).parent / "dict.txt").open(encoding="utf-8") as fh:
+        for line in fh:
+            parts = line.split()
+            if len(parts) == 3 and parts[1].isdigit():
+                for ch in set(parts[0]):
+                    freq[ch] = freq.get(ch, 0) + int(parts[1])
+    return freq
+
+
+def extra_chars(vocab: list[str], vectors: dict[str, np.ndarray], limit: int | None = None,
+                frequency: dict[str, int] | None = None) -> list[str]:
     """Chinese characters LAC knows that ``vocab`` lacks, sorted: added to the tagger's vocabulary so
-    that at run time they are read by their vector instead of as unknown."""
+    that at run time they are read by their vector instead of as unknown.
+
+    With ``limit``, only that many: the most common by ``frequency`` (default :func:`char_frequency`).
+    Each added character costs 2 KB of lookup table per LSTM direction at run time; on 3-fold splits of
+    train, the 2,500 most common cover 85-90 % of the held-out third's unseen characters (all 5,500: 98 %).
+    """
     have = set(vocab)
-    return sorted(c for c in vectors if "\u4e00" <= c <= "\u9fff" and c not in have)
+    out = [c for c in vectors if "\u4e00" <= c <= "\u9fff" and c not in have]
+    if limit is not None and len(out) > limit:
+        freq = frequency if frequency is not None else char_frequency()
+        out = sorted(out, key=lambda c: (-freq.get(c, 0), c))[:limit]
+    return sorted(out)
 
 
 if __name__ == "__main__":  # pragma: no cover - a quick look at the vectors

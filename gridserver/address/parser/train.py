@@ -272,7 +272,8 @@ def train_neural(corpus_dir: Path, out: Path | None, params: dict | None = None,
 
         vectors = PT.lac_char_vectors()
         p["v_trained"] = base.V
-        base = Featurizer(base.vocab_list + PT.extra_chars(base.vocab_list, vectors), Lexicon.build([]))
+        extra_chars = PT.extra_chars(base.vocab_list, vectors, p.get("pretrained_extra"))
+        base = Featurizer(base.vocab_list + extra_chars, Lexicon.build([]))
         P = PT.char_matrix(base.vocab_list, vectors)
     extra = Lexicon.accumulate(division_entries(base.encode, p["gazetteer"])) if p.get("gazetteer") else None
     crf = fit_crf(items, base.vocab_list, p, say, 0.01, 0.3, extra) if p.get("crf_weight") else None
