@@ -99,7 +99,9 @@ class AreaNames:
         ours counts as ours: written without suffixes (广州越秀寺右二马路) the parser may run the
         district into the road (district 越秀寺右二马路)."""
         d = parts.upper.get("district")
-        if d and self.districts and not any(_bare(d).startswith(x) for x in self.districts if x):
+        # 广州 read as a district (广州越秀…, no suffixes: the tagger may mistake the level) names our city
+        if d and self.districts and not _bare(d).startswith("广州") \
+                and not any(_bare(d).startswith(x) for x in self.districts if x):
             return f"outside the district: names {d}"
         c = parts.upper.get("city")
         if c and self.districts and not _bare(c).startswith("广州"):

@@ -126,3 +126,17 @@ def test_floor_level_addresses_are_in_the_base_and_matched(engine, address_base)
     for q in (f"越秀区{r.road}{r.house_no}号{r.building}栋{r.floor}层", f"{r.road}{r.house_no}号{r.building}座{r.floor}楼"):
         m = _one(engine, q)
         assert (m.status, m.address_id) == ("matched", r.id), q
+
+
+def test_city_read_as_district_is_not_another_district():
+    """广州越秀… written without suffixes: the tagger may read 广州 as the district. That names our city,
+    not a district elsewhere; a real other district is still told apart."""
+    from gridserver.address.keys import AddressParts
+    from gridserver.address.matcher import AreaNames
+
+    areas = AreaNames.__new__(AreaNames)  # the names the database would give, without one
+    areas.districts, areas.any_area = {"越秀"}, True
+    assert areas.outside(AddressParts(road="福恩里", upper={"district": "广州"})) is None
+    assert areas.outside(AddressParts(road="福恩里", upper={"district": "越秀区"})) is None
+    assert "天河区" in areas.outside(AddressParts(road="福恩里", upper={"district": "天河区"}))
+    assert "深圳" in areas.outside(AddressParts(road="福恩里", upper={"city": "深圳市"}))
