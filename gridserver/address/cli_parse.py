@@ -83,7 +83,8 @@ def train_cmd(
         typer.echo(f"错误 error: {corpus_dir / 'train.txt'} not found (use --corpus-dir)", err=True)
         raise typer.Exit(2)
     options = {"tagger": tagger, "epochs": epochs, "hidden": hidden, "layers": layers, "seeds": seed or None,
-               "crf_weight": crf_weight, "dict": dictionary, "pretrained": pretrained, "gazetteer": gazetteer, "c1": c1, "c2": c2, "max_iterations": max_iterations}
+               "crf_weight": crf_weight, "dict": dictionary, "pretrained": pretrained, "gazetteer": gazetteer,
+               "c1": c1, "c2": c2, "max_iterations": max_iterations}
     params = {k: v for k, v in options.items() if v is not None}
     console = Console(stderr=True)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),

@@ -211,15 +211,17 @@ class RoadGazetteer:
         if not road:  # the tagger found no road: try the words between the areas and the first number
             road = _road_guess(normalised_text, parts.upper)
         if road and self.names:
-            hits = process.extract(road, self._spellings, scorer=fuzz.ratio, limit=5,
-                                   score_cutoff=self.FUZZY_CUTOFF)
+            def closest(spelling: str) -> list:
+                return process.extract(spelling, self._spellings, scorer=fuzz.ratio, limit=5,
+                                       score_cutoff=self.FUZZY_CUTOFF)
+
+            hits = closest(road)
             # The tagger may have cut the road's first characters off as a place name (广州地一达道 →
             # poi 广州地 + road 一达道): the whole span from the areas to the road's end is corrected
             # too, and the closer of the two spellings is the one used.
             span = _span_to(normalised_text, parts.upper, road) if tagged else road
             if span != road:
-                span_hits = process.extract(span, self._spellings, scorer=fuzz.ratio, limit=5,
-                                            score_cutoff=self.FUZZY_CUTOFF)
+                span_hits = closest(span)
                 if span_hits and (not hits or span_hits[0][1] > hits[0][1]):
                     road, hits = span, span_hits
             if hits:

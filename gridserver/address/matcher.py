@@ -100,13 +100,17 @@ class AreaNames:
         district into the road (district 越秀寺右二马路)."""
         d = parts.upper.get("district")
         # 广州 read as a district (广州越秀…, no suffixes: the tagger may mistake the level) names our city
-        if d and self.districts and not _bare(d).startswith("广州") \
+        if d and self.districts and not _bare(d).startswith(_CITY) \
                 and not any(_bare(d).startswith(x) for x in self.districts if x):
             return f"outside the district: names {d}"
         c = parts.upper.get("city")
-        if c and self.districts and not _bare(c).startswith("广州"):
+        if c and self.districts and not _bare(c).startswith(_CITY):
             return f"outside the district: names city {c}"
         return None
+
+
+#: The city of the base's districts, without its suffix.
+_CITY = "广州"
 
 
 def _bare(name: str) -> str:

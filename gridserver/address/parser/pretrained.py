@@ -95,18 +95,12 @@ def char_matrix(vocab: list[str], vectors: dict[str, np.ndarray]) -> np.ndarray:
 def char_frequency() -> dict[str, int]:
     """How common each character is in Chinese: the summed frequencies of the words of jieba's general
     word list (349k words, train extra) that contain it."""
-    try:
-        import jieba
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise SystemExit("ranking the pre-trained characters needs jieba's word list: "
-                         "`pip install 'gridserver[train]'`") from exc
+    from gridserver.address.parser.train_nn import jieba_words
+
     freq: dict[str, int] = {}
-    with (Path(jieba.__file__).parent / "dict.txt").open(encoding="utf-8") as fh:
-        for line in fh:
-            parts = line.split()
-            if len(parts) == 3 and parts[1].isdigit():
-                for ch in set(parts[0]):
-                    freq[ch] = freq.get(ch, 0) + int(parts[1])
+    for word, count, _ in jieba_words("ranking the pre-trained characters"):
+        for ch in set(word):
+            freq[ch] = freq.get(ch, 0) + count
     return freq
 
 

@@ -10,7 +10,7 @@ used only to pick the best epoch.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -76,31 +76,35 @@ def trigram_vocab(seqs: Sequence[Sequence[int]], V: int, min_count: int) -> np.n
     return np.array(sorted(k for k, v in c.items() if v >= min_count), np.int64)
 
 
+def jieba_words(purpose: str) -> Iterator[tuple[str, int, str]]:
+    """``(word, frequency, part-of-speech tag)`` of the general word list shipped with jieba (349k
+    words; train extra); ``purpose`` names what needs it in the error when jieba is missing."""
+    try:
+        import jieba
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise SystemExit(f"{purpose} need jieba's word list: `pip install 'gridserver[train]'`") from exc
+    from pathlib import Path
+
+    with (Path(jieba.__file__).parent / "dict.txt").open(encoding="utf-8") as fh:
+        for line in fh:
+            parts = line.split()
+            if len(parts) == 3 and parts[1].isdigit():
+                yield parts[0], int(parts[1]), parts[2]
+
+
 def dictionary_lexicon(encode: Callable[[Sequence[str]], list[int]]) -> Lexicon:
     """The general word list shipped with jieba (349k words with part-of-speech tags) as a gazetteer
     of :data:`.neural.DICT_CLASSES`, over the tagger's vocabulary (words with a character the
     vocabulary lacks are left out: such a character is UNK at run time and could never match)."""
-    try:
-        import jieba
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise SystemExit("the dictionary features need jieba's word list: `pip install 'gridserver[train]'`") from exc
-    from pathlib import Path
-
-    path = Path(jieba.__file__).parent / "dict.txt"
     entries = []
-    with path.open(encoding="utf-8") as fh:
-        for line in fh:
-            parts = line.split()
-            if len(parts) != 3 or len(parts[0]) < 2:
-                continue
-            word, _, tag = parts
-            if not all("\u4e00" <= ch <= "\u9fff" for ch in word):
-                continue
-            ids = encode(list(word))
-            if 1 in ids:  # UNK
-                continue
-            cls = next((k for k, c in enumerate(DICT_CLASSES[:-1]) if tag.startswith(c)), len(DICT_CLASSES) - 1)
-            entries.append((ids, cls))
+    for word, _, tag in jieba_words("the dictionary features"):
+        if len(word) < 2 or not all("\u4e00" <= ch <= "\u9fff" for ch in word):
+            continue
+        ids = encode(list(word))
+        if 1 in ids:  # UNK
+            continue
+        cls = next((k for k, c in enumerate(DICT_CLASSES[:-1]) if tag.startswith(c)), len(DICT_CLASSES) - 1)
+        entries.append((ids, cls))
     return Lexicon.build(entries)
 
 
