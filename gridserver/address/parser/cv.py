@@ -48,7 +48,7 @@ def with_crf_weight(model_path: Path, weight: float, tmp: Path) -> Path:
 
 def run(train_path: Path, folds: int = 3, seed: int = 1, params: dict | None = None,
         crf_weights: tuple[float, ...] = (0.0, 0.2, 0.3, 0.4), only: list[int] | None = None,
-        log=print, keep: Path | None = None) -> dict:
+        log=print, keep: Path | None = None, train_fraction: float = 1.0) -> dict:
     import torch
 
     from gridserver.address.parser.corpus import read_corpus
@@ -70,8 +70,10 @@ def run(train_path: Path, folds: int = 3, seed: int = 1, params: dict | None = N
             continue
         with tempfile.TemporaryDirectory(prefix="gs_cv_") as d:
             d = Path(d)
-            (d / "train.txt").write_text("\n\n".join(b for i, b in enumerate(blocks) if fold_of[i] != f) + "\n",
-                                         encoding="utf-8")
+            rest = [b for i, b in enumerate(blocks) if fold_of[i] != f]
+            if train_fraction < 1.0:  # a learning curve: train on part of the other folds (same held-out fold)
+                rest = random.Random(seed + 1).sample(rest, round(len(rest) * train_fraction))
+            (d / "train.txt").write_text("\n\n".join(rest) + "\n", encoding="utf-8")
             held = d / "held.txt"
             held.write_text("\n\n".join(b for i, b in enumerate(blocks) if fold_of[i] == f) + "\n", encoding="utf-8")
             t0 = time.time()
@@ -87,7 +89,7 @@ def run(train_path: Path, folds: int = 3, seed: int = 1, params: dict | None = N
                 m = AddressModel.load(with_crf_weight(d / "model.npz", w, d))
                 pred = [{(c.label, c.start, c.end) for c in cs} for cs in parse_batch([e.text for e in ex], m)]
                 per_w[str(w)] = entity_scores(gold, pred)
-            r = {"fold": f, "n_held": len(ex), "train_s": round(t_train), "scores": per_w}
+            r = {"fold": f, "n_train": len(rest), "n_held": len(ex), "train_s": round(t_train), "scores": per_w}
             results.append(r)
             log(json.dumps({"fold": f, "train_s": round(t_train),
                             "f1": {w: round(s["all"]["f1"] * 100, 2) for w, s in per_w.items()}}))
@@ -97,7 +99,8 @@ def run(train_path: Path, folds: int = 3, seed: int = 1, params: dict | None = N
         summary[w] = {"mean": round(statistics.mean(f1s), 2),
                       "sd": round(statistics.stdev(f1s), 2) if len(f1s) > 1 else 0.0,
                       "min": round(min(f1s), 2), "max": round(max(f1s), 2), "folds": [round(x, 2) for x in f1s]}
-    return {"folds": folds, "seed": seed, "params": params or {}, "summary": summary, "results": results}
+    return {"folds": folds, "seed": seed, "train_fraction": train_fraction, "params": params or {}, "summary": summary,
+            "results": results}
 
 
 def main(argv=None) -> int:
@@ -110,13 +113,15 @@ def main(argv=None) -> int:
     ap.add_argument("--params", default="{}", help="JSON of training parameters (train_nn.DEFAULT_NN keys)")
     ap.add_argument("--crf-weights", default="0,0.2,0.3,0.4")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--train-fraction", type=float, default=1.0,
+                    help="train each fold on this share of the other folds (a learning curve)")
     ap.add_argument("--keep", default=None, help="copy each fold model into this scratch directory (outside the repo)")
     args = ap.parse_args(argv)
     from gridserver.address.parser.corpus import corpus_dir
 
     res = run(corpus_dir() / "train.txt", args.folds, args.seed, json.loads(args.params),
               tuple(float(x) for x in args.crf_weights.split(",")), args.only,
-              keep=Path(args.keep) if args.keep else None)
+              keep=Path(args.keep) if args.keep else None, train_fraction=args.train_fraction)
     text = json.dumps(res, ensure_ascii=False)
     if args.out:
         Path(args.out).write_text(text, encoding="utf-8")

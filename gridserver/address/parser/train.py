@@ -195,12 +195,32 @@ def _fit(pycrfsuite, data, params: dict, iterations: int, say, label: str, lo: f
     return info
 
 
-def _read_training_data(corpus_dir: Path, say) -> tuple[list, list, list, Featurizer]:
-    """train.txt and (when present) dev.txt examples, the aligned train items, and a featurizer
-    over the train vocabulary with an empty lexicon (each trainer adds its own k-fold lexicons)."""
+#: what ``params["dev"]`` does with dev.txt: "pick" the epoch on it (and report its F1), only "score"
+#: it once at the end (the epoch is then the last weight average, as in cross-validation), or "train"
+#: on two thirds of it too (the last weight average is kept, and the third left out, :func:`dev_split`,
+#: is scored: the model's own unseen test)
+DEV_USES = ("pick", "score", "train")
+
+
+def dev_split(dev_ex: Sequence) -> tuple[list, list]:
+    """dev's examples as ``(trained on, left out)`` for ``dev: "train"``: every third address (the
+    first, fourth, ...) is left out."""
+    return [e for i, e in enumerate(dev_ex) if i % 3], [e for i, e in enumerate(dev_ex) if i % 3 == 0]
+
+
+def _read_training_data(corpus_dir: Path, say, dev_use: str = "pick") -> tuple[list, list, list, Featurizer]:
+    """train.txt and (when present) dev.txt examples, the aligned training items, and a featurizer
+    over the training vocabulary with an empty lexicon (each trainer adds its own k-fold lexicons).
+    With ``dev_use == "train"`` two thirds of dev join the training items and the last third is the dev
+    set returned (:func:`dev_split`)."""
+    if dev_use not in DEV_USES:
+        raise ValueError(f"dev use {dev_use!r}: expected one of {', '.join(DEV_USES)}")
     train_ex = read_corpus(corpus_dir / "train.txt")
     dev_path = corpus_dir / "dev.txt"
     dev_ex = read_corpus(dev_path) if dev_path.exists() else []
+    if dev_use == "train":
+        extra, dev_ex = dev_split(dev_ex)
+        train_ex = train_ex + extra
     say("读取语料 reading corpus", 0.01)
     items = [align(e) for e in train_ex]
     base = Featurizer(Featurizer.build_vocab(it.tokens for it in items), Lexicon.build([]))
@@ -244,8 +264,10 @@ def train_neural(corpus_dir: Path, out: Path | None, params: dict | None = None,
 
     With ``crf_weight`` > 0 a crfsuite CRF (options ``c1``/``c2``/``max_iterations``) is trained
     first and its scores, times that weight, are added to the members' (see :class:`.NeuralTagger`).
-    Each member keeps the weights of its epoch (or running weight average) with the best dev F1 of
-    the whole model (dev.txt is only used for that choice; without a dev file the last average is kept).
+    What dev.txt is for is ``params["dev"]`` (:data:`DEV_USES`; default "train", as the shipped model):
+    with "pick" each member keeps the weights of its epoch (or running weight average) with the best dev
+    F1 of the whole model; with "score", or without a dev file, the last average is kept and dev is only
+    scored; with "train" dev's addresses are training data too and the last average is kept.
 
     Reproducibility: seeds, batch order and character dropout are fixed, crfsuite is deterministic
     and torch runs with 2 threads. Small runs give identical bytes (tests/address/test_parser.py
@@ -263,7 +285,7 @@ def train_neural(corpus_dir: Path, out: Path | None, params: dict | None = None,
     p = {**T.DEFAULT_NN, **DEFAULT_PARAMS, **(params or {})}
     say = progress or (lambda stage, frac: None)
     t0 = time.perf_counter()
-    train_ex, dev_ex, items, base = _read_training_data(Path(corpus_dir), say)
+    train_ex, dev_ex, items, base = _read_training_data(Path(corpus_dir), say, p["dev"])
     P = None
     if p.get("pretrained"):
         # pre-trained character vectors (:mod:`.pretrained`): the vocabulary grows by the Chinese
@@ -297,14 +319,15 @@ def train_neural(corpus_dir: Path, out: Path | None, params: dict | None = None,
     enc = [e for e in enc if e is not None]
     full_lex = _lexicon(items, encode, extra)
     featurizer = Featurizer(vocab, full_lex)
-    meta = {"params": p, "trained_on": "train.txt", "n_train": len(items)}
+    meta = {"params": p, "trained_on": "train.txt + 2/3 of dev.txt" if p["dev"] == "train" else "train.txt",
+            "n_train": len(items)}
 
     def model_of(members: list[dict]) -> AddressModel:
         tagger = NeuralTagger(V, bigram_keys, full_lex, members, trigram_keys, dictionary, crf,
                               p.get("crf_weight", 0.0), featurizer)
         return AddressModel(featurizer, None, meta, neural=tagger, members=members)
 
-    evaluate = (lambda arrays: score(model_of([arrays]), dev_ex)["f1"]) if dev_ex else None
+    evaluate = (lambda arrays: score(model_of([arrays]), dev_ex)["f1"]) if dev_ex and p["dev"] == "pick" else None
     members, epochs = [], []
     seeds = list(p["seeds"])
     for k, seed in enumerate(seeds):
@@ -331,7 +354,7 @@ def train_crf(corpus_dir: Path, out: Path | None, params: dict | None = None,
     params = {**DEFAULT_PARAMS, **(params or {})}
     say = progress or (lambda stage, frac: None)
     t0 = time.perf_counter()
-    train_ex, dev_ex, items, base = _read_training_data(Path(corpus_dir), say)
+    train_ex, dev_ex, items, base = _read_training_data(Path(corpus_dir), say, params.get("dev", "score"))
     vocab = base.vocab_list
     encode = base.encode
 
