@@ -67,8 +67,8 @@ def train_cmd(
     gazetteer: bool = typer.Option(None, "--gazetteer/--no-gazetteer",
                                    help="China's administrative divisions (jionlp's table) in the gazetteer"),
     dev: str = typer.Option(None, "--dev", help="what dev.txt is for: pick (the epoch, and report dev F1), score "
-                                                "(report dev F1 only; last weight average kept) or train (default: train "
-                                                "on train + 2/3 of dev, report F1 on the third left out)"),
+                                                "(report dev F1 only; last weight average kept) or train (train on "
+                                                "train + 2/3 of dev, report F1 on the third left out); default pick"),
     c1: float = typer.Option(None, help="crf (also the CRF part of bilstm-crf): L1 regularisation"),
     c2: float = typer.Option(None, help="crf (also the CRF part of bilstm-crf): L2 regularisation"),
     max_iterations: int = typer.Option(None, "--max-iterations", help="crf: L-BFGS iterations"),

@@ -191,7 +191,7 @@ def test_training_is_deterministic_and_loadable(tmp_path):
     from gridserver.address.parser.train import train
 
     small = _small_corpus(tmp_path)
-    params = {"epochs": 2, "hidden": 16, "seeds": [1, 2], "pretrained": False, "dev": "pick"}
+    params = {"epochs": 2, "hidden": 16, "seeds": [1, 2], "pretrained": False}
     _, r1 = train(small, tmp_path / "a.npz", params)
     _, r2 = train(small, tmp_path / "b.npz", params)
     assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()

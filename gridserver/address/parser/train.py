@@ -264,7 +264,7 @@ def train_neural(corpus_dir: Path, out: Path | None, params: dict | None = None,
 
     With ``crf_weight`` > 0 a crfsuite CRF (options ``c1``/``c2``/``max_iterations``) is trained
     first and its scores, times that weight, are added to the members' (see :class:`.NeuralTagger`).
-    What dev.txt is for is ``params["dev"]`` (:data:`DEV_USES`; default "train", as the shipped model):
+    What dev.txt is for is ``params["dev"]`` (:data:`DEV_USES`; default "pick", as the shipped model):
     with "pick" each member keeps the weights of its epoch (or running weight average) with the best dev
     F1 of the whole model; with "score", or without a dev file, the last average is kept and dev is only
     scored; with "train" dev's addresses are training data too and the last average is kept.
