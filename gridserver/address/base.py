@@ -59,11 +59,16 @@ def set_actor(conn, actor: str, action: str, reason: str | None = None) -> None:
                  {"a": actor or "system", "b": action, "c": reason or ""})
 
 
+def city_name(district_code: str) -> str:
+    """``广州市`` for a district code of the city (its first four digits); "" for a city we do not know."""
+    return _CITY.get(district_code[:4], "")
+
+
 def upper_text(conn, district_code: str) -> str:
     """``广东省广州市越秀区`` for a district code (province/city from the code, district name from the areas)."""
     name = conn.execute(text("SELECT name FROM admin_areas WHERE code = :c AND valid_to IS NULL"),
                         {"c": district_code}).scalar()
-    return _PROVINCE.get(district_code[:2], "") + _CITY.get(district_code[:4], "") + (name or "")
+    return _PROVINCE.get(district_code[:2], "") + city_name(district_code) + (name or "")
 
 
 def copy_rows(conn, table: str, columns: Sequence[str], rows: Iterable[Sequence]) -> int:

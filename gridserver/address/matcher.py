@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from rapidfuzz import fuzz, process
 from sqlalchemy import text
 
-from gridserver.address.base import copy_rows, road_gazetteer
+from gridserver.address.base import city_name, copy_rows, road_gazetteer
 from gridserver.address.keys import FIELDS, AddressParts, RoadGazetteer, ancestor_keys, apply_number_tail
 from gridserver.address.normalize import normalize_address
 from gridserver.address.parsing import parse_parts
@@ -90,8 +90,10 @@ class AreaNames:
     """District and city names of the base, to tell an address in another district."""
 
     def __init__(self, conn):
-        rows = conn.execute(text("SELECT level, name FROM admin_areas WHERE level = 'district' AND valid_to IS NULL")).all()
+        rows = conn.execute(text("SELECT code, name FROM admin_areas WHERE level = 'district' AND valid_to IS NULL")).all()
         self.districts = {_bare(r.name) for r in rows}
+        # the cities of those districts (from their codes), without suffix: 广州
+        self.cities = {_bare(c) for c in (city_name(r.code) for r in rows) if c}
         self.any_area = conn.execute(text("SELECT EXISTS (SELECT 1 FROM admin_areas WHERE valid_to IS NULL)")).scalar()
 
     def outside(self, parts: AddressParts) -> str | None:
@@ -100,17 +102,16 @@ class AreaNames:
         district into the road (district 越秀寺右二马路)."""
         d = parts.upper.get("district")
         # 广州 read as a district (广州越秀…, no suffixes: the tagger may mistake the level) names our city
-        if d and self.districts and not _bare(d).startswith(_CITY) \
-                and not any(_bare(d).startswith(x) for x in self.districts if x):
+        if d and self.districts and not self._ours(d, self.cities | self.districts):
             return f"outside the district: names {d}"
         c = parts.upper.get("city")
-        if c and self.districts and not _bare(c).startswith(_CITY):
+        if c and self.cities and not self._ours(c, self.cities):
             return f"outside the district: names city {c}"
         return None
 
-
-#: The city of the base's districts, without its suffix.
-_CITY = "广州"
+    @staticmethod
+    def _ours(name: str, prefixes: set[str]) -> bool:
+        return any(_bare(name).startswith(x) for x in prefixes if x)
 
 
 def _bare(name: str) -> str:

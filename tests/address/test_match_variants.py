@@ -146,6 +146,6 @@ def test_normalise_zhi_numbers_and_bare_area_names():
     assert normalize_address("中山四路13之1号") == normalize_address("中山四路13-1号") == "中山四路13-1号"
     assert normalize_address("中山四路13号之1栋") == "中山四路13号之1栋"  # not a sub-number: left alone
     areas = AreaNames.__new__(AreaNames)
-    areas.districts, areas.any_area = {"越秀"}, True
+    areas.districts, areas.cities, areas.any_area = {"越秀"}, {"广州"}, True
     assert areas.outside(AddressParts(road="寺右二马路", upper={"city": "广州", "district": "越秀寺右二马路"})) is None
     assert areas.outside(AddressParts(road="深南大道", upper={"city": "深圳", "district": "福田区"}))

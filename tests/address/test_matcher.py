@@ -128,6 +128,15 @@ def test_floor_level_addresses_are_in_the_base_and_matched(engine, address_base)
         assert (m.status, m.address_id) == ("matched", r.id), q
 
 
+def test_area_names_come_from_the_base(engine, address_base):
+    """The districts of the base and their city (from the district codes), without suffixes."""
+    from gridserver.address.matcher import AreaNames
+
+    with engine.connect() as conn:
+        areas = AreaNames(conn)
+    assert "越秀" in areas.districts and areas.cities == {"广州"}
+
+
 def test_city_read_as_district_is_not_another_district():
     """广州越秀… written without suffixes: the tagger may read 广州 as the district. That names our city,
     not a district elsewhere; a real other district is still told apart."""
@@ -135,7 +144,7 @@ def test_city_read_as_district_is_not_another_district():
     from gridserver.address.matcher import AreaNames
 
     areas = AreaNames.__new__(AreaNames)  # the names the database would give, without one
-    areas.districts, areas.any_area = {"越秀"}, True
+    areas.districts, areas.cities, areas.any_area = {"越秀"}, {"广州"}, True
     assert areas.outside(AddressParts(road="福恩里", upper={"district": "广州"})) is None
     assert areas.outside(AddressParts(road="福恩里", upper={"district": "越秀区"})) is None
     assert "天河区" in areas.outside(AddressParts(road="福恩里", upper={"district": "天河区"}))
