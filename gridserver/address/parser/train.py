@@ -267,7 +267,8 @@ def train_neural(corpus_dir: Path, out: Path | None, params: dict | None = None,
     What dev.txt is for is ``params["dev"]`` (:data:`DEV_USES`; default "pick", as the shipped model):
     with "pick" each member keeps the weights of its epoch (or running weight average) with the best dev
     F1 of the whole model; with "score", or without a dev file, the last average is kept and dev is only
-    scored; with "train" dev's addresses are training data too and the last average is kept.
+    scored; with "train" two thirds of dev's addresses are training data too, the last average is kept
+    and the third left out (:func:`dev_split`) is scored.
 
     Reproducibility: seeds, batch order and character dropout are fixed, crfsuite is deterministic
     and torch runs with 2 threads. Small runs give identical bytes (tests/address/test_parser.py
