@@ -78,15 +78,13 @@ def train_cmd(
 
     from gridserver.address.parser import MODEL_PATH
     from gridserver.address.parser.corpus import corpus_dir as default_corpus_dir
-    from gridserver.address.parser.train import train
+    from gridserver.address.parser.train import DEV_USES, train
 
     corpus_dir = corpus_dir or default_corpus_dir()
     out = out or MODEL_PATH
     if not (corpus_dir / "train.txt").exists():
         typer.echo(f"错误 error: {corpus_dir / 'train.txt'} not found (use --corpus-dir)", err=True)
         raise typer.Exit(2)
-    from gridserver.address.parser.train import DEV_USES
-
     if dev is not None and dev not in DEV_USES:
         typer.echo(f"错误 error: --dev {dev}: expected one of {', '.join(DEV_USES)}", err=True)
         raise typer.Exit(2)
