@@ -46,7 +46,7 @@ def dev():
     from gridserver.address.parser.train import dev_split
 
     examples = read_corpus(DEV)
-    if "dev" in load_model().meta.get("trained_on", ""):
+    if load_model().meta.get("params", {}).get("dev") == "train":
         return dev_split(examples)[1]
     return examples
 
@@ -217,6 +217,7 @@ def test_dev_file_uses(tmp_path):
     assert (len(trained), len(left_out)) == (13, 7)
     assert (report.n_train, report.n_dev) == (113, 7) and 0 <= report.dev["f1"] <= 1
     assert model.meta["trained_on"] == "train.txt + 2/3 of dev.txt" and model.meta["n_train"] == 113
+    assert model.meta["params"]["dev"] == "train"  # what the dev tests read to score only the third left out
     model, report = train(small, None, {**params, "dev": "score"})
     assert (report.n_train, report.n_dev) == (100, 20) and 0 < report.dev["f1"] <= 1
     assert model.meta["best_epochs"] == [4]  # the average after the last epoch (epochs + 2), not a dev pick
