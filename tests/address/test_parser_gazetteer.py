@@ -75,9 +75,9 @@ def test_training_with_division_gazetteer(tmp_path, divisions):
     from gridserver.address.parser.corpus import read_corpus
     from gridserver.address.parser.model import AddressModel
     from gridserver.address.parser.train import train
-    from test_parser import _small_corpus
+    from address_data import small_corpus
 
-    small = _small_corpus(tmp_path)
+    small = small_corpus(tmp_path)
     params = {"epochs": 1, "hidden": 8, "seeds": [1], "crf_weight": 0.0, "dict": False, "pretrained": False}
     train(small, tmp_path / "plain.npz", params)
     _, report = train(small, tmp_path / "gaz.npz", {**params, "gazetteer": True})

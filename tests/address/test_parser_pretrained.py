@@ -65,9 +65,9 @@ def test_training_with_pretrained_vectors(tmp_path, monkeypatch):
     from gridserver.address.parser import parse
     from gridserver.address.parser.model import AddressModel
     from gridserver.address.parser.train import train
-    from test_parser import _small_corpus
+    from address_data import small_corpus
 
-    small = _small_corpus(tmp_path)
+    small = small_corpus(tmp_path)
     rng = np.random.default_rng(5)
     chars = "浙江省杭州市西湖区文三路号镇村鬲彧"  # the last two are not in the tiny corpus
     vectors = {c: rng.normal(size=PT.DIM).astype(np.float32) for c in chars}

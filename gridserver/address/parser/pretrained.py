@@ -32,26 +32,32 @@ LAC_SHA256 = "22fcde0d5082d2044205ea6f6a7a9cd1f0d63e7b21b2dd5c9c73f27e7c0a3ef1"
 DIM = 128
 
 
-def _cache_dir() -> Path:
-    return Path(os.environ.get("GRIDSERVER_CACHE", Path.home() / ".cache" / "gridserver")) / "lac"
+def cache_dir(sub: str) -> Path:
+    """Where downloads of pre-trained material are kept: ``$GRIDSERVER_CACHE/<sub>`` (default
+    ``~/.cache/gridserver/<sub>``)."""
+    return Path(os.environ.get("GRIDSERVER_CACHE", Path.home() / ".cache" / "gridserver")) / sub
 
 
-def lac_archive(cache: Path | None = None) -> Path:
-    """The LAC source archive (64 MB), downloaded once into ``cache`` and checked against its hash."""
-    cache = cache or _cache_dir()
-    path = cache / LAC_SDIST
+def fetch(url: str, name: str, sha256: str, what: str, cache: Path) -> Path:
+    """``cache/name``, downloaded from ``url`` once and checked against ``sha256``; ``what`` names it in errors."""
+    path = cache / name
     if not path.exists():
         cache.mkdir(parents=True, exist_ok=True)
         part = path.with_suffix(".part")
         try:
-            urllib.request.urlretrieve(LAC_URL, part)
+            urllib.request.urlretrieve(url, part)
         except OSError as exc:
-            raise SystemExit(f"could not download {LAC_URL} (the pre-trained character vectors): {exc}") from exc
+            raise SystemExit(f"could not download {url} ({what}): {exc}") from exc
         part.replace(path)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    if digest != LAC_SHA256:
-        raise SystemExit(f"{path}: SHA-256 {digest} is not that of {LAC_SDIST} ({LAC_SHA256}); delete it and retry")
+    if digest != sha256:
+        raise SystemExit(f"{path}: SHA-256 {digest} is not that of {name} ({sha256}); delete it and retry")
     return path
+
+
+def lac_archive(cache: Path | None = None) -> Path:
+    """The LAC source archive (64 MB), downloaded once into ``cache`` and checked against its hash."""
+    return fetch(LAC_URL, LAC_SDIST, LAC_SHA256, "the pre-trained character vectors", cache or cache_dir("lac"))
 
 
 def _paddle_tensor(raw: bytes, rows: int, dim: int) -> np.ndarray:

@@ -243,18 +243,25 @@ def _finish(model: AddressModel, items, dev_ex, n_features: int, params: dict, o
 
 
 def train(corpus_dir: Path, out: Path | None, params: dict | None = None,
-          progress: Callable[[str, float], None] | None = None) -> tuple[AddressModel, TrainReport]:
+          progress: Callable[[str, float], None] | None = None,
+          image: bytes | None = None) -> tuple[AddressModel, TrainReport]:
     """Train the address tagger on ``corpus_dir/train.txt``, pick epochs on ``dev.txt``, save to ``out``.
 
     By default this is the neural BiLSTM-CRF (needs PyTorch, see :mod:`.train_nn`; its
     hyper-parameters are :data:`.train_nn.DEFAULT_NN`, overridable through ``params``). With
     ``params["tagger"] == "crf"`` it is the older crfsuite CRF (:func:`train_crf`); the CRF options
     ``c1``/``c2``/``max_iterations`` only apply to that one. ``progress(stage, fraction)`` is called
-    as training advances.
+    as training advances. With ``params["transfer"]`` = n > 0 the tagger is distilled from a fine-tuned
+    transformer teacher over n new addresses (:func:`.teacher.distil`; ``image`` replaces the teacher's
+    downloaded model image, for tests).
     """
     params = dict(params or {})
     if params.pop("tagger", "bilstm-crf") == "crf":
         return train_crf(corpus_dir, out, params, progress)
+    if params.get("transfer"):
+        from gridserver.address.parser.teacher import distil
+
+        return distil(corpus_dir, out, params, progress, image)
     return train_neural(corpus_dir, out, params, progress)
 
 
