@@ -431,3 +431,16 @@ def test_train_command_refuses_an_unknown_dev_use(tmp_path):
     assert result.exit_code == 2
     assert "--dev both" in result.output and "pick, score, train" in result.output
     assert not (tmp_path / "m.npz").exists()
+
+
+def test_train_command_refuses_a_negative_transfer_set(tmp_path):
+    """``--transfer`` counts addresses: a negative count is refused before anything is trained."""
+    from typer.testing import CliRunner
+
+    from gridserver.cli import app
+
+    (tmp_path / "train.txt").write_text("", encoding="utf-8")
+    result = CliRunner().invoke(app, ["address", "train", "--corpus-dir", str(tmp_path), "--out",
+                                      str(tmp_path / "m.npz"), "--transfer", "-5"])
+    assert result.exit_code == 2
+    assert "--transfer" in result.output and not (tmp_path / "m.npz").exists()
