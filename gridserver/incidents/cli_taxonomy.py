@@ -5,7 +5,6 @@ Exit codes: 0 ok, 2 bad input (file missing, invalid entry — the message names
 
 from __future__ import annotations
 
-from datetime import date
 from pathlib import Path
 
 import typer
@@ -79,17 +78,60 @@ def show(category: str = typer.Argument(None, help="only this category code")):
 
 
 @app.command("calendar")
-def calendar(day: str = typer.Argument(..., help="YYYY-MM-DD"),
-             workday: bool = typer.Option(..., "--workday/--holiday", help="make the day a working or rest day"),
+def calendar(day: str = typer.Argument(..., help="YYYY-MM-DD, or a range YYYY-MM-DD..YYYY-MM-DD (≤ 31 days)"),
+             workday: bool = typer.Option(..., "--workday/--holiday", help="make the days working or rest days"),
              note: str = typer.Option("", help="why (e.g. 台风停工)")):
-    """Override the official working-day calendar for one day (local holiday, typhoon day …)."""
-    from gridserver.incidents.deadlines import set_override
+    """Override the official working-day calendar for a day or a range (local holiday, typhoon day …)."""
+    from gridserver.incidents.deadlines import parse_days, set_overrides
 
     try:
-        d = date.fromisoformat(day)
-    except ValueError:
-        err.print(f"[red]错误 error:[/red] day must be YYYY-MM-DD, got {day!r}")
+        days = parse_days(day)
+    except GridserverError as exc:
+        err.print(f"[red]错误 error:[/red] {exc.detail}", highlight=False)
         raise typer.Exit(2) from None
     with _engine().begin() as conn:
-        set_override(conn, d, workday, note)
-    console.print(f"{d}: {'working day' if workday else 'rest day'}")
+        set_overrides(conn, [(d, workday, note) for d in days])
+    what = "working day" if workday else "rest day"
+    console.print(f"{days[0]}: {what}" if len(days) == 1 else f"{days[0]}..{days[-1]}: {len(days)} × {what}")
+
+
+@app.command("calendar-load")
+def calendar_load(file: Path = typer.Argument(..., help="schedule file: 'DAY[..DAY] 休|班 [note]' per line")):
+    """Load a year's published holiday schedule (节假日安排: rest days and make-up working days 调休) as
+    local overrides — for a year the installed chinese-calendar package does not know yet.
+
+    One line per day or range, e.g. ``2027-02-06..2027-02-12 休 春节`` / ``2027-02-14 班 春节调休``;
+    ``#`` starts a comment. A bad line names its number and nothing is written (exit 2)."""
+    from gridserver.incidents.deadlines import parse_schedule, set_overrides
+
+    try:
+        entries = parse_schedule(file.read_text(encoding="utf-8"))
+    except OSError as exc:
+        err.print(f"[red]错误 error:[/red] cannot read {file}: {exc.strerror}", highlight=False)
+        raise typer.Exit(2) from None
+    except (GridserverError, UnicodeDecodeError) as exc:
+        err.print(f"[red]错误 error:[/red] {file}: {getattr(exc, 'detail', exc)}", highlight=False)
+        raise typer.Exit(2) from None
+    with _engine().begin() as conn:
+        n = set_overrides(conn, entries)
+    rest = sum(not w for _, w, _ in entries)
+    console.print(f"{n} days loaded ({rest} rest, {n - rest} working) from {entries[0][0]} to {entries[-1][0]}")
+
+
+@app.command("calendar-status")
+def calendar_status(ahead: int = typer.Option(60, help="look this many days ahead of today")):
+    """Which years the working-day calendar covers (official package, local overrides) and whether a
+    year within ``--ahead`` days falls back to Monday–Friday (exit 1 if so, for monitoring)."""
+    from gridserver.incidents.deadlines import calendar_status
+
+    with _engine().connect() as conn:
+        st = calendar_status(conn, ahead)
+    known = st["official_years"]
+    console.print(f"official calendar (chinese-calendar): {'%d–%d' % tuple(known) if known else 'not installed'}")
+    console.print("local overrides: " + (", ".join(f"{y}: {n} days" for y, n in st["override_days"].items()) or "none"))
+    if st["uncovered"]:
+        err.print(f"[yellow]警告 warning:[/yellow] no working-day calendar for {', '.join(map(str, st['uncovered']))}: "
+                  "deadlines there count Monday–Friday only; load the published schedule with "
+                  "`gridserver taxonomy calendar-load FILE`", highlight=False)
+        raise typer.Exit(1)
+    console.print(f"covered through the next {ahead} days")

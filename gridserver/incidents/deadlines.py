@@ -2,8 +2,9 @@
 
 China's calendar moves workdays around public holidays (调休: a Saturday can be a workday, a Monday
 a holiday). The ``chinese-calendar`` package keeps the State Council's published calendar; a city can
-override single days (``calendar_overrides``: a local holiday, a typhoon day, a year the package
-does not know yet). Years the package does not cover fall back to Monday–Friday.
+override days (``calendar_overrides``: a local holiday, a typhoon day, or a whole year's published
+schedule the package does not know yet, loaded with ``gridserver taxonomy calendar-load``). Years that
+neither covers fall back to Monday–Friday, with a warning in the log; ``calendar-status`` names them.
 
 Rules:
 * ``Nh`` deadlines are clock hours (urgent items run around the clock).
@@ -13,7 +14,9 @@ Rules:
 
 from __future__ import annotations
 
+import logging
 import math
+from collections.abc import Iterable
 from datetime import date, datetime, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
@@ -22,6 +25,7 @@ from sqlalchemy import text
 
 from gridserver.errors import InvalidInput
 
+log = logging.getLogger(__name__)
 LOCAL_TZ = ZoneInfo("Asia/Shanghai")
 WORKDAY_START = 9  # 09:00
 #: database → (calendar revision, overrides). The revision (``gridserver_meta.calendar_revision``) is bumped
@@ -46,7 +50,98 @@ def _official_workday(day: date) -> bool:
 
         return bool(chinese_calendar.is_workday(day))
     except (NotImplementedError, ImportError):
+        _warn_fallback(day.year)
         return day.weekday() < 5
+
+
+@lru_cache(maxsize=64)
+def _warn_fallback(year: int) -> None:
+    """Say once per year and process that deadlines in ``year`` count Monday–Friday only."""
+    log.warning("official working-day calendar unknown for %d (chinese-calendar covers %s): deadlines count "
+                "Monday–Friday unless the year's schedule is loaded (`gridserver taxonomy calendar-load`)",
+                year, "%d–%d" % official_years() if official_years() else "nothing: not installed")
+
+
+@lru_cache(maxsize=1)
+def official_years() -> tuple[int, int] | None:
+    """First and last year of the installed official calendar (``chinese-calendar``); None without it."""
+    try:
+        from chinese_calendar import constants
+    except ImportError:
+        return None
+    years = {d.year for d in constants.holidays} | {d.year for d in constants.workdays}
+    return min(years), max(years)
+
+
+def uncovered_years(overrides: dict[date, bool], today: date, ahead_days: int = 60) -> list[int]:
+    """The years from ``today`` to ``today + ahead_days`` that neither the official calendar nor any
+    local override covers: deadlines there fall back to Monday–Friday (no Spring Festival, no 调休)."""
+    known = official_years()
+    local = {d.year for d in overrides}
+    return [y for y in range(today.year, (today + timedelta(days=ahead_days)).year + 1)
+            if not (known and known[0] <= y <= known[1]) and y not in local]
+
+
+def calendar_status(conn, ahead_days: int = 60, today: date | None = None) -> dict:
+    """What the working-day calendar covers: the official years, local override days per year, and the
+    ``uncovered`` years within ``ahead_days`` of today (China time) that count Monday–Friday only."""
+    overrides = load_overrides(conn, fresh=True)
+    by_year: dict[int, int] = {}
+    for d in overrides:
+        by_year[d.year] = by_year.get(d.year, 0) + 1
+    known = official_years()
+    return {"official_years": list(known) if known else None, "override_days": dict(sorted(by_year.items())),
+            "uncovered": uncovered_years(overrides, today or datetime.now(LOCAL_TZ).date(), ahead_days),
+            "ahead_days": ahead_days}
+
+
+#: how a schedule line marks a day: rest (放假) or working (上班, e.g. a make-up day 调休上班)
+_STATUS = {"休": False, "holiday": False, "rest": False, "班": True, "workday": True, "work": True}
+
+
+def parse_days(spec: str) -> list[date]:
+    """``YYYY-MM-DD`` or a range ``YYYY-MM-DD..YYYY-MM-DD`` (both ends included, at most 31 days)."""
+    parts = spec.split("..")
+    if len(parts) > 2:
+        raise InvalidInput(f"{spec!r} is not a day or a range YYYY-MM-DD..YYYY-MM-DD")
+    try:
+        first, last = (date.fromisoformat(x.strip()) for x in (parts[0], parts[-1]))
+    except ValueError:
+        raise InvalidInput(f"{spec!r} is not a day YYYY-MM-DD or a range YYYY-MM-DD..YYYY-MM-DD") from None
+    if last < first or (last - first).days > 30:
+        raise InvalidInput(f"range {spec!r} must run forward and span at most 31 days")
+    return [first + timedelta(days=k) for k in range((last - first).days + 1)]
+
+
+def parse_schedule(text_: str) -> list[tuple[date, bool, str]]:
+    """A year's holiday schedule as published (国务院办公厅 节假日安排), one line per day or range::
+
+        2027-02-06..2027-02-12  休  春节
+        2027-02-14              班  春节调休
+
+    ``休``/``holiday``/``rest`` or ``班``/``workday``/``work``, then an optional note; ``#`` starts a
+    comment. Returns (day, workday, note) per day; a bad line raises :class:`InvalidInput` naming it."""
+    out: dict[date, tuple[bool, str, int]] = {}
+    for n, raw in enumerate(text_.splitlines(), 1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        fields = line.split(None, 2)
+        if len(fields) < 2 or fields[1].lower() not in _STATUS:
+            raise InvalidInput(f"line {n}: expected 'DAY[..DAY] 休|班 [note]', got {raw.strip()!r}")
+        try:
+            days = parse_days(fields[0])
+        except InvalidInput as exc:
+            raise InvalidInput(f"line {n}: {exc.detail}") from None
+        workday, note = _STATUS[fields[1].lower()], fields[2] if len(fields) > 2 else ""
+        for d in days:
+            if d in out and out[d][0] != workday:
+                raise InvalidInput(f"line {n}: {d} is already a {'working' if out[d][0] else 'rest'} day "
+                                   f"on line {out[d][2]}")
+            out[d] = (workday, note, n)
+    if not out:
+        raise InvalidInput("the schedule names no day")
+    return [(d, w, note) for d, (w, note, _) in sorted(out.items())]
 
 
 def load_overrides(conn, *, fresh: bool = False) -> dict[date, bool]:
@@ -69,12 +164,17 @@ def overrides_at(db: str, revision: int, read, store_as: int | None = None) -> d
     return out
 
 
-def set_override(conn, day: date, workday: bool, note: str = "") -> None:
-    """Mark ``day`` as a working day or a rest day locally (upsert). Does not commit."""
-    conn.execute(text("""INSERT INTO calendar_overrides (day, workday, note) VALUES (:d, :w, :n)
-                         ON CONFLICT (day) DO UPDATE SET workday = EXCLUDED.workday, note = EXCLUDED.note"""),
-                 {"d": day, "w": workday, "n": note})
+def set_overrides(conn, entries: Iterable[tuple[date, bool, str]]) -> int:
+    """Mark each (day, workday, note) as a working or a rest day locally (upsert, one statement).
+    Does not commit. Deadlines already set are kept: load a year's schedule before the year starts
+    (``calendar-status`` warns 60 days ahead)."""
+    rows = [{"d": d, "w": w, "n": note} for d, w, note in entries]
+    if rows:
+        conn.execute(text("""INSERT INTO calendar_overrides (day, workday, note) VALUES (:d, :w, :n)
+                             ON CONFLICT (day) DO UPDATE SET workday = EXCLUDED.workday, note = EXCLUDED.note"""),
+                     rows)
     _overrides.clear()
+    return len(rows)
 
 
 def add_deadline(start: datetime, deadline: str, overrides: dict[date, bool] | None = None) -> datetime:

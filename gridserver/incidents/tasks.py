@@ -3,7 +3,9 @@
 * ``incidents.escalate`` every minute: ``escalation.escalate_due`` (idempotent, SKIP LOCKED, so any
   number of workers may run it);
 * ``incidents.notify`` every 30 s: deliver pending webhooks from the outbox;
-* ``incidents.rollup`` every 5 min: refresh the KPI roll-up for days whose incidents changed.
+* ``incidents.rollup`` every 5 min: refresh the KPI roll-up for days whose incidents changed;
+* ``incidents.calendar_check`` daily: warn (log and job result) when a year within 60 days has no
+  working-day calendar (see ``deadlines.calendar_status``).
 """
 
 from __future__ import annotations
@@ -37,3 +39,19 @@ def rollup(ctx):
 
     with ctx.engine.begin() as conn:
         return refresh_rollup(conn)
+
+
+@periodic("incidents.calendar_check", every_seconds=86_400)
+@task("incidents.calendar_check")
+def calendar_check(ctx):
+    import logging
+
+    from gridserver.incidents.deadlines import calendar_status
+
+    with ctx.engine.connect() as conn:
+        st = calendar_status(conn)
+    if st["uncovered"]:
+        logging.getLogger(__name__).warning(
+            "no working-day calendar for %s: deadlines there count Monday–Friday only; load the published "
+            "schedule with `gridserver taxonomy calendar-load FILE`", ", ".join(map(str, st["uncovered"])))
+    return st

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -107,10 +107,10 @@ def test_working_days_follow_the_official_holiday_calendar():
 
 
 def test_local_override_changes_deadlines(db_url, engine):
-    from gridserver.incidents.deadlines import load_overrides, set_override
+    from gridserver.incidents.deadlines import load_overrides, set_overrides
 
     with engine.begin() as conn:
-        set_override(conn, date(2026, 10, 8), False, "台风停工")
+        set_overrides(conn, [(date(2026, 10, 8), False, "台风停工")])
     try:
         with engine.connect() as conn:
             ov = load_overrides(conn, fresh=True)
@@ -126,3 +126,93 @@ def test_local_override_changes_deadlines(db_url, engine):
 
             conn.execute(text("DELETE FROM calendar_overrides"))
     assert Path(taxonomy.DEFAULT_FILE).is_file()
+
+
+def test_schedule_lines_become_days_and_bad_lines_are_named():
+    from gridserver.errors import InvalidInput
+    from gridserver.incidents.deadlines import parse_days, parse_schedule
+
+    got = parse_schedule("# 2027\n2027-02-06..2027-02-08  休  春节 假期\n\n2027-02-14 班 春节调休  # 补班\n"
+                         "2027-02-07 holiday 春节\n")
+    assert got == [(date(2027, 2, 6), False, "春节 假期"), (date(2027, 2, 7), False, "春节"),
+                   (date(2027, 2, 8), False, "春节 假期"), (date(2027, 2, 14), True, "春节调休")]
+    assert parse_days("2027-01-01") == [date(2027, 1, 1)] and len(parse_days("2027-01-01..2027-01-31")) == 31
+    for text, fragment in [("2027-02-30 休", "line 1: '2027-02-30' is not a day"),
+                           ("2027-01-01 休\n2027-01-02 放", "line 2: expected 'DAY[..DAY] 休|班 [note]'"),
+                           ("2027-01-01 休\n2026-12-31..2027-01-02 班", "line 2: 2027-01-01 is already a rest day on line 1"),
+                           ("2027-01-05..2027-01-01 休", "line 1: range '2027-01-05..2027-01-01' must run forward"),
+                           ("2027-01-01..2027-03-01 休", "span at most 31 days"),
+                           ("# nothing\n", "names no day")]:
+        with pytest.raises(InvalidInput) as exc:
+            parse_schedule(text)
+        assert fragment in exc.value.detail, exc.value.detail
+
+
+def test_a_year_past_the_official_calendar_is_named_and_falls_back_to_weekdays(caplog):
+    from gridserver.incidents import deadlines as D
+
+    first, last = D.official_years()
+    year = last + 1  # the first year the installed package does not know
+    assert first <= 2026 <= last
+    assert D.uncovered_years({}, date(year - 1, 12, 1), 60) == [year]
+    assert D.uncovered_years({}, date(year - 1, 6, 1), 60) == []  # not yet within 60 days
+    assert D.uncovered_years({date(year, 1, 1): False}, date(year - 1, 12, 1), 60) == []
+    mon = next(date(year, 2, d) for d in range(1, 8) if date(year, 2, d).weekday() == 0)
+    D._warn_fallback.cache_clear()
+    D._official_workday.cache_clear()
+    with caplog.at_level("WARNING", logger="gridserver.incidents.deadlines"):
+        assert is_workday(mon) and not is_workday(mon + timedelta(days=5))  # Monday–Friday only
+    assert f"official working-day calendar unknown for {year}" in caplog.text
+
+
+def test_calendar_load_and_status_from_the_command_line(tmp_path, db_url, engine):
+    from sqlalchemy import text
+
+    from gridserver.incidents.deadlines import load_overrides, official_years
+
+    year = official_years()[1] + 1
+    mon = next(date(year, 2, d) for d in range(1, 8) if date(year, 2, d).weekday() == 0)
+    fri, sat = mon + timedelta(days=4), mon + timedelta(days=5)
+    ahead = str(max((date(year, 1, 1) - date.today()).days + 1, 0))
+    count = "SELECT count(*) FROM calendar_overrides"
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("DELETE FROM calendar_overrides"))
+        r = _cli(["taxonomy", "calendar-status", "--ahead", ahead], db_url)
+        assert r.returncode == 1 and "no working-day calendar for" in r.stderr and str(year) in r.stderr, r.stderr
+        bad = tmp_path / "bad.txt"
+        bad.write_text(f"{mon}..{fri} 休 春节\n{sat} 上班\n", encoding="utf-8")
+        r = _cli(["taxonomy", "calendar-load", str(bad)], db_url)
+        assert r.returncode == 2 and "line 2: expected" in " ".join(r.stderr.split()), r.stderr
+        with engine.connect() as conn:
+            assert conn.execute(text(count)).scalar() == 0  # nothing of the bad file was written
+        good = tmp_path / "schedule.txt"
+        good.write_text(f"# {year} 节假日安排\n{mon}..{fri} 休 春节\n{sat} 班 春节调休\n", encoding="utf-8")
+        r = _cli(["taxonomy", "calendar-load", str(good)], db_url)
+        assert r.returncode == 0 and "6 days loaded (5 rest, 1 working)" in r.stdout, r.stdout + r.stderr
+        with engine.connect() as conn:
+            ov = load_overrides(conn, fresh=True)
+        friday_before = datetime.combine(mon - timedelta(days=3), datetime.min.time(), CST).replace(hour=10)
+        assert add_working_days(friday_before, 1) == friday_before + timedelta(days=3)  # weekdays only
+        assert add_working_days(friday_before, 1, ov) == datetime.combine(sat, friday_before.timetz())
+        r = _cli(["taxonomy", "calendar-status", "--ahead", ahead], db_url)
+        assert f"{year}: 6 days" in r.stdout and str(year) not in r.stderr, r.stdout + r.stderr
+        # the daily job reports the same (its result is kept with the job)
+        from gridserver.jobs import enqueue, get_job
+        from gridserver.jobs.worker import import_task_modules, run_one
+
+        assert "gridserver.incidents.tasks" in import_task_modules()
+        jid = enqueue("incidents.calendar_check")
+        assert run_one(engine, only=jid) == jid
+        with engine.connect() as conn:
+            job = get_job(conn, jid)
+        assert job["state"] == "done", job["error"]
+        assert job["result"]["official_years"] == list(official_years()) and job["result"]["ahead_days"] == 60
+        assert job["result"]["override_days"] == {str(year): 6} and year not in job["result"]["uncovered"]
+        r = _cli(["taxonomy", "calendar", f"{mon}..{sat}", "--workday"], db_url)
+        assert r.returncode == 0 and "6 × working day" in r.stdout, r.stdout + r.stderr
+        with engine.connect() as conn:
+            assert all(load_overrides(conn, fresh=True)[mon + timedelta(days=k)] for k in range(6))
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text("DELETE FROM calendar_overrides"))
