@@ -219,6 +219,17 @@ def taxonomy_info(session: Session = Depends(get_session, scope="function")):
             "versions": taxonomy.versions(session), "categories": tax.tree()}
 
 
+@router.get("/api/v1/taxonomy/calendar", summary="工作日历覆盖 which years the working-day calendar covers (public)")
+def calendar(ahead_days: int = Query(60, ge=0, le=366, description="name uncovered years up to this many days ahead"),
+             session: Session = Depends(get_session, scope="function")):
+    """Official years (chinese-calendar), local override days per year, and ``uncovered``: years within
+    ``ahead_days`` whose deadlines would count Monday–Friday only (load their schedule with
+    ``gridserver taxonomy calendar-load``)."""
+    from gridserver.incidents.deadlines import calendar_status
+
+    return calendar_status(session, ahead_days)
+
+
 @router.get("/api/v1/taxonomy/departments", summary="责任部门 departments of the active taxonomy (public)")
 def departments(session: Session = Depends(get_session, scope="function")):
     tax = taxonomy.active(session)

@@ -165,7 +165,7 @@ def test_a_year_past_the_official_calendar_is_named_and_falls_back_to_weekdays(c
     assert f"official working-day calendar unknown for {year}" in caplog.text
 
 
-def test_calendar_load_and_status_from_the_command_line(tmp_path, db_url, engine):
+def test_calendar_load_and_status_from_the_command_line(tmp_path, db_url, engine, http):
     from sqlalchemy import text
 
     from gridserver.incidents.deadlines import load_overrides, official_years
@@ -178,6 +178,7 @@ def test_calendar_load_and_status_from_the_command_line(tmp_path, db_url, engine
     try:
         with engine.begin() as conn:
             conn.execute(text("DELETE FROM calendar_overrides"))
+        assert year in http.get("/api/v1/taxonomy/calendar", params={"ahead_days": ahead}).json()["uncovered"]
         r = _cli(["taxonomy", "calendar-status", "--ahead", ahead], db_url)
         assert r.returncode == 1 and "no working-day calendar for" in r.stderr and str(year) in r.stderr, r.stderr
         bad = tmp_path / "bad.txt"
@@ -209,6 +210,11 @@ def test_calendar_load_and_status_from_the_command_line(tmp_path, db_url, engine
         assert job["state"] == "done", job["error"]
         assert job["result"]["official_years"] == list(official_years()) and job["result"]["ahead_days"] == 60
         assert job["result"]["override_days"] == {str(year): 6} and year not in job["result"]["uncovered"]
+        api = http.get("/api/v1/taxonomy/calendar", params={"ahead_days": ahead})
+        assert api.status_code == 200 and api.json()["override_days"] == {str(year): 6}, api.text
+        assert year not in api.json()["uncovered"] and api.json()["ahead_days"] == int(ahead)
+        bad_ahead = http.get("/api/v1/taxonomy/calendar", params={"ahead_days": 400})
+        assert bad_ahead.status_code == 422 and "ahead_days" in bad_ahead.text
         r = _cli(["taxonomy", "calendar", f"{mon}..{sat}", "--workday"], db_url)
         assert r.returncode == 0 and "6 × working day" in r.stdout, r.stdout + r.stderr
         with engine.connect() as conn:
