@@ -1,5 +1,5 @@
 # gridserver — the two commands: `make demo` and `make test` (both run `make setup` first).
-.PHONY: setup demo test serve bench clean help
+.PHONY: setup demo test serve bench clean help lock
 .DEFAULT_GOAL := help
 
 VENV := .venv/bin
@@ -9,6 +9,7 @@ help:
 	@echo "make test   set up and run the whole test suite"
 	@echo "make setup  install Debian packages (as root), .venv and front-end assets (idempotent)"
 	@echo "make bench  run the benchmarks in bench/"
+	@echo "make lock   re-pin requirements.lock to the versions in .venv (after a dependency change)"
 
 setup:
 	@bash scripts/setup.sh
@@ -34,6 +35,11 @@ bench: setup
 	done; rm -f bench/results/.rc bench/results/.out; \
 	echo "== final JSON lines: bench/results/latest.jsonl"; cat bench/results/latest.jsonl; \
 	if [ -n "$$failed" ]; then echo "FAILED:$$failed"; exit 1; fi
+
+lock:
+	@{ echo "# Exact versions the test suite last passed with (pip constraints: scripts/setup.sh installs with -c)."; \
+	   echo "# Regenerate after changing dependencies in pyproject.toml: make lock"; \
+	   $(VENV)/pip freeze --exclude-editable | sed "s/+cpu$$//"; } > requirements.lock
 
 clean:
 	-$(VENV)/gridserver db stop

@@ -3,7 +3,8 @@
 #   1. Debian packages: PostgreSQL + PostGIS (for the embedded private PostGIS), Chromium and a CJK
 #      font (browser tests, map screenshots), Node.js/npm (front-end build). Installed with apt-get
 #      when running as root; otherwise the exact command is printed.
-#   2. .venv with the project installed (pip install -e .[dev,train]); redone only when pyproject changes.
+#   2. .venv with the project installed (pip install -e .[dev,train]) at the versions pinned in
+#      requirements.lock; redone only when pyproject.toml or the lock changes.
 #   3. Front-end: npm ci + build of web/ into gridserver/maps/static/dist; redone when web/ changes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,7 +47,7 @@ PY=${PYTHON:-python3}
 "$PY" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' || { echo "Python >= 3.11 required"; exit 1; }
 stamp=.venv/.gridserver-installed
 EXTRAS="dev,train"
-want=$( (cat pyproject.toml; echo "$EXTRAS") | sha1sum | cut -d' ' -f1)
+want=$( (cat pyproject.toml requirements.lock; echo "$EXTRAS") | sha1sum | cut -d' ' -f1)
 if [ ! -x .venv/bin/python ]; then
   say "creating .venv"
   "$PY" -m venv .venv
@@ -54,7 +55,7 @@ fi
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   say "installing Python packages into .venv (pip install -e .[dev,train]; train = torch 2.13.0 CPU, used by gridserver address train)"
   .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e ".[$EXTRAS]"
+  .venv/bin/pip install -q -c requirements.lock -e ".[$EXTRAS]"
   echo "$want" > "$stamp"
 else
   say "Python packages up to date"
