@@ -9,6 +9,7 @@ import uuid
 import pytest
 from pydantic import ValidationError
 from sqlalchemy import text
+from jobs_run import run_job
 from sqlalchemy.exc import DBAPIError
 
 from gridserver.blockdata.retention import purge_access_log
@@ -35,16 +36,10 @@ def aged_rows(engine):
 
 
 def _run_purge(engine) -> dict:
-    from gridserver.jobs import enqueue, get_job
-    from gridserver.jobs.worker import import_task_modules, run_one
+    from gridserver.jobs.worker import import_task_modules
 
     assert "gridserver.blockdata.retention" in import_task_modules()
-    jid = enqueue("access_log.purge")
-    assert run_one(engine, only=jid) == jid
-    with engine.connect() as conn:
-        job = get_job(conn, jid)
-    assert job["state"] == "done", job["error"]
-    return job["result"]
+    return run_job(engine, "access_log.purge")["result"]
 
 
 def test_purge_deletes_only_rows_past_retention_and_logs_itself(engine, aged_rows, http, auth, admin_token):

@@ -10,6 +10,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from jobs_run import run_job
 
 from gridserver.incidents import taxonomy
 from gridserver.incidents.deadlines import add_deadline, add_working_days, is_workday
@@ -199,15 +200,10 @@ def test_calendar_load_and_status_from_the_command_line(tmp_path, db_url, engine
         r = _cli(["taxonomy", "calendar-status", "--ahead", ahead], db_url)
         assert f"{year}: 6 days" in r.stdout and str(year) not in r.stderr, r.stdout + r.stderr
         # the daily job reports the same (its result is kept with the job)
-        from gridserver.jobs import enqueue, get_job
-        from gridserver.jobs.worker import import_task_modules, run_one
+        from gridserver.jobs.worker import import_task_modules
 
         assert "gridserver.incidents.tasks" in import_task_modules()
-        jid = enqueue("incidents.calendar_check")
-        assert run_one(engine, only=jid) == jid
-        with engine.connect() as conn:
-            job = get_job(conn, jid)
-        assert job["state"] == "done", job["error"]
+        job = run_job(engine, "incidents.calendar_check")
         assert job["result"]["official_years"] == list(official_years()) and job["result"]["ahead_days"] == 60
         assert job["result"]["override_days"] == {str(year): 6} and year not in job["result"]["uncovered"]
         api = http.get("/api/v1/taxonomy/calendar", params={"ahead_days": ahead})
