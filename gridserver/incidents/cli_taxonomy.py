@@ -102,7 +102,7 @@ def calendar_load(file: Path = typer.Argument(..., help="schedule file: 'DAY[..D
 
     One line per day or range, e.g. ``2027-02-06..2027-02-12 休 春节`` / ``2027-02-14 班 春节调休``;
     ``#`` starts a comment. A bad line names its number and nothing is written (exit 2)."""
-    from gridserver.incidents.deadlines import parse_schedule, set_overrides
+    from gridserver.incidents.deadlines import load_schedule, parse_schedule
 
     try:
         entries = parse_schedule(file.read_text(encoding="utf-8"))
@@ -113,7 +113,7 @@ def calendar_load(file: Path = typer.Argument(..., help="schedule file: 'DAY[..D
         err.print(f"[red]错误 error:[/red] {file}: {getattr(exc, 'detail', exc)}", highlight=False)
         raise typer.Exit(2) from None
     with _engine().begin() as conn:
-        n = set_overrides(conn, entries)
+        n = load_schedule(conn, entries)
     rest = sum(not w for _, w, _ in entries)
     console.print(f"{n} days loaded ({rest} rest, {n - rest} working) from {entries[0][0]} to {entries[-1][0]}")
 
@@ -128,6 +128,7 @@ def calendar_status(ahead: int = typer.Option(60, help="look this many days ahea
         st = calendar_status(conn, ahead)
     known = st["official_years"]
     console.print(f"official calendar (chinese-calendar): {'%d–%d' % tuple(known) if known else 'not installed'}")
+    console.print("published schedules loaded: " + (", ".join(map(str, st["schedule_years"])) or "none"))
     console.print("local overrides: " + (", ".join(f"{y}: {n} days" for y, n in st["override_days"].items()) or "none"))
     if st["uncovered"]:
         err.print(f"[yellow]警告 warning:[/yellow] no working-day calendar for {', '.join(map(str, st['uncovered']))}: "

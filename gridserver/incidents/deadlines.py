@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import Counter
 from collections.abc import Iterable
 from datetime import date, datetime, timedelta
 from functools import lru_cache
@@ -34,6 +35,8 @@ WORKDAY_START = 9  # 09:00
 #: context statement (``intake.py``); other callers pay one small query.
 _overrides: dict[str, tuple[int, dict[date, bool]]] = {}
 REVISION_SQL = "SELECT value FROM gridserver_meta WHERE key = 'calendar_revision'"
+#: ``gridserver_meta`` key prefix of the years whose published schedule was loaded
+SCHEDULE_KEY = "calendar_schedule_"
 
 
 def is_workday(day: date, overrides: dict[date, bool] | None = None) -> bool:
@@ -73,25 +76,26 @@ def official_years() -> tuple[int, int] | None:
     return min(years), max(years)
 
 
-def uncovered_years(overrides: dict[date, bool], today: date, ahead_days: int = 60) -> list[int]:
-    """The years from ``today`` to ``today + ahead_days`` that neither the official calendar nor any
-    local override covers: deadlines there fall back to Monday–Friday (no Spring Festival, no 调休)."""
+def uncovered_years(schedule_years: set[int], today: date, ahead_days: int = 60) -> list[int]:
+    """The years from ``today`` to ``today + ahead_days`` that neither the official calendar nor a loaded
+    schedule (``schedule_years``) covers: deadlines there fall back to Monday–Friday (no Spring Festival,
+    no 调休). Single-day overrides (a typhoon day) do not make a year covered."""
     known = official_years()
-    local = {d.year for d in overrides}
     return [y for y in range(today.year, (today + timedelta(days=ahead_days)).year + 1)
-            if not (known and known[0] <= y <= known[1]) and y not in local]
+            if not (known and known[0] <= y <= known[1]) and y not in schedule_years]
 
 
 def calendar_status(conn, ahead_days: int = 60, today: date | None = None) -> dict:
-    """What the working-day calendar covers: the official years, local override days per year, and the
-    ``uncovered`` years within ``ahead_days`` of today (China time) that count Monday–Friday only."""
-    overrides = load_overrides(conn, fresh=True)
-    by_year: dict[int, int] = {}
-    for d in overrides:
-        by_year[d.year] = by_year.get(d.year, 0) + 1
+    """What the working-day calendar covers: the official years, the years whose published schedule was
+    loaded (:func:`load_schedule`), local override days per year, and the ``uncovered`` years within
+    ``ahead_days`` of today (China time) that count Monday–Friday only."""
+    by_year = Counter(d.year for d in load_overrides(conn, fresh=True))
+    schedules = {int(k.removeprefix(SCHEDULE_KEY)) for k in conn.execute(
+        text("SELECT key FROM gridserver_meta WHERE starts_with(key, :k)"), {"k": SCHEDULE_KEY}).scalars()}
     known = official_years()
-    return {"official_years": list(known) if known else None, "override_days": dict(sorted(by_year.items())),
-            "uncovered": uncovered_years(overrides, today or datetime.now(LOCAL_TZ).date(), ahead_days),
+    return {"official_years": list(known) if known else None, "schedule_years": sorted(schedules),
+            "override_days": dict(sorted(by_year.items())),
+            "uncovered": uncovered_years(schedules, today or datetime.now(LOCAL_TZ).date(), ahead_days),
             "ahead_days": ahead_days}
 
 
@@ -175,6 +179,16 @@ def set_overrides(conn, entries: Iterable[tuple[date, bool, str]]) -> int:
                      rows)
     _overrides.clear()
     return len(rows)
+
+
+def load_schedule(conn, entries: list[tuple[date, bool, str]]) -> int:
+    """:func:`set_overrides` for a year's published schedule (:func:`parse_schedule`): its years then count
+    as covered (``gridserver_meta`` ``calendar_schedule_<year>`` = days loaded). Does not commit."""
+    for year, n in Counter(d.year for d, _, _ in entries).items():
+        conn.execute(text("""INSERT INTO gridserver_meta (key, value) VALUES (:k, :n)
+                             ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"""),
+                     {"k": f"{SCHEDULE_KEY}{year}", "n": n})
+    return set_overrides(conn, entries)
 
 
 def add_deadline(start: datetime, deadline: str, overrides: dict[date, bool] | None = None) -> datetime:

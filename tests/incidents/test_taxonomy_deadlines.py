@@ -155,9 +155,9 @@ def test_a_year_past_the_official_calendar_is_named_and_falls_back_to_weekdays(c
     first, last = D.official_years()
     year = last + 1  # the first year the installed package does not know
     assert first <= 2026 <= last
-    assert D.uncovered_years({}, date(year - 1, 12, 1), 60) == [year]
-    assert D.uncovered_years({}, date(year - 1, 6, 1), 60) == []  # not yet within 60 days
-    assert D.uncovered_years({date(year, 1, 1): False}, date(year - 1, 12, 1), 60) == []
+    assert D.uncovered_years(set(), date(year - 1, 12, 1), 60) == [year]
+    assert D.uncovered_years(set(), date(year - 1, 6, 1), 60) == []  # not yet within 60 days
+    assert D.uncovered_years({year}, date(year - 1, 12, 1), 60) == []
     mon = next(date(year, 2, d) for d in range(1, 8) if date(year, 2, d).weekday() == 0)
     D._warn_fallback.cache_clear()
     D._official_workday.cache_clear()
@@ -176,18 +176,23 @@ def test_calendar_load_and_status_from_the_command_line(tmp_path, db_url, engine
     fri, sat = mon + timedelta(days=4), mon + timedelta(days=5)
     ahead = str(max((date(year, 1, 1) - date.today()).days + 1, 0))
     count = "SELECT count(*) FROM calendar_overrides"
+    clean = ["DELETE FROM calendar_overrides", "DELETE FROM gridserver_meta WHERE key LIKE 'calendar_schedule%'"]
     try:
         with engine.begin() as conn:
-            conn.execute(text("DELETE FROM calendar_overrides"))
+            for sql in clean:
+                conn.execute(text(sql))
         assert year in http.get("/api/v1/taxonomy/calendar", params={"ahead_days": ahead}).json()["uncovered"]
+        # one local rest day (a typhoon day) does not make the year's calendar known
+        assert _cli(["taxonomy", "calendar", str(date(year, 1, 4)), "--holiday", "--note", "台风"], db_url).returncode == 0
         r = _cli(["taxonomy", "calendar-status", "--ahead", ahead], db_url)
         assert r.returncode == 1 and "no working-day calendar for" in r.stderr and str(year) in r.stderr, r.stderr
+        assert f"{year}: 1 days" in r.stdout and "published schedules loaded: none" in r.stdout, r.stdout
         bad = tmp_path / "bad.txt"
         bad.write_text(f"{mon}..{fri} 休 春节\n{sat} 上班\n", encoding="utf-8")
         r = _cli(["taxonomy", "calendar-load", str(bad)], db_url)
         assert r.returncode == 2 and "line 2: expected" in " ".join(r.stderr.split()), r.stderr
         with engine.connect() as conn:
-            assert conn.execute(text(count)).scalar() == 0  # nothing of the bad file was written
+            assert conn.execute(text(count)).scalar() == 1  # nothing of the bad file was written
         good = tmp_path / "schedule.txt"
         good.write_text(f"# {year} 节假日安排\n{mon}..{fri} 休 春节\n{sat} 班 春节调休\n", encoding="utf-8")
         r = _cli(["taxonomy", "calendar-load", str(good)], db_url)
@@ -198,16 +203,18 @@ def test_calendar_load_and_status_from_the_command_line(tmp_path, db_url, engine
         assert add_working_days(friday_before, 1) == friday_before + timedelta(days=3)  # weekdays only
         assert add_working_days(friday_before, 1, ov) == datetime.combine(sat, friday_before.timetz())
         r = _cli(["taxonomy", "calendar-status", "--ahead", ahead], db_url)
-        assert f"{year}: 6 days" in r.stdout and str(year) not in r.stderr, r.stdout + r.stderr
+        assert f"{year}: 7 days" in r.stdout and f"published schedules loaded: {year}" in r.stdout, r.stdout
+        assert str(year) not in r.stderr, r.stderr
         # the daily job reports the same (its result is kept with the job)
         from gridserver.jobs.worker import import_task_modules
 
         assert "gridserver.incidents.tasks" in import_task_modules()
         job = run_job(engine, "incidents.calendar_check")
         assert job["result"]["official_years"] == list(official_years()) and job["result"]["ahead_days"] == 60
-        assert job["result"]["override_days"] == {str(year): 6} and year not in job["result"]["uncovered"]
+        assert job["result"]["override_days"] == {str(year): 7} and job["result"]["schedule_years"] == [year]
+        assert year not in job["result"]["uncovered"]
         api = http.get("/api/v1/taxonomy/calendar", params={"ahead_days": ahead})
-        assert api.status_code == 200 and api.json()["override_days"] == {str(year): 6}, api.text
+        assert api.status_code == 200 and api.json()["override_days"] == {str(year): 7}, api.text
         assert year not in api.json()["uncovered"] and api.json()["ahead_days"] == int(ahead)
         bad_ahead = http.get("/api/v1/taxonomy/calendar", params={"ahead_days": 400})
         assert bad_ahead.status_code == 422 and "ahead_days" in bad_ahead.text
@@ -217,4 +224,5 @@ def test_calendar_load_and_status_from_the_command_line(tmp_path, db_url, engine
             assert all(load_overrides(conn, fresh=True)[mon + timedelta(days=k)] for k in range(6))
     finally:
         with engine.begin() as conn:
-            conn.execute(text("DELETE FROM calendar_overrides"))
+            for sql in clean:
+                conn.execute(text(sql))
