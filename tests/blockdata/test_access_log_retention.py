@@ -9,12 +9,12 @@ import uuid
 import pytest
 from pydantic import ValidationError
 from sqlalchemy import text
-from jobs_run import run_job
 from sqlalchemy.exc import DBAPIError
 
 from gridserver.blockdata.retention import purge_access_log
 from gridserver.errors import InvalidInput
 from gridserver.settings import Settings, get_settings
+from jobs_run import run_job
 
 
 def _rows(engine, tag: str) -> dict[str, int]:

@@ -10,10 +10,10 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from jobs_run import run_job
 
 from gridserver.incidents import taxonomy
 from gridserver.incidents.deadlines import add_deadline, add_working_days, is_workday
+from jobs_run import run_job
 
 CST = ZoneInfo("Asia/Shanghai")
 GRIDSERVER = [sys.executable, "-m", "gridserver.cli"]
