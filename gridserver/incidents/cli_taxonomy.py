@@ -122,7 +122,7 @@ def calendar_load(file: Path = typer.Argument(..., help="schedule file: 'DAY[..D
 def calendar_status(ahead: int = typer.Option(60, help="look this many days ahead of today")):
     """Which years the working-day calendar covers (official package, local overrides) and whether a
     year within ``--ahead`` days falls back to Monday–Friday (exit 1 if so, for monitoring)."""
-    from gridserver.incidents.deadlines import calendar_status
+    from gridserver.incidents.deadlines import calendar_status, uncovered_message
 
     with _engine().connect() as conn:
         st = calendar_status(conn, ahead)
@@ -131,8 +131,6 @@ def calendar_status(ahead: int = typer.Option(60, help="look this many days ahea
     console.print("published schedules loaded: " + (", ".join(map(str, st["schedule_years"])) or "none"))
     console.print("local overrides: " + (", ".join(f"{y}: {n} days" for y, n in st["override_days"].items()) or "none"))
     if st["uncovered"]:
-        err.print(f"[yellow]警告 warning:[/yellow] no working-day calendar for {', '.join(map(str, st['uncovered']))}: "
-                  "deadlines there count Monday–Friday only; load the published schedule with "
-                  "`gridserver taxonomy calendar-load FILE`", highlight=False)
+        err.print(f"[yellow]警告 warning:[/yellow] {uncovered_message(st['uncovered'])}", highlight=False)
         raise typer.Exit(1)
     console.print(f"covered through the next {ahead} days")

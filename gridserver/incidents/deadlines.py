@@ -85,6 +85,12 @@ def uncovered_years(schedule_years: set[int], today: date, ahead_days: int = 60)
             if not (known and known[0] <= y <= known[1]) and y not in schedule_years]
 
 
+def uncovered_message(years: Iterable[int]) -> str:
+    """What to tell an operator about years without a working-day calendar."""
+    return (f"no working-day calendar for {', '.join(map(str, years))}: deadlines there count Monday–Friday only; "
+            "load the published schedule with `gridserver taxonomy calendar-load FILE`")
+
+
 def calendar_status(conn, ahead_days: int = 60, today: date | None = None) -> dict:
     """What the working-day calendar covers: the official years, the years whose published schedule was
     loaded (:func:`load_schedule`), local override days per year, and the ``uncovered`` years within

@@ -46,12 +46,10 @@ def rollup(ctx):
 def calendar_check(ctx):
     import logging
 
-    from gridserver.incidents.deadlines import calendar_status
+    from gridserver.incidents.deadlines import calendar_status, uncovered_message
 
     with ctx.engine.connect() as conn:
         st = calendar_status(conn)
     if st["uncovered"]:
-        logging.getLogger(__name__).warning(
-            "no working-day calendar for %s: deadlines there count Monday–Friday only; load the published "
-            "schedule with `gridserver taxonomy calendar-load FILE`", ", ".join(map(str, st["uncovered"])))
+        logging.getLogger(__name__).warning(uncovered_message(st["uncovered"]))
     return st
