@@ -43,6 +43,9 @@ class Layer:
     id_type: str = "string"
     required_table: str | None = None  # layer exists only when this table does
     extra: dict = field(default_factory=dict)
+    # JSON type of an output property that is not a queryable ("date-time": a string in that format);
+    # anything named in neither is a string
+    prop_types: dict[str, str] = field(default_factory=dict)
 
     @property
     def geom_sql(self) -> str:
@@ -57,7 +60,7 @@ def _area_layer(lid: str, level: str, title: str) -> Layer:
                "area_m2": "round(t.area_m2::numeric, 1)::float8",
                "valid_from": "to_char(t.valid_from AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"},
         queryables={"code": "string", "name": "string", "parent_code": "string", "area_m2": "number"},
-        time_start="t.valid_from", time_end="t.valid_to", public=True,
+        time_start="t.valid_from", time_end="t.valid_to", public=True, prop_types={"valid_from": "date-time"},
     )
 
 
@@ -77,7 +80,7 @@ LAYERS: dict[str, Layer] = {
         table="incidents t", base_where="TRUE", id_sql="t.id", props=_INCIDENT_PROPS,
         queryables={"category": "string", "status": "string", "grid_code": "string", "community_code": "string",
                     "street_code": "string", "district_code": "string", "id": "integer"},
-        time_start="t.created_at", point=True, id_type="integer",
+        time_start="t.created_at", point=True, id_type="integer", prop_types={"created_at": "date-time"},
     ),
     "buildings": Layer(
         id="buildings", title="建筑", description="建筑物（按角色脱敏） buildings, shaped by the block-data privacy layer",

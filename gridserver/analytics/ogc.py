@@ -166,6 +166,8 @@ def _collection_doc(conn, base: str, layer: layers.Layer, user: User | None, fmt
             _link(f"{url}/items?f=html", "items", HTML, f"{layer.title} 要素 items (HTML)"),
             _link(f"{url}/queryables", "http://www.opengis.net/def/rel/ogc/1.0/queryables",
                   "application/schema+json", "可查询属性 queryables"),
+            _link(f"{url}/schema", "http://www.opengis.net/def/rel/ogc/1.0/schema",
+                  "application/schema+json", "要素结构 schema"),
         ],
     }
 
@@ -192,23 +194,54 @@ def collection(collection_id: str, request: Request, user: User | None = Depends
     return _respond("collection", _collection_doc(conn, _base(request), layer, user, fmt), fmt)
 
 
-@_get("/collections/{collection_id}/queryables", summary="可查询属性 queryables (JSON Schema)",
-            responses={200: {"content": {"application/schema+json": {}}}})
-def queryables(collection_id: str, request: Request, user: User | None = Depends(optional_user),
-               session: Session = Depends(get_session, scope="function")):
-    fmt = _format(request)
-    layer = layers.get_layer(session.connection(), collection_id, user)
-    url = f"{_base(request)}/collections/{layer.id}/queryables"
-    props = {name: {"type": typ, "title": name} for name, typ in layer.queryables.items()}
-    props["geometry"] = {"format": "geometry-point" if layer.point else "geometry-any"}
-    if layer.time_start:
-        props["datetime"] = {"type": "string", "format": "date-time"}
+def _json_type(typ: str) -> dict:
+    return {"type": "string", "format": "date-time"} if typ == "date-time" else {"type": typ}
+
+
+def _schema_doc(request: Request, layer: layers.Layer, kind: str, props: dict, fmt: str):
+    """A JSON Schema resource of a collection (``queryables`` or ``schema``), as JSON or HTML."""
+    url = f"{_base(request)}/collections/{layer.id}/{kind}"
     doc = {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": url, "type": "object",
            "title": layer.title, "properties": props, "additionalProperties": False,
            "links": _self_links(url, fmt, "application/schema+json")}
     if fmt == "html":
-        return _respond("queryables", doc, fmt)
+        return _respond(kind, doc, fmt)
     return JSONResponse(doc, media_type="application/schema+json", headers=CORS)
+
+
+@_get("/collections/{collection_id}/queryables", summary="可查询属性 queryables (JSON Schema)",
+            responses={200: {"content": {"application/schema+json": {}}}})
+def queryables(collection_id: str, request: Request, user: User | None = Depends(optional_user),
+               session: Session = Depends(get_session, scope="function")):
+    """The properties ``filter`` and ``name=value`` may use (Part 3)."""
+    layer = layers.get_layer(session.connection(), collection_id, user)
+    props = {name: {"type": typ, "title": name} for name, typ in layer.queryables.items()}
+    props["geometry"] = {"format": "geometry-point" if layer.point else "geometry-any"}
+    if layer.time_start:
+        props["datetime"] = {"type": "string", "format": "date-time"}
+    return _schema_doc(request, layer, "queryables", props, _format(request))
+
+
+@_get("/collections/{collection_id}/schema", summary="要素结构 the schema of the features (JSON Schema)",
+            responses={200: {"content": {"application/schema+json": {}}}})
+def feature_schema(collection_id: str, request: Request, user: User | None = Depends(optional_user),
+                   session: Session = Depends(get_session, scope="function")):
+    """Every property a feature of the collection carries, with its type and role (Part 5, Schemas)."""
+    layer = layers.get_layer(session.connection(), collection_id, user)
+    props = {}
+    for name in layer.props:
+        typ = layer.queryables.get(name) or layer.prop_types.get(name, "string")
+        props[name] = {"title": name, **_json_type(typ), "readOnly": True}
+        if layer.id_sql == layer.props[name]:
+            props[name]["x-ogc-role"] = "id"
+    props["geometry"] = {"format": "geometry-point" if layer.point else "geometry-any",
+                         "x-ogc-role": "primary-geometry"}
+    for sql, role in ((layer.time_start, "primary-interval-start" if layer.time_end else "primary-instant"),
+                      (layer.time_end, "primary-interval-end")):
+        for name, expr in layer.props.items():
+            if sql and sql in expr:
+                props[name]["x-ogc-role"] = role
+    return _schema_doc(request, layer, "schema", props, _format(request))
 
 
 def parse_item_query(request: Request, layer: layers.Layer) -> features.FeatureQuery:

@@ -60,6 +60,9 @@ def openapi_document(base: str, layers) -> dict:
         paths[f"/collections/{lay.id}/queryables"] = {"get": {
             "summary": f"{lay.title} queryables", "operationId": f"queryables_{lay.id}", "parameters": [ref("f")],
             "responses": _responses("queryables", ("application/schema+json", "text/html")), "security": secure}}
+        paths[f"/collections/{lay.id}/schema"] = {"get": {
+            "summary": f"{lay.title} schema", "operationId": f"schema_{lay.id}", "parameters": [ref("f")],
+            "responses": _responses("schema", ("application/schema+json", "text/html")), "security": secure}}
         paths[f"/collections/{lay.id}/items"] = {"get": {
             "summary": f"{lay.title} features", "operationId": f"items_{lay.id}",
             "parameters": [ref(n) for n in ("f", "limit", "offset", "after", "bbox", "bbox-crs", "crs", "datetime",

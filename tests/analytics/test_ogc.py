@@ -310,3 +310,44 @@ def test_html_items_carry_every_link(http, small_city):
     by_offset = [f["id"] for f in http.get("/ogc/collections/grids/items?limit=5&offset=5").json()["features"]]
     assert by_keyset == by_offset and not set(by_keyset) & {f["id"] for f in j["features"]}
     assert http.get("/ogc/collections/incidents/items?after=abc").status_code in (400, 401)
+
+
+def test_schema_describes_every_property_features_carry(http, analytics_incidents, small_city, analyst, auth):
+    """/collections/{id}/schema (Part 5): each property a feature carries, typed as it is served, with roles."""
+    import jsonschema
+
+    doc = http.get("/ogc/collections", headers=auth(analyst)).json()
+    checked = 0
+    for c in doc["collections"]:
+        link = _rel(c, "http://www.opengis.net/def/rel/ogc/1.0/schema", "application/schema+json")
+        assert len(link) == 1
+        r = http.get(link[0]["href"], headers=auth(analyst))
+        assert r.status_code == 200 and r.headers["content-type"].startswith("application/schema+json")
+        sch = r.json()
+        jsonschema.Draft202012Validator.check_schema(sch)
+        props = {k: v for k, v in sch["properties"].items() if k != "geometry"}
+        assert sch["properties"]["geometry"]["x-ogc-role"] == "primary-geometry"
+        page = http.get(f"/ogc/collections/{c['id']}/items", headers=auth(analyst), params={"limit": 50}).json()
+        check = jsonschema.Draft202012Validator(
+            {"type": "object", "properties": {k: {kk: vv for kk, vv in v.items() if kk != "x-ogc-role"}
+                                              for k, v in props.items()},
+             "required": list(props), "additionalProperties": False},
+            format_checker=jsonschema.FormatChecker())
+        for f in page["features"]:
+            nulls = {k for k, v in f["properties"].items() if v is None}
+            errors = [e.message for e in check.iter_errors({k: v for k, v in f["properties"].items()
+                                                            if k not in nulls})
+                      if not (e.validator == "required" and any(repr(n) in e.message for n in nulls))]
+            assert not errors, (c["id"], errors)
+            checked += 1
+    assert checked >= 20
+    grids = http.get("/ogc/collections/grids/schema").json()["properties"]
+    assert grids["code"]["x-ogc-role"] == "id" and grids["area_m2"]["type"] == "number"
+    assert grids["valid_from"] == {"title": "valid_from", "type": "string", "format": "date-time",
+                                   "readOnly": True, "x-ogc-role": "primary-interval-start"}
+    inc = http.get("/ogc/collections/incidents/schema", headers=auth(analyst)).json()["properties"]
+    assert inc["created_at"]["x-ogc-role"] == "primary-instant"
+    assert http.get("/ogc/collections/incidents/schema").status_code == 401
+    assert http.get("/ogc/collections/nope/schema").status_code == 404
+    html = http.get("/ogc/collections/grids/schema?f=html")
+    assert html.status_code == 200 and "valid_from" in html.text
