@@ -6,6 +6,13 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+
+# the code of a routing error, by HTTP status (domain errors carry their own)
+_HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+               405: "method_not_allowed", 406: "not_acceptable", 413: "too_large", 415: "unsupported_media_type"}
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 class GridserverError(Exception):
@@ -135,6 +142,23 @@ def install_handlers(app: FastAPI) -> None:
 
             headers = {"Retry-After": str(get_settings().retry_after)}
         return JSONResponse({"detail": exc.detail, "code": exc.code, **exc.extra}, exc.status, headers=headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        """Routing errors (unknown path, wrong method) in the same shape as ours, saying what and where."""
+        detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 404 and detail == "Not Found":
+            detail = f"没有此路径 no such path: {request.url.path}"
+        elif exc.status_code == 405:
+            # Starlette names only the first route of the path: ask the router which methods it would serve
+            allowed = {m for m in _METHODS if any(route.matches({**request.scope, "method": m})[0] == Match.FULL
+                                                   for route in request.app.router.routes)}
+            headers = {k: v for k, v in headers.items() if k.lower() != "allow"}
+            headers["Allow"] = ", ".join(sorted(allowed))
+            detail = f"不支持此方法 {request.method} is not allowed on {request.url.path}; allowed: {headers['Allow']}"
+        return JSONResponse({"detail": detail, "code": _HTTP_CODES.get(exc.status_code, "http_error")},
+                            exc.status_code, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError):

@@ -27,10 +27,11 @@ router = APIRouter(prefix="/ogc", tags=["OGC API Features 要素服务"])
 
 
 def _get(path: str, **kw):
-    """GET and HEAD (the spec recommends HEAD on every resource); only GET is in the OpenAPI document,
-    so every operation keeps one unique operationId."""
+    """GET and HEAD (the spec recommends HEAD on every resource). The route that serves both comes first
+    (so a 405 names both in ``Allow``) and stays out of the OpenAPI document; a GET-only twin documents
+    the operation, so every operation keeps one unique operationId."""
     def register(fn):
-        router.api_route(path, methods=["HEAD"], **{**kw, "include_in_schema": False})(fn)
+        router.api_route(path, methods=["GET", "HEAD"], **{**kw, "include_in_schema": False})(fn)
         return router.api_route(path, methods=["GET"], **kw)(fn)
 
     return register
