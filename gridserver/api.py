@@ -57,6 +57,9 @@ def create_app() -> FastAPI:
     from gridserver.maps.fast_tiles import AreaTileFastPath
 
     app.add_middleware(AreaTileFastPath)  # cached public area tiles answered before routing
+    from gridserver.analytics.cors import OgcCors
+
+    app.add_middleware(OgcCors)  # web maps on other origins may read /ogc (preflight, errors readable)
 
     @app.get("/", include_in_schema=False)
     def index():

@@ -55,7 +55,6 @@ CONFORMANCE = [
     "http://www.opengis.net/spec/cql2/1.0/conf/basic-spatial-functions",
 ]
 ITEM_PARAMS = {"f", "limit", "offset", "after", "bbox", "bbox-crs", "crs", "datetime", "filter", "filter-lang", "filter-crs"}
-CORS = {"Access-Control-Allow-Origin": "*", "Access-Control-Expose-Headers": "Content-Crs, Link"}
 
 
 class NotAcceptable(GridserverError):
@@ -116,7 +115,7 @@ def _self_links(url: str, fmt: str, json_type: str = JSON) -> list[dict]:
 
 
 def _respond(kind: str, doc: dict, fmt: str, *, media: str = JSON, headers: dict | None = None):
-    h = {**CORS, **(headers or {})}
+    h = dict(headers or {})  # CORS headers: analytics/cors.py, for every /ogc answer
     if fmt == "html":
         return HTMLResponse(ogc_html.render(kind, doc), headers=h)
     return JSONResponse(doc, media_type=media, headers=h)
@@ -153,7 +152,7 @@ def api_definition(request: Request, session: Session = Depends(get_session, sco
     from gridserver.analytics.ogc_openapi import openapi_document
 
     doc = openapi_document(_base(request), layers.available_layers(session.connection()))
-    return JSONResponse(doc, media_type=OPENAPI_TYPE, headers=CORS)
+    return JSONResponse(doc, media_type=OPENAPI_TYPE)
 
 
 def _collection_doc(conn, base: str, layer: layers.Layer, user: User | None, fmt: str) -> dict:
@@ -207,7 +206,7 @@ def _schema_doc(request: Request, layer: layers.Layer, kind: str, props: dict, f
            "links": _self_links(url, fmt, "application/schema+json")}
     if fmt == "html":
         return _respond(kind, doc, fmt)
-    return JSONResponse(doc, media_type="application/schema+json", headers=CORS)
+    return JSONResponse(doc, media_type="application/schema+json")
 
 
 @_get("/collections/{collection_id}/queryables", summary="可查询属性 queryables (JSON Schema)",
