@@ -194,6 +194,10 @@ def collection(collection_id: str, request: Request, user: User | None = Depends
     return _respond("collection", _collection_doc(conn, _base(request), layer, user, fmt), fmt)
 
 
+def _geometry_schema(layer: layers.Layer) -> dict:
+    return {"format": "geometry-point" if layer.point else "geometry-any"}
+
+
 def _json_type(typ: str) -> dict:
     return {"type": "string", "format": "date-time"} if typ == "date-time" else {"type": typ}
 
@@ -216,7 +220,7 @@ def queryables(collection_id: str, request: Request, user: User | None = Depends
     """The properties ``filter`` and ``name=value`` may use (Part 3)."""
     layer = layers.get_layer(session.connection(), collection_id, user)
     props = {name: {"type": typ, "title": name} for name, typ in layer.queryables.items()}
-    props["geometry"] = {"format": "geometry-point" if layer.point else "geometry-any"}
+    props["geometry"] = _geometry_schema(layer)
     if layer.time_start:
         props["datetime"] = {"type": "string", "format": "date-time"}
     return _schema_doc(request, layer, "queryables", props, _format(request))
@@ -228,19 +232,18 @@ def feature_schema(collection_id: str, request: Request, user: User | None = Dep
                    session: Session = Depends(get_session, scope="function")):
     """Every property a feature of the collection carries, with its type and role (Part 5, Schemas)."""
     layer = layers.get_layer(session.connection(), collection_id, user)
+    time_roles = [(sql, role) for sql, role in (
+        (layer.time_start, "primary-interval-start" if layer.time_end else "primary-instant"),
+        (layer.time_end, "primary-interval-end")) if sql]
     props = {}
-    for name in layer.props:
+    for name, expr in layer.props.items():
         typ = layer.queryables.get(name) or layer.prop_types.get(name, "string")
         props[name] = {"title": name, **_json_type(typ), "readOnly": True}
-        if layer.id_sql == layer.props[name]:
-            props[name]["x-ogc-role"] = "id"
-    props["geometry"] = {"format": "geometry-point" if layer.point else "geometry-any",
-                         "x-ogc-role": "primary-geometry"}
-    for sql, role in ((layer.time_start, "primary-interval-start" if layer.time_end else "primary-instant"),
-                      (layer.time_end, "primary-interval-end")):
-        for name, expr in layer.props.items():
-            if sql and sql in expr:
-                props[name]["x-ogc-role"] = role
+        # the time properties are formatted from the layer's time columns, hence "in"
+        role = "id" if expr == layer.id_sql else next((r for sql, r in time_roles if sql in expr), None)
+        if role:
+            props[name]["x-ogc-role"] = role
+    props["geometry"] = {**_geometry_schema(layer), "x-ogc-role": "primary-geometry"}
     return _schema_doc(request, layer, "schema", props, _format(request))
 
 
