@@ -2,7 +2,7 @@
 // map.css), the command-center wall /screen (screen.js, screen.css), the grid-worker app /m/
 // (mobile.js, mobile.css) and its service worker (sw.js); shared code (MapLibre) goes to shared
 // chunks. Leaflet is copied for the offline folium export.
-import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { defineConfig } from 'vite';
@@ -28,10 +28,43 @@ function copyAssets() {
   };
 }
 
+// The package (name/version) of a module inside node_modules, or null for our own sources.
+function packageDir(id) {
+  const m = id.replace(/\\/g, '/').match(/^(.*\/node_modules\/(?:@[^/]+\/)?[^/]+)\//);
+  return m ? m[1] : null;
+}
+
+// THIRD-PARTY-LICENSES.txt beside the bundle: the name, version, licence and licence text of every
+// npm package whose code went into it (read off the module graph), plus Leaflet (copied as is). BSD/ISC/MIT
+// ask that the notice travel with the built files; minification drops the comments that carried it.
+function thirdPartyLicenses() {
+  const dirs = new Set([resolve(here, 'node_modules/leaflet')]);
+  return {
+    name: 'third-party-licenses',
+    generateBundle() {
+      for (const id of this.getModuleIds()) {
+        const dir = packageDir(id);
+        if (dir) dirs.add(dir);
+      }
+    },
+    closeBundle() {
+      const parts = [...dirs].map((dir) => {
+        const pkg = JSON.parse(readFileSync(resolve(dir, 'package.json'), 'utf8'));
+        const file = readdirSync(dir).find((f) => /^(licen[cs]e|copying)(\.|$)/i.test(f));
+        const text = file ? readFileSync(resolve(dir, file), 'utf8').replace(/\r\n?/g, '\n').trim() : `(no licence file; package.json says ${pkg.license})`;
+        return { name: pkg.name, head: `${pkg.name} ${pkg.version} — ${pkg.license}`, text };
+      }).sort((a, b) => a.name.localeCompare(b.name));
+      const out = ['Third-party software in these files (gridserver front-end bundle)', '',
+        ...parts.map((p) => `${'='.repeat(72)}\n${p.head}\n${'='.repeat(72)}\n${p.text}\n`)];
+      writeFileSync(resolve(outDir, 'THIRD-PARTY-LICENSES.txt'), out.join('\n'));
+    },
+  };
+}
+
 export default defineConfig({
   base: '/static/map/dist/',
   publicDir: false,
-  plugins: [copyAssets()],
+  plugins: [copyAssets(), thirdPartyLicenses()],
   build: {
     outDir,
     emptyOutDir: true,

@@ -77,6 +77,10 @@ def train_cmd(
     teacher_weight: float = typer.Option(None, "--teacher-weight",
                                          help="bilstm-crf with --transfer: weight of the teacher's log-probabilities "
                                               "when labelling the new addresses (default 0.25)"),
+    teacher_dir: Path = typer.Option(None, "--teacher", exists=True, file_okay=False,
+                                     help="bilstm-crf with --transfer: a local Hugging Face BERT checkpoint directory "
+                                          "(config.json, vocab.txt, model.safetensors or pytorch_model.bin; e.g. a "
+                                          "Chinese BERT fetched elsewhere) as the teacher instead of multilingual-e5-small"),
     c1: float = typer.Option(None, help="crf (also the CRF part of bilstm-crf): L1 regularisation"),
     c2: float = typer.Option(None, help="crf (also the CRF part of bilstm-crf): L2 regularisation"),
     max_iterations: int = typer.Option(None, "--max-iterations", help="crf: L-BFGS iterations"),
@@ -96,9 +100,13 @@ def train_cmd(
     if dev is not None and dev not in DEV_USES:
         typer.echo(f"错误 error: --dev {dev}: expected one of {', '.join(DEV_USES)}", err=True)
         raise typer.Exit(2)
+    if teacher_dir is not None and not transfer:
+        typer.echo("错误 error: --teacher needs --transfer N (the teacher only labels the transfer addresses)", err=True)
+        raise typer.Exit(2)
     options = {"tagger": tagger, "dev": dev, "epochs": epochs, "hidden": hidden, "layers": layers, "seeds": seed or None,
                "crf_weight": crf_weight, "dict": dictionary, "pretrained": pretrained, "gazetteer": gazetteer,
                "transfer": transfer, "teacher_weight": teacher_weight,
+               "teacher_dir": str(teacher_dir) if teacher_dir else None,
                "c1": c1, "c2": c2, "max_iterations": max_iterations}
     params = {k: v for k, v in options.items() if v is not None}
     console = Console(stderr=True)

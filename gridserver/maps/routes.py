@@ -217,10 +217,11 @@ def map_page():
 
 
 _TYPES = {".js": "text/javascript", ".mjs": "text/javascript", ".css": "text/css", ".map": "application/json",
-          ".json": "application/json", ".png": "image/png", ".svg": "image/svg+xml", ".wasm": "application/wasm"}
+          ".json": "application/json", ".png": "image/png", ".svg": "image/svg+xml", ".wasm": "application/wasm",
+          ".txt": "text/plain; charset=utf-8"}
 
 
-_COMPRESSIBLE = {".js", ".mjs", ".css", ".map", ".json", ".svg"}
+_COMPRESSIBLE = {".js", ".mjs", ".css", ".map", ".json", ".svg", ".txt"}
 
 
 @lru_cache(maxsize=64)

@@ -155,3 +155,94 @@ def test_distil_trains_on_the_transfer_set(tmp_path):
     assert saved.meta["params"]["transfer"] == 30 and saved.meta["params"]["teacher_weight"] == 0.25
     assert saved.meta["trained_on"] == "train.txt + 30 transfer addresses labelled by the teacher"
     assert parse("浙江省杭州市西湖区文三路123号", saved)
+
+
+BERT_VOCAB = ["[PAD]", "[unused1]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "浙", "江", "省", "杭", "州", "市", "文", "一",
+              "路", "1", "号", "a", "##a"]
+
+
+def bert_dir(tmp_path, prefix=True, safetensors=True):
+    """A small random BERT written by Hugging Face transformers itself (the independent reference)."""
+    torch = pytest.importorskip("torch", reason="the teacher needs the optional torch extra")
+    transformers = pytest.importorskip("transformers", reason="the reference BERT comes from transformers (dev extra)")
+    torch.manual_seed(0)
+    cfg = transformers.BertConfig(vocab_size=len(BERT_VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                  intermediate_size=48, max_position_embeddings=40, pad_token_id=0)
+    model = (transformers.BertForMaskedLM if prefix else transformers.BertModel)(cfg).eval()
+    with torch.no_grad():  # layer norms start at 1 / 0: move every weight so that a misplaced one shows
+        for w in model.parameters():
+            w.add_(0.1 * torch.randn_like(w))
+    d = tmp_path / ("bert-" + ("mlm" if prefix else "plain"))
+    model.save_pretrained(d)
+    if not safetensors:  # the older format: a pickled state dict
+        torch.save(model.state_dict(), d / "pytorch_model.bin")
+        (d / "model.safetensors").unlink()
+    (d / "vocab.txt").write_text("\n".join(BERT_VOCAB) + "\n", encoding="utf-8")
+    return d, (model.bert if prefix else model)
+
+
+@pytest.mark.parametrize("prefix,safetensors", [(True, True), (False, False)])
+def test_bert_checkpoint_reads_as_the_same_network(tmp_path, prefix, safetensors):
+    """A BERT checkpoint directory (safetensors with ``bert.`` names, or a bare pytorch_model.bin) read into
+    the teacher's encoder gives transformers' own hidden states, padding included."""
+    import torch
+
+    d, ref = bert_dir(tmp_path, prefix, safetensors)
+    image = TE.read_bert_dir(d)
+    assert image.special == (3, 0, 4) and image.cfg["unk"] == 2 and image.cfg["NL"] == 2 and image.cfg["VOC"] == 19
+    v = TE.CharVocab(image.pieces, image.cfg["unk"], image.special)
+    assert v.ids("浙江１号A京") == [3, 6, 7, 15, 16, 17, 2, 4]  # NFKC, lower case, unknown; no ## forms
+    enc = TE.build_encoder(torch, image, list(range(len(BERT_VOCAB)))).eval()
+    ids = torch.tensor([v.ids("浙江省杭州市文一路1号"), v.ids("杭州市a路") + [0] * 6])
+    lengths = torch.tensor([13, 7])
+    with torch.no_grad():
+        ours = enc(ids, lengths)
+        theirs = ref(input_ids=ids, attention_mask=(ids != 0).long()).last_hidden_state
+    torch.testing.assert_close(ours[0], theirs[0], atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(ours[1, :7], theirs[1, :7], atol=2e-5, rtol=1e-4)
+
+
+def test_bert_teacher_learns_and_bad_checkpoints_say_why(tmp_path):
+    import json
+
+    torch = pytest.importorskip("torch", reason="the teacher needs the optional torch extra")
+    d, _ = bert_dir(tmp_path)
+    tags, seqs = TE.bio_tags(EXAMPLES)
+    texts = [e.text for e in EXAMPLES]
+    t = TE.Teacher(torch, TE.read_bert_dir(d), tags, texts, threads=1)
+    t.fit(texts, seqs, epochs=60, lr=3e-3, batch=3)
+    assert [list(lp.argmax(1)) for lp in t.log_probs(texts)] == seqs
+    cfg = json.loads((d / "config.json").read_text())
+    (d / "config.json").write_text(json.dumps({**cfg, "model_type": "roberta"}))
+    with pytest.raises(ValueError, match="model_type 'roberta'"):
+        TE.read_bert_dir(d)
+    (d / "config.json").write_text(json.dumps(cfg))
+    (d / "vocab.txt").write_text("\n".join(p for p in BERT_VOCAB if p != "[SEP]"))
+    with pytest.raises(ValueError, match=r"vocab.txt: no \[SEP\]"):
+        TE.read_bert_dir(d)
+    (d / "model.safetensors").write_bytes(b"\xff" * 16)
+    with pytest.raises(ValueError, match="not a safetensors file"):
+        TE.read_bert_dir(d)
+    with pytest.raises(ValueError, match="no config.json"):
+        TE.read_bert_dir(tmp_path)
+
+
+def test_train_command_distils_from_a_bert_checkpoint(tmp_path):
+    """``gridserver address train --transfer N --teacher DIR``: the whole run with a BERT directory as teacher,
+    recorded in the model; ``--teacher`` alone is refused before anything is trained."""
+    from typer.testing import CliRunner
+
+    from gridserver.address.parser.model import AddressModel
+    from gridserver.cli import app
+
+    d, _ = bert_dir(tmp_path)
+    small = small_corpus(tmp_path)
+    base = ["address", "train", "--corpus-dir", str(small), "--out", str(tmp_path / "m.npz"), "--teacher", str(d)]
+    refused = CliRunner().invoke(app, base)
+    assert refused.exit_code == 2 and "--teacher needs --transfer" in refused.output
+    assert not (tmp_path / "m.npz").exists()
+    done = CliRunner().invoke(app, base + ["--transfer", "20", "--epochs", "1", "--hidden", "16", "--seed", "1",
+                                           "--no-pretrained"])
+    assert done.exit_code == 0, done.output
+    meta = AddressModel.load(tmp_path / "m.npz").meta
+    assert meta["params"]["teacher"] == "BERT checkpoint bert-mlm" and meta["params"]["transfer"] == 20

