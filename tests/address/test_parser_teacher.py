@@ -218,7 +218,7 @@ def test_bert_teacher_learns_and_bad_checkpoints_say_why(tmp_path):
         TE.read_bert_dir(d)
     (d / "config.json").write_text(json.dumps(cfg))
     (d / "vocab.txt").write_text("\n".join(p for p in BERT_VOCAB if p != "[SEP]"))
-    with pytest.raises(ValueError, match=r"vocab.txt: no \[SEP\]"):
+    with pytest.raises(ValueError, match=r"vocabulary has no \[SEP\]"):
         TE.read_bert_dir(d)
     (d / "model.safetensors").write_bytes(b"\xff" * 16)
     with pytest.raises(ValueError, match="not a safetensors file"):

@@ -174,16 +174,33 @@ def read_safetensors(path: Path) -> dict[str, np.ndarray]:
     return out
 
 
+def bert_vocab(d: Path) -> list[str]:
+    """The WordPiece vocabulary of a checkpoint directory, by id: ``vocab.txt`` (a piece a line) or, when only
+    the fast tokenizer was saved, ``tokenizer.json``'s ``model.vocab``."""
+    if (d / "vocab.txt").is_file():
+        pieces = (d / "vocab.txt").read_text(encoding="utf-8").split("\n")
+        return pieces[:-1] if pieces and pieces[-1] == "" else pieces
+    if (d / "tokenizer.json").is_file():
+        model = json.loads((d / "tokenizer.json").read_text(encoding="utf-8")).get("model", {})
+        if model.get("type") == "WordPiece":
+            vocab = model["vocab"]
+            pieces = [""] * (max(vocab.values()) + 1)
+            for p, i in vocab.items():
+                pieces[i] = p
+            return pieces
+    raise ValueError(f"{d}: no vocab.txt, nor a WordPiece tokenizer.json")
+
+
 def read_bert_dir(path: Path) -> Image:
     """A Hugging Face BERT checkpoint directory as an :class:`Image`: ``config.json`` (model_type bert, gelu),
-    ``vocab.txt`` (WordPiece; Chinese characters are pieces of their own) and ``model.safetensors`` or
+    ``vocab.txt`` or ``tokenizer.json`` (WordPiece; Chinese characters are pieces of their own) and ``model.safetensors`` or
     ``pytorch_model.bin`` (the latter read with torch, weights only). For a Chinese encoder such as
     bert-base-chinese or chinese-roberta-wwm-ext (Apache-2.0; both are BERT checkpoints) fetched elsewhere:
     no such model is on PyPI, npm or Debian. ValueError saying what is missing or unsupported."""
     d = Path(path)
-    for need in ("config.json", "vocab.txt"):
-        if not (d / need).is_file():
-            raise ValueError(f"{d}: no {need} (expected a Hugging Face BERT checkpoint directory)")
+    if not (d / "config.json").is_file():
+        raise ValueError(f"{d}: no config.json (expected a Hugging Face BERT checkpoint directory)")
+    pieces = bert_vocab(d)
     cfg = json.loads((d / "config.json").read_text(encoding="utf-8"))
     if cfg.get("model_type", "bert") != "bert" or cfg.get("hidden_act", "gelu") != "gelu":
         raise ValueError(f"{d / 'config.json'}: model_type {cfg.get('model_type')!r} / hidden_act "
@@ -207,13 +224,10 @@ def read_bert_dir(path: Path) -> Image:
             if key not in raw:
                 raise ValueError(f"{d}: the weights lack {key}")
             weights[ours.format(n=n)] = raw[key].reshape(-1)
-    pieces = (d / "vocab.txt").read_text(encoding="utf-8").split("\n")
-    if pieces and pieces[-1] == "":
-        pieces.pop()
     index = {p: i for i, p in enumerate(pieces)}
     missing = [p for p in ("[CLS]", "[SEP]", "[PAD]", "[UNK]") if p not in index]
     if missing:
-        raise ValueError(f"{d / 'vocab.txt'}: no {', '.join(missing)}")
+        raise ValueError(f"{d}: the vocabulary has no {', '.join(missing)}")
     H = int(cfg["hidden_size"])
     conf = {"H": H, "NL": NL, "NH": int(cfg["num_attention_heads"]), "FF": int(cfg["intermediate_size"]),
             "MAXP": int(cfg["max_position_embeddings"]), "eps": float(cfg.get("layer_norm_eps", 1e-12)),
