@@ -80,7 +80,8 @@ def train_cmd(
     teacher_dir: Path = typer.Option(None, "--teacher", exists=True, file_okay=False,
                                      help="bilstm-crf with --transfer: a local Hugging Face BERT checkpoint directory "
                                           "(config.json, vocab.txt, model.safetensors or pytorch_model.bin; e.g. a "
-                                          "Chinese BERT fetched elsewhere) as the teacher instead of multilingual-e5-small"),
+                                          "Chinese BERT fetched elsewhere) as the teacher instead of "
+                                          "multilingual-e5-small"),
     c1: float = typer.Option(None, help="crf (also the CRF part of bilstm-crf): L1 regularisation"),
     c2: float = typer.Option(None, help="crf (also the CRF part of bilstm-crf): L2 regularisation"),
     max_iterations: int = typer.Option(None, "--max-iterations", help="crf: L-BFGS iterations"),

@@ -166,8 +166,9 @@ def bert_dir(tmp_path, prefix=True, safetensors=True):
     torch = pytest.importorskip("torch", reason="the teacher needs the optional torch extra")
     transformers = pytest.importorskip("transformers", reason="the reference BERT comes from transformers (dev extra)")
     torch.manual_seed(0)
-    cfg = transformers.BertConfig(vocab_size=len(BERT_VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                  intermediate_size=48, max_position_embeddings=40, pad_token_id=0)
+    cfg = transformers.BertConfig(vocab_size=len(BERT_VOCAB), hidden_size=32, num_hidden_layers=2,
+                                  num_attention_heads=4, intermediate_size=48, max_position_embeddings=40,
+                                  pad_token_id=0)
     model = (transformers.BertForMaskedLM if prefix else transformers.BertModel)(cfg).eval()
     with torch.no_grad():  # layer norms start at 1 / 0: move every weight so that a misplaced one shows
         for w in model.parameters():
