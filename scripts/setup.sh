@@ -25,6 +25,8 @@ fc-list 2>/dev/null | grep -qiE "wenquanyi|noto sans cjk|droid sans fallback" ||
 command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 command -v runuser >/dev/null 2>&1 || missing+=(util-linux)
 command -v ogr2ogr >/dev/null 2>&1 || missing+=(gdal-bin)  # OGC API client (OAPIF) in tests/analytics
+# QGIS's own OAPIF provider, the analysts' client, driven headless from Debian's python3 in tests/analytics
+/usr/bin/python3 -c "import qgis.core" >/dev/null 2>&1 || missing+=(python3-qgis qgis-providers)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)  # C load generator for bench/tiles.py and bench/tile_cache.py (make bench)
 python3 -c "import venv, ensurepip" >/dev/null 2>&1 || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
