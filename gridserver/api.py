@@ -65,7 +65,7 @@ def create_app() -> FastAPI:
     def index():
         return RedirectResponse("/map")
 
-    @app.get("/healthz", tags=["系统 system"])
+    @app.get("/healthz", tags=["系统 system"], summary="健康检查 liveness")
     def healthz():
         return {"status": "ok", "version": __version__}
 

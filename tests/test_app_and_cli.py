@@ -26,6 +26,14 @@ def test_openapi_lists_every_domain(http):
     assert http.get("/healthz").json()["status"] == "ok"
 
 
+def test_every_documented_operation_has_a_chinese_summary(http):
+    """UI text is zh-CN first: the API document's operations too (summary or description in Chinese)."""
+    doc = http.get("/openapi.json").json()
+    lacking = [f"{m.upper()} {p}" for p, ops in doc["paths"].items() for m, op in ops.items()
+               if not any("\u4e00" <= ch <= "\u9fff" for ch in op.get("summary", "") + op.get("description", ""))]
+    assert not lacking, lacking
+
+
 def _commands(cmd, prefix=()):
     """Every command path of the click tree under ``cmd``."""
     yield prefix

@@ -220,7 +220,7 @@ def _get(path: str, summary: str, **kw):
 
 
 # --- discovery and services ----------------------------------------------------------------------
-@_get("/discovery", "Service discovery")
+@_get("/discovery", "服务发现 Service discovery")
 def discovery(request: Request, fmt: str | None = None):
     fmt = _fmt(request)
     base = str(request.base_url).rstrip("/") + "/open311/v2/"
@@ -245,7 +245,7 @@ def _service(tax, item) -> dict:
             "group": tax.nodes[item.parent].name}
 
 
-@_get("/services", "Service list (taxonomy items)")
+@_get("/services", "服务列表 Service list (taxonomy items)")
 def services(request: Request, fmt: str | None = None, session: Session = Depends(get_session, scope="function")):
     fmt = _fmt(request)
     _jurisdiction(session, request.query_params)
@@ -262,7 +262,7 @@ def _item(tax, code: str | None, fmt: str):
     return node
 
 
-@_get("/services/{code}", "Service definition")
+@_get("/services/{code}", "服务定义 Service definition")
 def service_definition(code: str, request: Request, fmt: str | None = None,
                        session: Session = Depends(get_session, scope="function")):
     fmt = _fmt(request)
@@ -341,7 +341,7 @@ def _query(request: Request) -> dict[str, str]:
     return {k: ",".join(vs) if k in _LIST_FILTERS else vs[-1] for k, vs in values.items()}
 
 
-@_get("/requests", "Service requests (filters per GeoReport v2)")
+@_get("/requests", "诉求列表 Service requests (filters per GeoReport v2)")
 def list_requests(request: Request, fmt: str | None = None, session: Session = Depends(get_session, scope="function")):
     fmt = _fmt(request)
     q = _query(request)
@@ -391,7 +391,7 @@ def list_requests(request: Request, fmt: str | None = None, session: Session = D
     return _render(fmt, "service_requests", [_request_out(tax, r) for r in rows])
 
 
-@_get("/requests/{request_id}", "One service request")
+@_get("/requests/{request_id}", "单条诉求 One service request")
 def get_request(request_id: str, request: Request, fmt: str | None = None,
                 session: Session = Depends(get_session, scope="function")):
     fmt = _fmt(request)
@@ -404,7 +404,7 @@ def get_request(request_id: str, request: Request, fmt: str | None = None,
     return _render(fmt, "service_requests", [_request_out(taxonomy.active(session), row)])
 
 
-@_get("/tokens/{token}", "Service request id for a token (= tracking code)")
+@_get("/tokens/{token}", "凭证查诉求 Service request id for a token (= tracking code)")
 def get_token(token: str, request: Request, fmt: str | None = None,
               session: Session = Depends(get_session, scope="function")):
     fmt = _fmt(request)
@@ -497,7 +497,7 @@ async def _fields(request: Request, body: bytes) -> dict[str, str]:
 _POST_ANSWER = ("service_request_id", "service_notice", "account_id")
 
 
-@router.post("/requests.{fmt}", summary="Create a service request (form fields per GeoReport v2)",
+@router.post("/requests.{fmt}", summary="提交诉求 Create a service request (form fields per GeoReport v2)",
              openapi_extra=max_body(POST_MAX_BODY))
 @router.post("/requests", include_in_schema=False, openapi_extra=max_body(POST_MAX_BODY))
 @_wrap

@@ -18,23 +18,27 @@ def _visible(user: User, job: dict) -> bool:
     return user.role == "admin" or job.get("created_by") == user.username
 
 
-@router.get("/{job_id}")
-def show_job(job_id: int, user: User = Depends(current_user), session: Session = Depends(get_session, scope="function")):
-    """State (queued/running/done/failed/cancelled), done/total, percent, message, error, result."""
+def _own_job(session: Session, user: User, job_id: int) -> dict:
+    """The job, if it exists and is this account's (or the caller is an admin): else 404 / 403."""
     job = get_job(session, job_id)
     if job is None:
         raise NotFound(f"任务不存在 no job {job_id}")
     if not _visible(user, job):
         raise Forbidden(f"job {job_id} belongs to another account")
+    return job
+
+
+@router.get("/{job_id}", summary="任务进度 job progress")
+def show_job(job_id: int, user: User = Depends(current_user), session: Session = Depends(get_session, scope="function")):
+    """State (queued/running/done/failed/cancelled), done/total, percent, message, error, result."""
+    job = _own_job(session, user, job_id)
     job.pop("checkpoint", None)
     return job
 
 
-@router.post("/{job_id}/cancel")
+@router.post("/{job_id}/cancel", summary="取消任务 cancel a job")
 def cancel_job(job_id: int, user: User = Depends(current_user), session: Session = Depends(get_session, scope="function")):
-    job = get_job(session, job_id)
-    if job is None:
-        raise NotFound(f"任务不存在 no job {job_id}")
-    if not _visible(user, job):
-        raise Forbidden(f"job {job_id} belongs to another account")
+    """Cancel a queued job; a running one stops at its next progress report. ``cancelled``: whether it was
+    still queued or running."""
+    _own_job(session, user, job_id)
     return {"id": job_id, "cancelled": cancel(session, job_id)}
