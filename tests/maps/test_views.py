@@ -153,6 +153,32 @@ def test_wall_drills_from_district_to_street_with_a_profile(browser, live_url, s
         ctx.close()
 
 
+def test_wall_names_late_datasets_by_kind_and_provider_with_days_late(browser, live_url, engine, admin_token):
+    """数据时效提醒: "房屋 · 住建局 超期 369 天", never-updated ones first, datasets on time not listed."""
+    from datetime import datetime, timedelta, timezone
+
+    from gridserver.blockdata.datasets import RULE_DAYS, register
+
+    names = ["buildings:墙测住建局", "people:墙测公安", "businesses:墙测市场监管"]
+    now = datetime.now(timezone.utc)
+    with engine.begin() as conn:
+        register(conn, names[0], "buildings", "墙测住建局", "monthly", last_update=now - timedelta(days=400, hours=1))
+        register(conn, names[1], "people", "墙测公安", "monthly", last_update=None)
+        register(conn, names[2], "businesses", "墙测市场监管", "weekly", last_update=now)
+    ctx, pg = _open_wall(browser, live_url, admin_token, 1920, 1080)
+    try:
+        pg.wait_for_selector("#freshness:not([hidden]) li")
+        items = [t.strip() for t in pg.locator("#freshness li").all_inner_texts()]
+        ours = [t for t in items if "墙测" in t]
+        assert ours == ["人口 · 墙测公安 从未更新", f"房屋 · 墙测住建局 超期 {400 - RULE_DAYS['monthly']} 天"], items
+        assert not any("buildings:" in t for t in items)
+        assert pg.errors == []
+    finally:
+        ctx.close()
+        with engine.begin() as conn:
+            conn.execute(text("DELETE FROM bd_datasets WHERE name = ANY(:n)"), {"n": names})
+
+
 # --- the phone app -----------------------------------------------------------------------------------
 
 @pytest.fixture

@@ -27,6 +27,8 @@ const RAMPS = {
 };
 const MEASURE_LABEL = { open: '未办结事件', overdue: '超期事件', today: '今日上报', per_1000: '每千人事件', patrol: '巡查覆盖率 %' };
 const TOUR_SECONDS = 15;
+const DATASET_KIND = { people: '人口', households: '住户', buildings: '房屋', businesses: '法人' };
+const DAY_MS = 86400000;
 /** Map symbols scale with the wall: 1 at 1920 px wide, 2 at 3840. */
 const K = Math.max(1, window.innerWidth / 1920);
 
@@ -199,11 +201,15 @@ async function loadSidePanels() {
   const datasets = caps.datasets ? await apiJson('/api/v1/datasets') : null;
   const items = Array.isArray(datasets) ? datasets : datasets?.items || datasets?.datasets;
   if (items) {
-    const late = items.filter((d) => d.overdue);
+    // most overdue first (never updated before all); "房屋 · 住建局  超期 40 天"
+    const late = items.filter((d) => d.overdue)
+      .sort((a, b) => (a.due_at ? Date.parse(a.due_at) : -Infinity) - (b.due_at ? Date.parse(b.due_at) : -Infinity));
+    const lateBy = (d) => (d.due_at ? `超期 ${Math.max(1, Math.floor((Date.now() - Date.parse(d.due_at)) / DAY_MS))} 天` : '从未更新');
     $('#freshness').hidden = false;
     state.panels.freshness = late.length;
     $('#freshness ul').innerHTML = late.length
-      ? late.slice(0, 6).map((d) => `<li class="warn">${escapeHtml(d.name || d.code)} <span>${escapeHtml(d.provider || '')} 已超期</span></li>`).join('')
+      ? late.slice(0, 6).map((d) => `<li class="warn">${escapeHtml(DATASET_KIND[d.kind] || d.name)} · ${escapeHtml(d.provider || '')}`
+        + ` <span>${lateBy(d)}</span></li>`).join('')
       : `<li class="ok">${items.length ? `${items.length} 个数据集均按时更新` : '尚未登记数据集'}</li>`;
   }
   const hot = caps.hotspots ? await apiJson('/api/v1/hotspots') : null;
