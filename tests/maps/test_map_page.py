@@ -187,3 +187,19 @@ def test_without_login_the_map_shows_areas_but_no_incidents(browser, live_url, s
     assert "登录后显示事件" in pg.inner_text("#login")
     assert pg.is_visible("#login form") and not pg.is_visible("#login .logout")
     ctx.close()
+
+
+def test_on_a_phone_the_header_fits_and_no_button_breaks_its_label(browser, live_url, small_city):
+    """At 360 px the search field shrinks: the 定位 button keeps one line, nothing runs off the page."""
+    ctx = browser.new_context(viewport={"width": 360, "height": 740}, locale="zh-CN")
+    pg = ctx.new_page()
+    pg.goto(live_url + "/map")
+    pg.wait_for_function("() => window.__gridmapState && window.__gridmapState.ready")
+    button = pg.locator("#search button")
+    line = pg.evaluate("(b) => parseFloat(getComputedStyle(b).lineHeight) || parseFloat(getComputedStyle(b).fontSize) * 1.5",
+                       button.element_handle())
+    box = button.bounding_box()
+    assert box["height"] < 2 * line, f"定位 wraps: {box}"
+    assert box["x"] + box["width"] <= 360 and pg.locator("#search input").bounding_box()["width"] >= 120
+    assert pg.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")
+    ctx.close()
