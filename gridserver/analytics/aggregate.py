@@ -26,6 +26,7 @@ from gridserver.analytics.jobs import LEVEL_LEN
 from gridserver.analytics.layers import Layer
 from gridserver.auth.users import User
 from gridserver.errors import InvalidInput
+from gridserver.geo.geojson import geojson_sql
 
 LOCAL_TZ = ZoneInfo("Asia/Shanghai")
 BUCKETS = ("day", "week", "month")
@@ -142,7 +143,7 @@ def count_table(conn, layer: Layer, spec: AggregateSpec, user: User | None) -> t
 
 
 def _area_info(conn, codes: list[str], geometry: bool) -> dict[str, dict]:
-    geom = "ST_AsGeoJSON(geom, 7)" if geometry else "NULL"
+    geom = geojson_sql("geom") if geometry else "NULL"
     rows = conn.execute(text(f"SELECT code, name, {geom} FROM admin_areas WHERE code = ANY(:c) AND valid_to IS NULL"),
                         {"c": codes})
     return {r[0]: {"name": r[1], "geometry": json.loads(r[2]) if r[2] else None} for r in rows}

@@ -96,7 +96,7 @@ def count_features(conn, layer: Layer, q: FeatureQuery, user: User | None) -> in
 def _select(layer: Layer, q: FeatureQuery, user: User | None, *, geometry: bool = True) -> tuple[str, dict]:
     where, params = where_sql(layer, q, user)
     props = ", ".join(f"{expr} AS \"{name}\"" for name, expr in layer.props.items())
-    geom = f"ST_AsGeoJSON({q.crs.geom_sql(layer.geom_sql)}, {q.crs.decimals})" if geometry else "NULL"
+    geom = q.crs.geojson_sql(layer.geom_sql, polygonal=not layer.point) if geometry else "NULL"
     sql = (f"SELECT {layer.id_sql} AS fid, {geom} AS geometry, {props} FROM {layer.table} "
            f"WHERE {where} ORDER BY {layer.id_sql}")
     if q.limit is not None:
@@ -170,7 +170,7 @@ def fetch_one(conn, layer: Layer, fid: str, crs: OutputCRS, user: User | None) -
     else:
         params["fid"] = fid
     row = conn.execute(text(
-        f"SELECT {layer.id_sql} AS fid, ST_AsGeoJSON({crs.geom_sql(layer.geom_sql)}, {crs.decimals}) AS geometry, "
+        f"SELECT {layer.id_sql} AS fid, {crs.geojson_sql(layer.geom_sql, polygonal=not layer.point)} AS geometry, "
         f"{props} FROM {layer.table} WHERE {where} AND {layer.id_sql} = :fid"), params).first()
     return None if row is None else _feature(layer, row, user)
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from gridserver.errors import GridserverError
+from gridserver.geo.geojson import geojson_sql
 
 CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
 EPSG = "http://www.opengis.net/def/crs/EPSG/0/"
@@ -34,6 +35,10 @@ class OutputCRS:
         """SQL turning a stored EPSG:4326 geometry into this CRS, in its axis order."""
         g = expr if self.srid == 4326 else f"ST_Transform({expr}, {self.srid})"
         return f"ST_FlipCoordinates({g})" if self.lat_first else g
+
+    def geojson_sql(self, expr: str, *, polygonal: bool = True) -> str:
+        """SQL giving the GeoJSON of a stored geometry in this CRS at its decimals (valid after rounding)."""
+        return geojson_sql(self.geom_sql(expr), self.decimals, polygonal=polygonal)
 
 
 #: CRSs offered by every collection. CGCS2000 (4490) is served with the stored WGS84 numbers: the

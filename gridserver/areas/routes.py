@@ -10,6 +10,7 @@ from gridserver.areas.locate import locate_point
 from gridserver.areas.versions import parse_at, valid_at
 from gridserver.db.engine import get_session
 from gridserver.errors import NotFound
+from gridserver.geo.geojson import geojson_sql
 
 router = APIRouter(prefix="/api/v1", tags=["定位 locate"])
 
@@ -44,7 +45,7 @@ def get_area(code: str, geometry: bool = False, at: str | None = Query(None, des
     row = session.execute(
         text(
             """SELECT level, code, name, parent_code, area_m2, valid_from,
-                      CASE WHEN :g THEN ST_AsGeoJSON(geom, 7)::json END AS geometry,
+                      CASE WHEN :g THEN """ + geojson_sql("geom") + """::json END AS geometry,
                       ST_X(ST_PointOnSurface(geom)) AS lon, ST_Y(ST_PointOnSurface(geom)) AS lat,
                       ST_XMin(geom) AS xmin, ST_YMin(geom) AS ymin, ST_XMax(geom) AS xmax, ST_YMax(geom) AS ymax
                FROM admin_areas WHERE code = :code AND """ + valid_at(when)
