@@ -123,6 +123,9 @@ def build_demo(seed: int = 0, incidents: int = 3000, addresses: bool = True, sca
         from gridserver.demo.surge import plant_surge  # a planted hot spot for /api/v1/hotspots
 
         summary["surge"] = plant_surge(engine, city["grid"], seed=seed)
+        from gridserver.demo.worker_tasks import plant_worker_tasks  # the phone app's to-do list
+
+        summary["worker_tasks"] = plant_worker_tasks(engine, city["grid"])
     with console.status("底图 loading the basemap (roads, green areas)…"):
         from gridserver.demo.basemap import load_basemap
 
@@ -155,6 +158,8 @@ def _print_summary(summary: dict, host: str, port: int) -> None:
     imp = summary["areas_import"]
     t.add_row("导入 import", f"inserted {imp['inserted']}, updated {imp['updated']}, unchanged {imp['unchanged']}")
     t.add_row("事件 incidents", str(summary["incidents"]))
+    if summary.get("worker_tasks"):
+        t.add_row("网格员待办 worker tasks", f"{summary['worker_tasks']} in gridworker's grid (待处置 / 待核查 on /m/)")
     if "surge" in summary:
         t.add_row("热点 planted surge", f"{summary['surge']['incidents']} incidents in grids {', '.join(summary['surge']['grids'])}")
     if "gcj02_check" in summary:

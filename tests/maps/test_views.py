@@ -17,6 +17,7 @@ import hashlib
 import io
 import json
 import random
+import re
 import struct
 import time
 import uuid
@@ -229,6 +230,11 @@ def test_worker_logs_in_and_sees_only_their_tasks(browser, live_url, engine, htt
         api = http.get("/api/v1/tasks", headers=auth(worker)).json()["items"]
         assert shown == [t["id"] for t in api], "the list is the caller's own tasks, in deadline order"
         assert all(t["grid_code"].startswith(WORKER_GRID) for t in api)
+        # the card says what the worker is to do and how long is left, not the case's status and a timestamp
+        card = pg.inner_text(f'#task-list li[data-id="{mine}"]')
+        task = next(t for t in api if t["id"] == mine)
+        assert (task.get("item_label") or task["category_label"]) in card and "待处置" in card, card
+        assert re.search(r"剩余 (23 小时|1 天) · 期限 \d+月\d+日 \d\d:\d\d\n", card + "\n"), card
         pg.screenshot(path=str(screenshots / "mobile-tasks.png"))
         pg.click(f'#task-list li[data-id="{mine}"]')
         pg.wait_for_function(f"() => document.querySelector('#task-view .title').textContent.startsWith('#{mine}')")

@@ -170,11 +170,28 @@ async function loadTasks() {
   $('#task-list').innerHTML = data.items.map((t) => {
     const due = t.due_at ? new Date(t.due_at) : null;
     const late = due && due.getTime() < now;
-    return `<li data-id="${t.id}" class="${late ? 'late' : ''}"><b>#${t.id} ${escapeHtml(t.category_label || t.category)}</b>
-      <span class="st">${escapeHtml(t.status_label || STATUS_LABELS[t.status] || t.status)}</span>
-      <span class="due">${due ? `${late ? '已超期 ' : '期限 '}${formatTime(t.due_at)}` : '无期限'}</span>
+    return `<li data-id="${t.id}" class="${late ? 'late' : ''}"><b>#${t.id} ${escapeHtml(t.item_label || t.category_label || t.category)}</b>
+      <span class="st">${escapeHtml(WORKER_STEP[t.status] || t.status_label || STATUS_LABELS[t.status] || t.status)}</span>
+      <span class="due">${due ? `${late ? '已超期' : '剩余'} ${span(Math.abs(due.getTime() - now))} · 期限 ${shortTime(due)}` : '无期限'}</span>
       <span class="desc">${escapeHtml((t.description || '').slice(0, 40))}</span></li>`;
   }).join('') || '<li class="empty">暂无待办任务</li>';
+}
+
+// What the worker is to do next, rather than where the case stands: a resolved case waits for their return visit.
+const WORKER_STEP = { accepted: '待处置', dispatched: '待处置', in_progress: '处置中', resolved: '待核查' };
+
+/** "3 天" / "5 小时" / "20 分钟": how far a deadline is, in the largest whole unit. */
+function span(ms) {
+  const min = Math.floor(ms / 60000);
+  if (min >= 2880) return `${Math.floor(min / 1440)} 天`;
+  if (min >= 60) return `${Math.floor(min / 60)} 小时`;
+  return `${Math.max(1, min)} 分钟`;
+}
+
+/** "12月7日 02:49": a deadline on a phone line (no year, no seconds). */
+function shortTime(d) {
+  const hm = d.toLocaleTimeString('zh-CN', { hour: '2-digit', minute: '2-digit', hour12: false });
+  return `${d.getMonth() + 1}月${d.getDate()}日 ${hm}`;
 }
 
 const ACTION_LABELS = { accept: '受理', dispatch: '派遣', start: '开始处置', progress: '进度', resolve: '处置完成',
@@ -189,7 +206,7 @@ async function openTask(id) {
     apiJson(`/api/v1/incidents/${id}/actions`)]);
   if (!inc) { v.querySelector('.title').textContent = `无法读取事件 #${id}`; return; }
   v.dataset.id = id;
-  v.querySelector('.title').textContent = `#${inc.id} ${inc.category_label || inc.category}`;
+  v.querySelector('.title').textContent = `#${inc.id} ${inc.item_label || inc.category_label || inc.category}`;
   const facts = [['状态', inc.status_label || STATUS_LABELS[inc.status] || inc.status], ['网格', inc.grid_name || inc.grid_code],
     ['地址', inc.address], ['描述', inc.description], ['期限', formatTime(inc.due_at)], ['上报时间', formatTime(inc.created_at)]];
   v.querySelector('.facts').innerHTML = facts.filter(([, x]) => x).map(([k, x]) => `<dt>${k}</dt><dd>${escapeHtml(x)}</dd>`).join('');
