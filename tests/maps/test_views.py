@@ -238,6 +238,11 @@ def test_worker_logs_in_and_sees_only_their_tasks(browser, live_url, engine, htt
         pg.screenshot(path=str(screenshots / "mobile-tasks.png"))
         pg.click(f'#task-list li[data-id="{mine}"]')
         pg.wait_for_function(f"() => document.querySelector('#task-view .title').textContent.startsWith('#{mine}')")
+        pg.wait_for_selector("#task-view .actions button")
+        # the step forward comes first and stands out (the API lists actions alphabetically)
+        first = pg.locator("#task-view .actions button").first
+        assert first.get_attribute("data-action") == "start" and first.get_attribute("class") == "primary"
+        assert pg.locator("#task-view .actions button.primary").count() == 1
         pg.screenshot(path=str(screenshots / "mobile-task.png"))
         _only_local(pg, live_url)
         assert pg.errors == []

@@ -199,6 +199,14 @@ const ACTION_LABELS = { accept: '受理', dispatch: '派遣', start: '开始处�
   report: '上报', relocate: '修正位置/类别', attach: '附件', rate: '评价', reopen: '重新办理', merge: '合并', route: '分拨',
   auto_dispatch: '自动派遣', redispatch: '重新派遣' };
 
+// The step that moves a case forward comes first and stands out; corrections and hand-backs follow.
+const FORWARD = ['start', 'resolve', 'verify', 'accept', 'dispatch', 'close'];
+const AFTER = ['rework', 'relocate', 'comment', 'return', 'decline', 'escalate'];
+const rank = (name) => {
+  const k = [...FORWARD, ...AFTER].indexOf(name);
+  return k < 0 ? 99 : k;
+};
+
 async function openTask(id) {
   show('task-view');
   const v = $('#task-view');
@@ -210,11 +218,12 @@ async function openTask(id) {
   const facts = [['状态', inc.status_label || STATUS_LABELS[inc.status] || inc.status], ['网格', inc.grid_name || inc.grid_code],
     ['地址', inc.address], ['描述', inc.description], ['期限', formatTime(inc.due_at)], ['上报时间', formatTime(inc.created_at)]];
   v.querySelector('.facts').innerHTML = facts.filter(([, x]) => x).map(([k, x]) => `<dt>${k}</dt><dd>${escapeHtml(x)}</dd>`).join('');
-  const allowed = acts?.allowed_actions || [];
-  v.querySelector('.actions').innerHTML = allowed.map((a) => {
-    const name = typeof a === 'string' ? a : a.name || a.action;
-    return `<button type="button" data-action="${escapeHtml(name)}">${escapeHtml(ACTION_LABELS[name] || (a.label ?? name))}</button>`;
-  }).join('') + '<label class="photo">📷 附照片（处置完成时） <input type="file" accept="image/*" capture="environment"><span class="file-name"></span></label>';
+  const allowed = (acts?.allowed_actions || []).map((a) => ({ name: typeof a === 'string' ? a : a.name || a.action, label: a.label }))
+    .sort((a, b) => rank(a.name) - rank(b.name));
+  v.querySelector('.actions').innerHTML = allowed.map((a, k) => {
+    const primary = k === 0 && FORWARD.includes(a.name) ? ' class="primary"' : '';
+    return `<button type="button"${primary} data-action="${escapeHtml(a.name)}">${escapeHtml(ACTION_LABELS[a.name] || (a.label ?? a.name))}</button>`;
+  }).join('') + '<label class="photo">附照片（处置完成时） <input type="file" accept="image/*" capture="environment"><span class="file-name"></span></label>';
   v.querySelector('.history').innerHTML = (ev?.events || []).map((e) => `<li><b>${escapeHtml(e.action_label || ACTION_LABELS[e.action] || e.action)}</b>
     ${escapeHtml(e.actor_name || e.actor || '')} <time>${formatTime(e.at || e.created_at)}</time>
     <div>${escapeHtml(e.note || '')}</div></li>`).join('');
@@ -291,7 +300,7 @@ async function renderQueues() {
   state.outbox = outbox.length;
   $('#draft-count').textContent = drafts.length ? `${drafts.length} 条` : '';
   $('#outbox-count').textContent = outbox.length ? `${outbox.length} 条` : '';
-  const photo = (d) => (d.photo?.blob ? ` · 📷 ${(d.photo.blob.size / 1048576).toFixed(1)} MB` : '');
+  const photo = (d) => (d.photo?.blob ? ` · 照片 ${(d.photo.blob.size / 1048576).toFixed(1)} MB` : '');
   $('#drafts').innerHTML = drafts.map((d) => `<li data-key="${escapeHtml(d.key)}">${escapeHtml(d.description || '(无描述)')}${photo(d)}
     ${d.error ? `<small class="error">${escapeHtml(d.error)}</small>` : ''}
     <button type="button" data-edit="${escapeHtml(d.key)}">继续编辑</button><button type="button" data-del="${escapeHtml(d.key)}">删除</button></li>`).join('');
