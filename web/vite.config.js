@@ -77,6 +77,7 @@ export default defineConfig({
         screen: resolve(here, 'src/screen.js'),
         mobile: resolve(here, 'src/mobile.js'),
         sw: resolve(here, 'src/sw.js'),
+        track: resolve(here, 'src/track.js'),
       },
       output: {
         entryFileNames: '[name].js',

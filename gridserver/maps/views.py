@@ -47,6 +47,12 @@ def mobile_page():
     return _page("mobile.html", "mobile", "网格员")
 
 
+@router.get("/track", response_class=HTMLResponse, include_in_schema=False)
+def track_page():
+    """诉求进度查询: a citizen follows and rates their report by its tracking code (no account)."""
+    return _page("track.html", "track", "诉求进度查询")
+
+
 @router.get("/m/sw.js", include_in_schema=False)
 def service_worker():
     """The PWA service worker, served from /m/ so its scope is the phone app."""
