@@ -61,10 +61,34 @@ function thirdPartyLicenses() {
   };
 }
 
+// The files the phone app's page loads (mobile.js, the chunks it imports, their CSS), written into sw.js
+// in place of __MOBILE_BUNDLE__: its offline shell follows however the pages' shared code is chunked.
+function mobileShell() {
+  return {
+    name: 'mobile-shell',
+    generateBundle(_options, bundle) {
+      const chunks = Object.values(bundle).filter((c) => c.type === 'chunk');
+      const byName = new Map(chunks.map((c) => [c.fileName, c]));
+      const files = new Set();
+      const visit = (c) => {
+        if (!c || files.has(c.fileName)) return;
+        files.add(c.fileName);
+        for (const css of c.viteMetadata?.importedCss || []) files.add(css);
+        c.imports.forEach((f) => visit(byName.get(f)));
+      };
+      visit(chunks.find((c) => c.isEntry && c.name === 'mobile'));
+      const sw = chunks.find((c) => c.isEntry && c.name === 'sw');
+      if (!files.size || !sw || !sw.code.includes('__MOBILE_BUNDLE__')) this.error('mobile shell: mobile.js or sw.js not found');
+      const urls = [...files].sort().map((f) => `/static/map/dist/${f}`);
+      sw.code = sw.code.replaceAll('__MOBILE_BUNDLE__', JSON.stringify(urls));
+    },
+  };
+}
+
 export default defineConfig({
   base: '/static/map/dist/',
   publicDir: false,
-  plugins: [copyAssets(), thirdPartyLicenses()],
+  plugins: [copyAssets(), thirdPartyLicenses(), mobileShell()],
   build: {
     outDir,
     emptyOutDir: true,

@@ -11,15 +11,25 @@ from gridserver.settings import get_settings
 
 
 def test_demo_worker_has_tasks_to_handle_and_to_verify(http, engine, small_city, monkeypatch):
-    from gridserver.auth.security import create_access_token
-    from gridserver.auth.users import get_user
     from gridserver.demo.build import ensure_demo_users
-    from gridserver.demo.worker_tasks import SOURCE, TASKS, plant_worker_tasks
+    from gridserver.demo.worker_tasks import SOURCE
 
     codes = {lvl: sorted(c for c, a in small_city.items() if a["level"] == lvl)
              for lvl in ("district", "street", "community", "grid")}
     ensure_demo_users(engine, {lvl: pd.DataFrame({"code": c}) for lvl, c in codes.items()})
     grids = gpd.GeoDataFrame([{"code": c, "geometry": small_city[c]["geom"]} for c in codes["grid"]], crs="EPSG:4326")
+    try:
+        _check(http, engine, grids, monkeypatch)
+    finally:  # the small city is shared: leave no planted incident for the tests that count categories
+        with engine.begin() as conn:
+            conn.execute(text("DELETE FROM incidents WHERE source = :s"), {"s": SOURCE})
+
+
+def _check(http, engine, grids, monkeypatch):
+    from gridserver.auth.security import create_access_token
+    from gridserver.auth.users import get_user
+    from gridserver.demo.worker_tasks import SOURCE, TASKS, plant_worker_tasks
+
     assert plant_worker_tasks(engine, grids) == len(TASKS)
     assert plant_worker_tasks(engine, grids) == len(TASKS)  # replaced, not added
     with engine.connect() as conn:

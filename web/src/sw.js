@@ -1,10 +1,10 @@
 // Service worker of the grid-worker app (/m/). Keeps the app shell and the public tiles of my grid
 // so the map opens on a bad connection; the API and the private incident tiles are never cached.
 const CACHE = 'gridserver-m-v2';
-// the app shell: the page and the built bundle (stable file names, see web/vite.config.js)
-const SHELL = ['/m/', '/m/manifest.webmanifest', '/static/map/dist/mobile.js', '/static/map/dist/mobile.css',
-  '/static/map/dist/vendor.js', '/static/map/dist/vendor.css', '/static/map/dist/basestyle.js',
-  '/m/maplibre-gl-worker.mjs', '/static/map/dist/icon.svg', '/tiles/layers.json'];
+// the app shell: the page, and every file of the built bundle that mobile.js loads — written in by the
+// build from its chunk graph (web/vite.config.js), so a chunk split by another page is never missed
+const SHELL = ['/m/', '/m/manifest.webmanifest', ...__MOBILE_BUNDLE__, '/m/maplibre-gl-worker.mjs',
+  '/static/map/dist/icon.svg', '/tiles/layers.json'];
 const PUBLIC_TILES = /\/tiles\/(districts|streets|communities|grids|roads|landuse|buildings)\//;
 
 self.addEventListener('install', (event) => {
