@@ -509,10 +509,10 @@ async def create_request(request: Request, fmt: str | None = None, body: bytes =
     nothing (``gridserver.db.idempotency``; the key belongs to the api_key's account)."""
     fmt = _fmt(request)
     fields = await _fields(request, body)
-    return await run_in_threadpool(_create, fmt, fields, session, idem)
+    return await run_in_threadpool(_create, fmt, fields, session, idem, str(request.base_url).rstrip("/"))
 
 
-def _create(fmt: str, fields: dict, session, idem: Idempotency) -> Response:
+def _create(fmt: str, fields: dict, session, idem: Idempotency, base_url: str) -> Response:
     from gridserver.errors import OutsideArea
     from gridserver.incidents.service import create_incident
 
@@ -560,7 +560,8 @@ def _create(fmt: str, fields: dict, session, idem: Idempotency) -> Response:
                               outside="manual" if not has_point else "error", max_description=4000)
     except OutsideArea as exc:
         raise Open311Error(400, f"the location is outside the service area: {exc.detail}") from None
-    notice = f"查询码 tracking code {out['tracking_code']}；责任部门 {out['department_name'] or '人工派遣'}"
+    notice = (f"查询码 tracking code {out['tracking_code']}；责任部门 {out['department_name'] or '人工派遣'}；"
+              f"进度查询 {base_url}/track?code={out['tracking_code']}")
     answer = [{"service_request_id": str(out["id"]), "service_notice": notice, "account_id": None}]
     idem.save(session, answer, 200)
     session.commit()

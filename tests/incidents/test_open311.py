@@ -73,6 +73,11 @@ def test_post_with_form_fields_then_read_back(http, api_key):
     assert isinstance(body, list) and len(body) == 1 and "token" not in body[0]
     rid = body[0]["service_request_id"]
     assert isinstance(rid, str) and "查询码" in body[0]["service_notice"]
+    # the citizen's page for that code is named in the notice, and it answers
+    track = body[0]["service_notice"].split("进度查询 ")[1]
+    assert track.startswith("http") and "/track?code=" in track
+    code = track.split("code=")[1]
+    assert http.get(f"/api/v1/track/{code}").status_code == 200
     got = http.get(f"{BASE}/requests/{rid}.json").json()
     assert len(got) == 1
     req = got[0]
