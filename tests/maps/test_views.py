@@ -284,6 +284,42 @@ def _fill_report(pg, label, description, photo):
     pg.set_input_files('#report-form input[name="photo"]', str(photo))
 
 
+def test_report_picks_a_category_then_its_item_in_two_taps(browser, live_url, http, small_city, worker):
+    """Routing goes by item: a tap on a category (two columns) opens its items; 只选大类 keeps the category."""
+    tree = http.get("/api/v1/incidents/categories").json()
+    cat = next(c for c in tree if len(c.get("items") or []) >= 2)
+    item = cat["items"][1]
+    ctx, pg = _phone(browser)
+    _with_token(ctx, worker["token"])
+    try:
+        pg.goto(live_url + "/m/")
+        pg.wait_for_function("() => window.__mobileState && window.__mobileState.ready && window.__mobileState.view === 'app'")
+        pg.click('#tabs button[data-view="report-view"]')
+        tops = pg.locator("#cat-list li")
+        assert tops.count() == len(tree)
+        a, b = tops.nth(0).bounding_box(), tops.nth(1).bounding_box()
+        assert abs(a["y"] - b["y"]) < 1 and b["x"] > a["x"] + a["width"] - 1, "two columns"
+        pg.locator("#cat-list li", has_text=cat["label"]).first.click()
+        assert pg.inner_text("#cat-chosen") == f"已选：{cat['label']}"
+        assert pg.evaluate("() => document.querySelector('#report-form').category.value") == cat["code"]
+        labels = pg.locator("#cat-list li[data-code]").all_inner_texts()
+        assert labels == ["只选大类"] + [i["label"] for i in cat["items"]][:29]
+        pg.locator(f'#cat-list li[data-code="{item["code"]}"]').click()
+        assert pg.inner_text("#cat-chosen") == f"已选：{cat['label']} › {item['label']}"
+        assert pg.evaluate("() => document.querySelector('#report-form').category.value") == item["code"]
+        assert pg.locator("#cat-list li").count() == 0
+        # back to the categories, and 只选大类 keeps the category alone
+        pg.fill("#cat-search", cat["label"])
+        pg.fill("#cat-search", "")
+        pg.locator("#cat-list li", has_text=cat["label"]).first.click()
+        pg.locator("#cat-list li.whole").click()
+        assert pg.evaluate("() => document.querySelector('#report-form').category.value") == cat["code"]
+        assert pg.locator("#cat-list li").count() == 0
+        assert pg.errors == []
+    finally:
+        ctx.close()
+
+
 OUTBOX_JS = """async () => (await window.__mobileQueue.all('outbox'))
                  .map(i => ({key: i.key, description: i.description, size: i.photo.blob.size, blob: i.photo.blob instanceof Blob}))"""
 

@@ -23,7 +23,7 @@ const $ = (s) => document.querySelector(s);
 // where earlier versions kept the queue (localStorage); moved into IndexedDB once, see queue.js
 const OLD_QUEUE = { drafts: 'gridserver.m.drafts', outbox: 'gridserver.m.outbox' };
 const PATROL = 'gridserver.m.patrol';
-const state = { ready: false, tasks: [], sent: [], outbox: 0, drafts: 0, patrol: null, grid: null, categories: [] };
+const state = { ready: false, tasks: [], sent: [], outbox: 0, drafts: 0, patrol: null, grid: null, categories: [], openCategory: null };
 window.__mobileState = state;
 window.__mobileQueue = queue;
 let map;
@@ -252,15 +252,22 @@ async function loadCategories() {
   if (fresh) save('gridserver.m.categories', fresh);
   const tree = fresh || load('gridserver.m.categories', []); // offline: the last list seen
   state.categories = tree.flatMap((c) => [{ code: c.code, label: c.label || c.name, parent: null },
-    ...(c.items || []).map((i) => ({ code: i.code, label: i.label || i.name, parent: c.label || c.name }))]);
+    ...(c.items || []).map((i) => ({ code: i.code, label: i.label || i.name, parent: c.label || c.name, parentCode: c.code }))]);
   renderCategories('');
 }
 
+// Two taps without search: a category (two columns), then one of its items, which is what routing uses
+// (乱张贴小广告 goes to the grid worker, 暴露垃圾 to the street's sanitation station); "只选大类" keeps the category.
 function renderCategories(q) {
-  const list = q ? state.categories.filter((c) => c.label.includes(q) || (c.parent || '').includes(q) || c.code.includes(q))
-    : state.categories.filter((c) => !c.parent);
-  $('#cat-list').innerHTML = list.slice(0, 30).map((c) => `<li data-code="${escapeHtml(c.code)}">${c.parent
-    ? `<small>${escapeHtml(c.parent)} ›</small> ` : ''}${escapeHtml(c.label)}</li>`).join('');
+  const list = $('#cat-list');
+  const open = !q && state.openCategory;
+  const shown = q ? state.categories.filter((c) => c.label.includes(q) || (c.parent || '').includes(q) || c.code.includes(q))
+    : state.categories.filter((c) => (open ? c.parent && c.parentCode === open : !c.parent));
+  list.className = q ? '' : 'grid';
+  const item = (c) => `<li data-code="${escapeHtml(c.code)}">${q && c.parent
+    ? `<small>${escapeHtml(c.parent)} ›</small> ` : ''}${escapeHtml(c.label)}</li>`;
+  const head = open ? `<li class="back" data-back="1">‹ 全部类别</li><li class="whole" data-code="${escapeHtml(open)}">只选大类</li>` : '';
+  list.innerHTML = head + shown.slice(0, 30).map(item).join('');
 }
 
 function pickCategory(code) {
@@ -268,6 +275,13 @@ function pickCategory(code) {
   if (!c) return;
   $('#report-form').category.value = code;
   $('#cat-chosen').textContent = `已选：${c.parent ? `${c.parent} › ` : ''}${c.label}`;
+  const hasItems = !c.parent && state.categories.some((x) => x.parentCode === code);
+  if (hasItems && state.openCategory !== code && !$('#cat-search').value.trim()) {
+    state.openCategory = code; // the category is chosen already; its items refine it
+    renderCategories('');
+    return;
+  }
+  state.openCategory = null;
   $('#cat-list').innerHTML = '';
 }
 
@@ -286,6 +300,8 @@ function resetForm() {
   f.reset();
   f.category.value = '';
   $('#cat-chosen').textContent = '未选择类别';
+  state.openCategory = null;
+  renderCategories(''); // the categories again for the next report (a pick had folded the list away)
   chosen = null;
   carriedPhoto = null;
   editingDraft = null;
@@ -503,7 +519,11 @@ async function start() {
     if (a) act(Number($('#task-view').dataset.id), a);
   });
   $('#cat-search').addEventListener('input', (e) => renderCategories(e.target.value.trim()));
-  $('#cat-list').addEventListener('click', (e) => { const li = e.target.closest('li[data-code]'); if (li) pickCategory(li.dataset.code); });
+  $('#cat-list').addEventListener('click', (e) => {
+    if (e.target.closest('li[data-back]')) { state.openCategory = null; renderCategories(''); return; }
+    const li = e.target.closest('li[data-code]');
+    if (li) pickCategory(li.dataset.code);
+  });
   $('#use-gps').addEventListener('click', () => navigator.geolocation?.getCurrentPosition(
     (pos) => choose(pos.coords.longitude, pos.coords.latitude, 'GPS'),
     (err) => { $('#where-text').textContent = `无法定位：${err.message}`; }, { enableHighAccuracy: true, timeout: 10000 }));
