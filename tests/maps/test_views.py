@@ -315,6 +315,13 @@ def test_report_picks_a_category_then_its_item_in_two_taps(browser, live_url, ht
         pg.locator("#cat-list li.whole").click()
         assert pg.evaluate("() => document.querySelector('#report-form').category.value") == cat["code"]
         assert pg.locator("#cat-list li").count() == 0
+        # once sent, the form is ready for the next report: the categories are listed again
+        pg.fill('#report-form textarea[name="description"]', f"两步选类测试 {uuid.uuid4().hex[:6]}")
+        pg.click("#use-gps")
+        pg.wait_for_function("() => document.querySelector('#where-text').textContent.startsWith('GPS')")
+        pg.click("#submit-report")
+        pg.wait_for_function("() => window.__mobileState.sent.length === 1")
+        assert pg.locator("#cat-list li").count() == len(tree) and pg.inner_text("#cat-chosen") == "未选择类别"
         assert pg.errors == []
     finally:
         ctx.close()
