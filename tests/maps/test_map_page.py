@@ -114,6 +114,17 @@ def test_click_on_a_grid_shows_its_info(page, small_city):
     assert page.inner_text('#info dd[data-field="上级编码"]') == "440104003002"
     assert page.inner_text("#info .info-title") == "网格：北京南社区第004网格"
     assert page.evaluate("() => window.__gridmapState.selected") == "440104003002004"
+    # then what it holds, for staff: its size from the areas API, incidents and workers from its profile
+    page.wait_for_function("() => window.__gridmapState.profiled === '440104003002004'")
+    from pyproj import Transformer
+    from shapely.ops import transform
+
+    to_4547 = Transformer.from_crs(4326, 4547, always_xy=True).transform
+    ha = transform(to_4547, small_city["440104003002004"]["geom"]).area / 1e4
+    area = page.inner_text('#info dd[data-field="面积"]')
+    assert area.endswith(" 公顷") and abs(float(area.split()[0]) - ha) < 0.01, (area, ha)
+    assert page.inner_text('#info dd[data-field="近30天事件"]').startswith("未办结 ")
+    assert page.inner_text('#info dd[data-field="人口"]').replace(",", "").isdigit()
     assert page.errors == []
 
 

@@ -5,7 +5,7 @@ import * as maplibregl from 'maplibre-gl';
 import 'maplibre-gl/dist/maplibre-gl.css';
 import workerUrl from 'maplibre-gl/dist/maplibre-gl-worker.mjs?url';
 import './map.css';
-import { authHeaders, getToken, getUser, login, setToken, transformRequest, ROLE_LABELS } from './common.js';
+import { apiJson, authHeaders, getToken, getUser, login, setToken, transformRequest, ROLE_LABELS } from './common.js';
 import { basemapLayers } from './basestyle.js';
 
 maplibregl.setWorkerUrl(workerUrl);
@@ -148,10 +148,24 @@ function showInfo(title, rows) {
 }
 
 function showArea(p) {
-  showInfo(`${LEVEL_LABELS[p.level] || p.level}：${p.name}`, [
-    ['编码', p.code], ['名称', p.name], ['层级', LEVEL_LABELS[p.level] || p.level], ['上级编码', p.parent_code || '—'],
-    ...(p.area_m2 ? [['面积', `${(p.area_m2 / 1e4).toFixed(2)} 公顷`]] : []),
-  ]);
+  const title = `${LEVEL_LABELS[p.level] || p.level}：${p.name}`;
+  const base = [['编码', p.code], ['名称', p.name], ['层级', LEVEL_LABELS[p.level] || p.level], ['上级编码', p.parent_code || '—']];
+  showInfo(title, base);
+  // then what the area holds: its size (public), and for staff its block data, incidents and grid workers
+  Promise.all([apiJson(`/api/v1/areas/${encodeURIComponent(p.code)}`),
+    getToken() ? apiJson(`/api/v1/areas/${encodeURIComponent(p.code)}/profile`) : null]).then(([area, prof]) => {
+    if (window.__gridmapState.selected !== p.code) return; // another click came first
+    const n = (x) => (typeof x === 'number' ? x.toLocaleString('zh-CN') : x?.total?.toLocaleString('zh-CN'));
+    const rows = [...base, ['面积', area?.area_m2 ? `${(area.area_m2 / 1e4).toFixed(2)} 公顷` : null]];
+    if (prof) {
+      rows.push(['网格数', p.level === 'grid' ? null : n(prof.grids)], ['建筑', n(prof.buildings)], ['户数', n(prof.households)],
+        ['人口', n(prof.people)], ['法人单位', n(prof.businesses)],
+        ['近30天事件', prof.incidents_30d ? `未办结 ${prof.incidents_30d.open} · 已办结 ${prof.incidents_30d.closed}` : null],
+        ['网格员', (prof.workers || []).map((w) => w.full_name || w.username).join('、') || null]);
+    }
+    showInfo(title, rows);
+    window.__gridmapState.profiled = p.code;
+  });
 }
 
 function showIncident(p) {
