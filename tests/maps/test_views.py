@@ -244,6 +244,32 @@ def test_worker_logs_in_and_sees_only_their_tasks(browser, live_url, engine, htt
         assert first.get_attribute("data-action") == "start" and first.get_attribute("class") == "primary"
         assert pg.locator("#task-view .actions button.primary").count() == 1
         pg.screenshot(path=str(screenshots / "mobile-task.png"))
+
+        def status():
+            return http.get(f"/api/v1/incidents/{mine}", headers=auth(worker)).json()["status"]
+
+        def press(action, answer):  # answer: None = 取消, True = 确定, text = typed into the prompt
+            seen = []
+
+            def on_dialog(d):
+                seen.append(d.type)
+                d.dismiss() if answer is None else d.accept(answer if isinstance(answer, str) else "")
+            pg.once("dialog", on_dialog)
+            pg.click(f'#task-view .actions button[data-action="{action}"]')
+            for _ in range(40):  # the dialog opens from the click handler
+                if seen:
+                    break
+                pg.wait_for_timeout(50)
+            return seen
+
+        assert press("start", None) == ["confirm"] and status() == "dispatched", "取消 does nothing"
+        assert press("start", True) == ["confirm"]
+        pg.wait_for_selector('#task-view .actions button[data-action="resolve"]')
+        assert status() == "in_progress"
+        assert press("resolve", None) == ["prompt"] and status() == "in_progress", "取消 on the note does nothing"
+        assert press("resolve", "已清理完毕") == ["prompt"]
+        pg.wait_for_function(f"() => !document.querySelector('#task-view .actions button[data-action=\"resolve\"]')")
+        assert status() == "resolved"
         _only_local(pg, live_url)
         assert pg.errors == []
     finally:

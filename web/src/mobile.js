@@ -229,8 +229,20 @@ async function openTask(id) {
     <div>${escapeHtml(e.note || '')}</div></li>`).join('');
 }
 
+// Actions the server refuses without a note (workflow.py needs_note); the others ask only for a confirmation.
+const NEEDS_NOTE = ['resolve', 'return', 'decline', 'rework', 'comment', 'escalate', 'supervise'];
+
 async function act(id, action) {
-  const note = window.prompt(`${ACTION_LABELS[action] || action}：请填写说明`, '') ?? '';
+  const label = ACTION_LABELS[action] || action;
+  let note = '';
+  if (NEEDS_NOTE.includes(action)) {
+    const typed = window.prompt(`${label}：请填写说明`, '');
+    if (typed === null) return; // 取消: nothing is done
+    note = typed.trim();
+    if (!note) { window.alert(`${label}需要填写说明`); return; }
+  } else if (!window.confirm(`确认${label}？`)) {
+    return;
+  }
   const file = $('#task-view input[type=file]').files[0];
   const key = uuid();
   if (file) {
