@@ -185,7 +185,9 @@ def _print_summary(summary: dict, host: str, port: int) -> None:
     users = ", ".join(u for u, _, _ in summary["users"])
     console.print(f"演示账号 demo accounts: {users} — password [bold]{DEMO_PASSWORD}[/] (they log in only in demo mode: `gridserver demo --serve`)")
     base = f"http://{host}:{port}"
-    console.print(f"\n  地图 map:        {base}/map\n  API 文档 docs:   {base}/docs\n"
+    console.print(f"\n  地图 map:        {base}/map\n  指挥大屏 wall:   {base}/screen\n"
+                  f"  网格员 phone:    {base}/m/  (gridworker)\n  进度查询 track:  {base}/track\n"
+                  f"  API 文档 docs:   {base}/docs\n"
                   f"  落格 locate:     {base}/api/v1/locate?lon=113.2665&lat=23.1291\n"
                   f"  瓦片 tiles:      {base}/tiles/grids/14/13346/7109.mvt\n")
 
