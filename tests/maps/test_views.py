@@ -33,6 +33,7 @@ pytestmark = pytest.mark.browser
 
 WORKER_GRID = "440104001001001"  # 113.25–113.26 × 23.1425–23.15
 OTHER_GRID = "440104003002004"
+APP_READY = "() => window.__mobileState && window.__mobileState.ready && window.__mobileState.view === 'app'"
 
 
 @pytest.fixture(scope="module")
@@ -219,7 +220,7 @@ def test_worker_logs_in_and_sees_only_their_tasks(browser, live_url, engine, htt
         pg.fill('#login-form input[name="username"]', worker["username"])
         pg.fill('#login-form input[name="password"]', worker["password"])
         pg.click('#login-form button[type="submit"]')
-        pg.wait_for_function("() => window.__mobileState && window.__mobileState.ready && window.__mobileState.view === 'app'")
+        pg.wait_for_function(APP_READY)
         assert pg.inner_text("#grid-name") == small_city[WORKER_GRID]["name"]
         pg.wait_for_function("() => window.__mobileMap.loaded() && !window.__mobileMap.isMoving()")
         pg.screenshot(path=str(screenshots / "mobile-map.png"))
@@ -300,6 +301,16 @@ def _cut_off(error: str, reason: str) -> bool:
     return reason in error or "net::ERR_FAILED" in error
 
 
+def _report_tab(browser, live_url, worker):
+    """The phone app, logged in as ``worker`` by token, on its report tab."""
+    ctx, pg = _phone(browser)
+    _with_token(ctx, worker["token"])
+    pg.goto(live_url + "/m/")
+    pg.wait_for_function(APP_READY)
+    pg.click('#tabs button[data-view="report-view"]')
+    return ctx, pg
+
+
 def _fill_report(pg, label, description, photo):
     pg.fill("#cat-search", label)
     pg.click("#cat-list li >> nth=0")
@@ -315,12 +326,8 @@ def test_report_picks_a_category_then_its_item_in_two_taps(browser, live_url, ht
     tree = http.get("/api/v1/incidents/categories").json()
     cat = next(c for c in tree if len(c.get("items") or []) >= 2)
     item = cat["items"][1]
-    ctx, pg = _phone(browser)
-    _with_token(ctx, worker["token"])
+    ctx, pg = _report_tab(browser, live_url, worker)
     try:
-        pg.goto(live_url + "/m/")
-        pg.wait_for_function("() => window.__mobileState && window.__mobileState.ready && window.__mobileState.view === 'app'")
-        pg.click('#tabs button[data-view="report-view"]')
         tops = pg.locator("#cat-list li")
         assert tops.count() == len(tree)
         a, b = tops.nth(0).bounding_box(), tops.nth(1).bounding_box()
@@ -368,12 +375,8 @@ def test_reports_made_offline_arrive_exactly_once_with_their_photos(browser, liv
         assert photo.stat().st_size >= 2 * 1024 * 1024
         photos.append(photo)
         descriptions.append(f"离线上报测试 {i} {uuid.uuid4().hex[:8]}")
-    ctx, pg = _phone(browser)
-    _with_token(ctx, worker["token"])
+    ctx, pg = _report_tab(browser, live_url, worker)
     try:
-        pg.goto(live_url + "/m/")
-        pg.wait_for_function("() => window.__mobileState && window.__mobileState.ready && window.__mobileState.view === 'app'")
-        pg.click('#tabs button[data-view="report-view"]')
 
         ctx.set_offline(True)
         for i, (description, photo) in enumerate(zip(descriptions, photos)):
@@ -439,7 +442,7 @@ def test_a_queue_left_in_localstorage_moves_to_indexeddb_once(browser, live_url,
         localStorage.setItem('gridserver.m.drafts', {json.dumps(json.dumps(old_drafts))}); }}""")
     try:
         pg.goto(live_url + "/m/")
-        pg.wait_for_function("() => window.__mobileState && window.__mobileState.ready && window.__mobileState.view === 'app'")
+        pg.wait_for_function(APP_READY)
         assert pg.evaluate("() => window.__mobileState.migrated") == 2
         pg.wait_for_function("() => window.__mobileState.sent.length === 1 && window.__mobileState.outbox === 0")
         assert _arrived(engine, sent_desc) == [(pg.evaluate("() => window.__mobileState.sent[0]"), len(photo),
@@ -452,7 +455,7 @@ def test_a_queue_left_in_localstorage_moves_to_indexeddb_once(browser, live_url,
         assert draft_desc in pg.inner_text("#drafts")
 
         pg.reload()  # the next start moves nothing and sends nothing again
-        pg.wait_for_function("() => window.__mobileState && window.__mobileState.ready && window.__mobileState.view === 'app'")
+        pg.wait_for_function(APP_READY)
         assert pg.evaluate("() => window.__mobileState.migrated") == 0
         assert pg.evaluate("async () => (await window.__mobileQueue.all('drafts')).length") == 1
         assert pg.evaluate("() => window.__mobileState.sent") == []
@@ -500,7 +503,7 @@ def test_phone_app_opens_offline_and_draws_my_grid_from_its_cache(browser, reque
     _with_token(ctx, token)
     try:
         pg.goto(base + "/m/")
-        pg.wait_for_function("() => window.__mobileState && window.__mobileState.ready && window.__mobileState.view === 'app'")
+        pg.wait_for_function(APP_READY)
         pg.wait_for_function("() => window.__mobileMap && window.__mobileMap.loaded() && !window.__mobileMap.isMoving()")
         # the service worker keeps the shell (MapLibre's worker script included) and my grid's public tiles
         deadline = time.monotonic() + 60
@@ -520,7 +523,7 @@ def test_phone_app_opens_offline_and_draws_my_grid_from_its_cache(browser, reque
         pg.on("response", lambda r: responses.append(r))
         pg.errors.clear()
         pg.reload()
-        pg.wait_for_function("() => window.__mobileState && window.__mobileState.ready && window.__mobileState.view === 'app'")
+        pg.wait_for_function(APP_READY)
         assert pg.evaluate("() => window.__mobileState.offlineStart") is True
         assert pg.inner_text("#grid-name") == small_city[WORKER_GRID]["name"]
         pg.wait_for_function("() => window.__mobileMap && window.__mobileMap.loaded() && !window.__mobileMap.isMoving()")
@@ -559,7 +562,7 @@ def test_patrol_records_my_track_and_coverage(browser, live_url, http, small_cit
     _with_token(ctx, worker["token"])
     try:
         pg.goto(live_url + "/m/")
-        pg.wait_for_function("() => window.__mobileState && window.__mobileState.ready && window.__mobileState.view === 'app'")
+        pg.wait_for_function(APP_READY)
         pg.click("#patrol-toggle")
         assert pg.inner_text("#patrol-toggle") == "结束巡查"
         for i in range(12):  # walking east along the middle of my grid
