@@ -115,10 +115,10 @@ def _self_links(url: str, fmt: str, json_type: str = JSON) -> list[dict]:
 
 
 def _respond(kind: str, doc: dict, fmt: str, *, media: str = JSON, headers: dict | None = None):
-    h = dict(headers or {})  # CORS headers: analytics/cors.py, for every /ogc answer
+    # CORS headers: analytics/cors.py, for every /ogc answer
     if fmt == "html":
-        return HTMLResponse(ogc_html.render(kind, doc), headers=h)
-    return JSONResponse(doc, media_type=media, headers=h)
+        return HTMLResponse(ogc_html.render(kind, doc), headers=headers)
+    return JSONResponse(doc, media_type=media, headers=headers)
 
 
 @_get("/", summary="OGC API 入口 landing page")
@@ -222,7 +222,7 @@ def queryables(collection_id: str, request: Request, user: User | None = Depends
     props = {name: {"type": typ, "title": name} for name, typ in layer.queryables.items()}
     props["geometry"] = _geometry_schema(layer)
     if layer.time_start:
-        props["datetime"] = {"type": "string", "format": "date-time"}
+        props["datetime"] = _json_type("date-time")
     return _schema_doc(request, layer, "queryables", props, _format(request))
 
 
